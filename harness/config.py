@@ -1,0 +1,342 @@
+"""Profiles: one TOML file each, parsed into typed, validated, frozen dataclasses.
+
+A profile names the model, the hook point, the two SAEs (`coarse`, `fine`), the prompt
+sets, and the claims with their thresholds. Every bad value raises one ConfigError that
+names the value and lists the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from harness.errors import ConfigError, choices_error
+from harness.paths import FIXTURES_DIR, PROFILES_DIR
+
+ModelSource = Literal["smollm2-gguf", "huggingface", "synthetic"]
+SaeSource = Literal["local", "pretrained", "random"]
+Pooling = Literal["max", "mean"]
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+ClaimFamily = Literal[
+    "selectivity",
+    "loud_unselective",
+    "sparsity",
+    "reconstruction",
+    "geometry",
+    "sub_features",
+    "empty_top_left",
+    "go_gate",
+    "steering",
+]
+SAE_ROLES = ("coarse", "fine")
+HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
+
+
+def _check_literal(what: str, value: Any, literal: Any) -> None:
+    valid = get_args(literal)
+    if value not in valid:
+        raise choices_error(what, value, valid)
+
+
+def _reject_unknown(where: str, data: dict[str, Any], cls: type) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise choices_error(f"key in {where}", key, known)
+
+
+def _build(cls: type, where: str, data: Any, **extra: Any):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {type(data).__name__} {data!r}")
+    _reject_unknown(where, data, cls)
+    try:
+        return cls(**data, **extra)
+    except TypeError as exc:  # a missing required key
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in data and name not in extra]
+        raise ConfigError(f"{where} is missing required keys {missing}") from exc
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    source: str
+    hook: str
+    n_layers: int
+    d_model: int
+    hf_id: str = ""
+    gguf_file: str = ""
+    package: str = ""
+    dtype: str = "float32"
+    device: str = "auto"
+    max_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        _check_literal("model.source", self.source, ModelSource)
+        _check_literal("model.dtype", self.dtype, Dtype)
+        _check_literal("model.device", self.device, Device)
+        match = HOOK_PATTERN.match(self.hook)
+        if not match:
+            raise ConfigError(
+                f"model.hook {self.hook!r} is not a residual-stream hook name; "
+                "valid form: 'blocks.<layer>.hook_resid_{pre,mid,post}'"
+            )
+        if not 0 <= int(match.group(1)) < self.n_layers:
+            raise ConfigError(
+                f"model.hook {self.hook!r} names layer {match.group(1)}; "
+                f"valid layers: 0..{self.n_layers - 1}"
+            )
+
+    @property
+    def layer(self) -> int:
+        return int(HOOK_PATTERN.match(self.hook).group(1))  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class SaeConfig:
+    role: str
+    source: str
+    d_sae: int
+    path: str = ""
+    release: str = ""
+    sae_id: str = ""
+    neuronpedia_id: str = ""
+    expected_l0: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_literal("sae.role", self.role, Literal["coarse", "fine"])
+        _check_literal(f"saes.{self.role}.source", self.source, SaeSource)
+        if self.source == "local" and not self.path:
+            raise ConfigError(f"saes.{self.role}: source 'local' needs a 'path'")
+        if self.source == "pretrained" and not (self.release and self.sae_id):
+            raise ConfigError(f"saes.{self.role}: source 'pretrained' needs 'release' and 'sae_id'")
+
+    @property
+    def local_path(self) -> Path:
+        return (FIXTURES_DIR / self.path).resolve()
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    concept: str
+    neutral: str
+    near_miss: str = ""
+    concept_name: str = "France"
+    split_seed: int = 0
+
+    def resolve(self, name: str) -> Path:
+        value = getattr(self, name)
+        path = Path(value)
+        return path if path.is_absolute() else (FIXTURES_DIR / path).resolve()
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    pooling: str = "max"
+    seed: int = 0
+    permutations: int = 10_000
+    bootstrap: int = 2_000
+    alpha: float = 0.05
+    batch_size: int = 16
+    top_fine_matches: int = 8
+
+    def __post_init__(self) -> None:
+        _check_literal("analysis.pooling", self.pooling, Pooling)
+        if self.permutations < 99:
+            raise ConfigError(f"analysis.permutations {self.permutations} is too few; use >= 99")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"analysis.alpha {self.alpha} must lie in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One declared claim. `params` holds the family's thresholds, checked per family."""
+
+    family: str
+    name: str
+    statement: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_literal("claim family", self.family, ClaimFamily)
+        required = CLAIM_PARAMS[self.family]
+        for key in self.params:
+            if key not in required:
+                raise choices_error(f"parameter of claim {self.name!r}", key, required)
+        missing = [k for k, default in required.items() if default is REQUIRED and k not in self.params]
+        if missing:
+            raise ConfigError(f"claim {self.name!r} ({self.family}) is missing parameters {missing}")
+
+    def param(self, key: str) -> Any:
+        if key in self.params:
+            return self.params[key]
+        return CLAIM_PARAMS[self.family][key]
+
+    @property
+    def claim_id(self) -> str:
+        return f"{self.family}[{self.name}]"
+
+
+REQUIRED = object()
+# Per family: parameter -> default (REQUIRED when it has none). Thresholds live in profiles.
+CLAIM_PARAMS: dict[str, dict[str, Any]] = {
+    "selectivity": {"sae": REQUIRED, "feature": REQUIRED, "min_selectivity": REQUIRED,
+                    "against": "neutral"},
+    "loud_unselective": {"sae": REQUIRED, "loud": REQUIRED, "anchor": REQUIRED},
+    "sparsity": {"sae": REQUIRED, "max_l0_fraction": REQUIRED},
+    "reconstruction": {"sae": REQUIRED, "min_explained_variance": REQUIRED,
+                       "min_ce_loss_score": REQUIRED},
+    "geometry": {"anchor": REQUIRED, "cutoff": 0.3, "quantile": 0.999},
+    "sub_features": {"anchor": REQUIRED, "min_cosine": 0.3, "min_count": 1,
+                     "blue_min_correlation": 0.5, "orange_min_correlation": 0.2,
+                     "red_max_cosine": 0.1},
+    "empty_top_left": {"min_cosine": 0.3, "min_correlation": 0.1},
+    "go_gate": {"min_sub_features": 3},
+    "steering": {"kind": REQUIRED, "direction": REQUIRED, "alpha": REQUIRED},
+}
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Pre-registered feature ids; `source` says where they came from."""
+
+    coarse: tuple[int, ...] = ()
+    fine: tuple[int, ...] = ()
+    source: str = "pre-registered"
+    registered_on: str = ""
+    discovery_prompt_hash: str = ""
+    split: Literal["all", "confirmation"] = "all"
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    model: ModelConfig
+    saes: dict[str, SaeConfig]
+    prompts: PromptsConfig
+    analysis: AnalysisConfig
+    anchors: Anchors
+    claims: tuple[ClaimSpec, ...]
+    steering: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def claims_of(self, family: str) -> list[ClaimSpec]:
+        _check_literal("claim family", family, ClaimFamily)
+        return [c for c in self.claims if c.family == family]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml") if not p.stem.endswith(".anchors"))
+
+
+def profile_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml":
+        if not candidate.is_file():
+            raise ConfigError(f"profile file {str(candidate)!r} does not exist")
+        return candidate
+    path = PROFILES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise choices_error("profile", name_or_path, available_profiles())
+    return path
+
+
+def anchors_path(profile_file: Path) -> Path:
+    return profile_file.with_name(profile_file.stem + ".anchors.toml")
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load and validate a profile by name (fixtures/profiles/NAME.toml) or path."""
+    path = profile_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
+    top = {"name", "description", "model", "saes", "prompts", "analysis", "anchors", "claims",
+           "steering"}
+    for key in data:
+        if key not in top:
+            raise choices_error(f"top-level key in {path.name}", key, top)
+    for key in ("name", "model", "saes", "prompts", "claims"):
+        if key not in data:
+            raise ConfigError(f"profile {path.name} is missing the required section {key!r}")
+    saes_data = data["saes"]
+    for role in saes_data:
+        if role not in SAE_ROLES:
+            raise choices_error(f"SAE role in {path.name}", role, SAE_ROLES)
+    missing_roles = [r for r in SAE_ROLES if r not in saes_data]
+    if missing_roles:
+        raise ConfigError(f"profile {path.name} is missing SAEs {missing_roles}")
+    saes = {role: _build(SaeConfig, f"saes.{role}", saes_data[role], role=role) for role in SAE_ROLES}
+
+    anchors_data = dict(data.get("anchors", {}))
+    side_file = anchors_path(path)
+    if side_file.is_file():  # written by `python -m harness discover`
+        anchors_data.update(tomllib.loads(side_file.read_text()).get("anchors", {}))
+    anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
+    anchors = _build(Anchors, "anchors", anchors_data)
+
+    claims = []
+    seen: set[str] = set()
+    for index, raw in enumerate(data["claims"]):
+        raw = dict(raw)
+        where = f"claims[{index}]"
+        for key in ("family", "name", "statement"):
+            if key not in raw:
+                raise ConfigError(f"{where} is missing {key!r}")
+        spec = ClaimSpec(
+            family=raw.pop("family"), name=raw.pop("name"), statement=raw.pop("statement"),
+            params=raw,
+        )
+        if spec.claim_id in seen:
+            raise ConfigError(f"duplicate claim id {spec.claim_id!r} in {path.name}")
+        seen.add(spec.claim_id)
+        claims.append(spec)
+
+    profile = Profile(
+        name=data["name"],
+        description=data.get("description", ""),
+        model=_build(ModelConfig, "model", data["model"]),
+        saes=saes,
+        prompts=_build(PromptsConfig, "prompts", data["prompts"]),
+        analysis=_build(AnalysisConfig, "analysis", data.get("analysis", {})),
+        anchors=anchors,
+        claims=tuple(claims),
+        steering=data.get("steering", {}),
+        path=path,
+    )
+    if profile.name != path.stem and path.parent == PROFILES_DIR:
+        raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
+    return profile
+
+
+def with_overrides(profile: Profile, **changes: Any) -> Profile:
+    """A copy of the profile with analysis or prompt fields replaced (CLI/pytest options)."""
+    analysis_keys = {f.name for f in dataclasses.fields(AnalysisConfig)}
+    prompt_keys = {f.name for f in dataclasses.fields(PromptsConfig)}
+    analysis_changes = {k: v for k, v in changes.items() if k in analysis_keys and v is not None}
+    prompt_changes = {k: v for k, v in changes.items() if k in prompt_keys and v is not None}
+    unknown = set(changes) - analysis_keys - prompt_keys
+    if unknown:
+        raise choices_error("override", sorted(unknown)[0], analysis_keys | prompt_keys)
+    return dataclasses.replace(
+        profile,
+        analysis=dataclasses.replace(profile.analysis, **analysis_changes),
+        prompts=dataclasses.replace(profile.prompts, **prompt_changes),
+    )

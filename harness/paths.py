@@ -1,0 +1,62 @@
+"""Where things live: the repository's fixtures and the user cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES_DIR = REPO_ROOT / "fixtures"
+PROFILES_DIR = FIXTURES_DIR / "profiles"
+PROMPTS_DIR = FIXTURES_DIR / "prompts"
+SAES_DIR = FIXTURES_DIR / "saes"
+
+CACHE_ENV = "SAE_CLAIMS_CACHE"
+
+
+def cache_dir() -> Path:
+    """User cache: $SAE_CLAIMS_CACHE, else $XDG_CACHE_HOME/sae-claims, else ~/.cache/sae-claims."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        root = Path(explicit)
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sae-claims"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yield a temp dir beside `final`; rename it into place only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the result should read like any folder
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

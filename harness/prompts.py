@@ -1,0 +1,141 @@
+"""Prompt sets: JSONL with facet labels, validated, hashed, split by facet.
+
+One record per line: {"id", "text", "set", "facet", "country"}; `set` is one of
+concept / neutral / near_miss. Users can bring their own files in the same format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import Profile
+from harness.errors import ConfigError, choices_error
+
+PROMPT_SETS = ("concept", "neutral", "near_miss")
+REQUIRED_KEYS = ("id", "text", "set", "facet")
+OPTIONAL_KEYS = ("country",)
+
+# Words that mark a text as being about France; neutral and near-miss prompts must have none.
+FRANCE_WORDS = (
+    "france", "french", "frenchman", "paris", "parisian", "lyon", "marseille", "bordeaux",
+    "normandy", "provence", "brittany", "burgundy", "alsace", "corsica", "toulouse", "nice",
+    "eiffel", "louvre", "versailles", "napoleon", "bastille", "seine", "riviera", "champagne",
+    "croissant", "baguette", "macron", "de gaulle", "marseillaise", "élysée", "gaul", "franc",
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    set: str
+    facet: str
+    country: str = ""
+
+
+def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
+    """Read and validate one JSONL prompt file; every problem names the line and the value."""
+    if expected_set not in PROMPT_SETS:
+        raise choices_error("prompt set", expected_set, PROMPT_SETS)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prompt file {str(path)!r} does not exist")
+    prompts: list[Prompt] = []
+    seen_ids: set[str] = set()
+    seen_texts: set[str] = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where} is not valid JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where} must be a JSON object, got {type(record).__name__}")
+        for key in record:
+            if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+                raise choices_error(f"key at {where}", key, REQUIRED_KEYS + OPTIONAL_KEYS)
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            raise ConfigError(f"{where} is missing keys {missing}")
+        if record["set"] != expected_set:
+            raise ConfigError(f"{where} has set {record['set']!r}; this file is for {expected_set!r}")
+        text = str(record["text"]).strip()
+        if not text:
+            raise ConfigError(f"{where} has an empty text")
+        if record["id"] in seen_ids:
+            raise ConfigError(f"{where} repeats id {record['id']!r}")
+        if text.lower() in seen_texts:
+            raise ConfigError(f"{where} repeats the text {text!r}")
+        seen_ids.add(record["id"])
+        seen_texts.add(text.lower())
+        prompts.append(Prompt(id=str(record["id"]), text=text, set=expected_set,
+                              facet=str(record["facet"]), country=str(record.get("country", ""))))
+    if not prompts:
+        raise ConfigError(f"prompt file {str(path)!r} holds no prompts")
+    return prompts
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    concept: tuple[Prompt, ...]
+    neutral: tuple[Prompt, ...]
+    near_miss: tuple[Prompt, ...]
+
+    def all(self) -> list[Prompt]:
+        return [*self.concept, *self.neutral, *self.near_miss]
+
+    def hashes(self) -> dict[str, str]:
+        return {name: prompts_hash(getattr(self, name)) for name in PROMPT_SETS}
+
+
+def prompts_hash(prompts) -> str:
+    payload = json.dumps([[p.id, p.text, p.facet] for p in prompts], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_prompt_sets(profile: Profile) -> PromptSets:
+    sets = {}
+    for name in PROMPT_SETS:
+        value = getattr(profile.prompts, name)
+        sets[name] = tuple(load_prompt_file(profile.prompts.resolve(name), name)) if value else ()
+    ids = [p.id for prompts in sets.values() for p in prompts]
+    if len(ids) != len(set(ids)):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"prompt ids repeat across sets: {dupes[:5]}")
+    return PromptSets(**sets)
+
+
+def all_prompt_texts(profile: Profile) -> list[str]:
+    """Every evaluation prompt text the profile names (for keeping them out of training text)."""
+    try:
+        return [p.text for p in load_prompt_sets(profile).all()]
+    except ConfigError:
+        return []
+
+
+def concept_words_in(text: str, words=FRANCE_WORDS) -> list[str]:
+    lowered = text.lower()
+    return [w for w in words if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w])", lowered)]
+
+
+def discovery_mask(prompts, seed: int) -> np.ndarray:
+    """True for the discovery half: shuffled within each facet by a seeded RNG, first half taken.
+
+    Facets with an odd count put the extra prompt in confirmation, so both halves see every facet.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(prompts), dtype=bool)
+    facets = sorted({p.facet for p in prompts})
+    for facet in facets:
+        members = np.array([i for i, p in enumerate(prompts) if p.facet == facet])
+        members = members[rng.permutation(len(members))]
+        mask[members[: len(members) // 2]] = True
+    return mask

@@ -1,0 +1,70 @@
+"""Residual-stream capture at the hook, stopped at the hook's layer, with honest masks.
+
+Batches are right-padded: with causal attention a real token never sees a pad to its
+right, so no attention mask is needed and real positions are exact. The mask keeps only
+real tokens, and drops the first position and every special token (their residual norms
+are 100x the median, so they would dominate any max-pool or training batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TokenBatch:
+    tokens_BS: torch.Tensor  # right-padded token ids
+    keep_BS: torch.Tensor  # True where the position is a real, non-special, non-first token
+    lengths_B: torch.Tensor
+
+
+def special_token_ids(tokenizer) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            ids.add(int(value))
+    return ids
+
+
+def tokenize_batch(tokenizer, texts: Sequence[str], max_tokens: int) -> TokenBatch:
+    """BOS + text tokens, truncated to max_tokens, right-padded."""
+    bos = tokenizer.bos_token_id
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        rows.append(([bos] if bos is not None else []) + list(ids)[: max_tokens - 1])
+    return pack_rows(rows, tokenizer)
+
+
+def pack_rows(rows: Sequence[Sequence[int]], tokenizer) -> TokenBatch:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), int(pad), dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in rows])
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    positions = torch.arange(width)[None, :]
+    keep = (positions < lengths[:, None]) & (positions > 0)
+    special = torch.tensor(sorted(special_token_ids(tokenizer)), dtype=torch.long)
+    if special.numel():
+        keep &= ~torch.isin(tokens, special)
+    return TokenBatch(tokens_BS=tokens, keep_BS=keep, lengths_B=lengths)
+
+
+@torch.no_grad()
+def resid_at_hook(model, tokens_BS: torch.Tensor, hook: str, layer: int) -> torch.Tensor:
+    """Residual stream at `hook` for a batch, running only the layers up to the hook."""
+    device = next(model.parameters()).device
+    _, cache = model.run_with_cache(
+        tokens_BS.to(device), names_filter=[hook], stop_at_layer=layer + 1, return_cache_object=False
+    )
+    return cache[hook].float()
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
