@@ -1,16 +1,49 @@
-"""`python -m harness COMMAND`: info, train-saes, discover, calibrate, report."""
+"""`python -m harness COMMAND`: info, train-saes, discover, report, calibrate, schema."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from harness.errors import HarnessError
 
 
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="smollm2-135m", help="profile name or path to a .toml")
+    parser.add_argument("--profile", default="smollm2-135m", help="profile name or path to a .toml "
+                        "(default: smollm2-135m)")
+
+
+def cmd_info(args) -> int:
+    from harness.config import load_profile
+    from harness.prompts import load_prompt_sets
+
+    profile = load_profile(args.profile)
+    prompts = load_prompt_sets(profile)
+    info = {
+        "profile": profile.name, "model": profile.model.name, "source": profile.model.source,
+        "hook": profile.model.hook, "n_layers": profile.model.n_layers, "d_model": profile.model.d_model,
+        "prompts": {name: len(getattr(prompts, name)) for name in ("concept", "neutral", "near_miss")},
+        "anchors": {"coarse": list(profile.anchors.coarse), "fine": list(profile.anchors.fine),
+                    "source": profile.anchors.source, "split": profile.anchors.split},
+        "claims": len(profile.claims), "saes": {},
+    }
+    for role, cfg in profile.saes.items():
+        entry = {"source": cfg.source, "d_sae": cfg.d_sae}
+        if cfg.source == "pretrained":
+            entry.update(release=cfg.release, sae_id=cfg.sae_id)
+        if cfg.source == "local":
+            provenance = cfg.local_path.parent / "provenance.json"
+            record = json.loads(provenance.read_text()).get("saes", {}).get(role, {}) if provenance.is_file() else {}
+            quality = record.get("quality", {})
+            entry.update({key: quality.get(key) for key in ("l0", "explained_variance", "ce_loss_score",
+                                                            "dead_fraction")})
+            entry["trained_tokens"] = record.get("tokens_seen")
+            entry["measured_on"] = "held-out corpus text (provenance.json)" if quality else "not trained yet"
+        info["saes"][role] = entry
+    print(json.dumps(info, indent=2))
+    return 0
 
 
 def cmd_train_saes(args) -> int:
@@ -19,23 +52,97 @@ def cmd_train_saes(args) -> int:
     from harness.training import train_saes
 
     profile = load_profile(args.profile)
-    roles = tuple(args.roles.split(",")) if args.roles else ("coarse", "fine")
+    if profile.model.source != "smollm2-gguf":
+        raise HarnessError(f"train-saes builds the embedded profile's SAEs; profile {profile.name!r} loads "
+                           f"its SAEs from {profile.saes['coarse'].source!r}")
+    roles = tuple(r for r in args.roles.split(",") if r) or ("coarse", "fine")
+    for role in roles:
+        if role not in ("coarse", "fine"):
+            raise HarnessError(f"unknown role {role!r}; valid choices: 'coarse', 'fine'")
     provenance = train_saes(profile, tokens=args.tokens, seed=args.seed, device=args.device, roles=roles,
                             forbidden_prompts=all_prompt_texts(profile))
     print(json.dumps(provenance.get("saes", {}), indent=2))
     return 0
 
 
+def cmd_discover(args) -> int:
+    from harness.config import load_profile
+    from harness.discovery import write_discovery
+    from harness.session import ClaimsRun
+
+    profile = load_profile(args.profile)
+    path, found = write_discovery(ClaimsRun(profile))
+    print(json.dumps({"written": path, "anchors": found["anchors"], "loud": found["loud"],
+                      "discovery_table": found["discovery_table"]}, indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import render_report
+
+    ledger = Path(args.ledger)
+    if not ledger.is_file():
+        raise HarnessError(f"ledger {str(ledger)!r} does not exist")
+    out = Path(args.out) if args.out else ledger.with_name("index.html")
+    render_report(ledger, out, baseline=args.baseline)
+    print(out)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from harness.calibration import calibrate, format_table
+
+    results = calibrate(n_datasets=args.datasets, n_permutations=args.permutations, seed=args.seed,
+                        alpha=args.alpha)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0 if all(r["meets_target"] for r in results["rows"]) else 1
+
+
+def cmd_schema(args) -> int:
+    from harness.ledger import ledger_schema
+
+    print(json.dumps(ledger_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="print the profile's model, hook, prompt counts and SAE quality as JSON")
+    _profile_arg(info)
+    info.set_defaults(func=cmd_info)
+
     train = sub.add_parser("train-saes", help="rebuild the embedded profile's coarse and fine SAEs")
     _profile_arg(train)
-    train.add_argument("--tokens", type=int, default=1_000_000)
+    train.add_argument("--tokens", type=int, default=1_200_000, help="training tokens (default 1,200,000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--roles", default="", help="comma list of coarse,fine (default both)")
     train.set_defaults(func=cmd_train_saes)
+
+    discover = sub.add_parser("discover", help="pick anchors on the discovery half; write them as pre-registered claims")
+    _profile_arg(discover)
+    discover.set_defaults(func=cmd_discover)
+
+    report = sub.add_parser("report", help="re-render a claims.json into HTML without running anything")
+    report.add_argument("ledger")
+    report.add_argument("--baseline", default=None, help="a previous claims.json to diff against")
+    report.add_argument("--out", default=None, help="output HTML (default: index.html beside the ledger)")
+    report.set_defaults(func=cmd_report)
+
+    calibrate = sub.add_parser("calibrate", help="false-positive rate and power of each claim family on planted data")
+    calibrate.add_argument("--datasets", type=int, default=1000)
+    calibrate.add_argument("--permutations", type=int, default=200)
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--alpha", type=float, default=0.05)
+    calibrate.add_argument("--json", default=None, help="also write the table as JSON here")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    schema = sub.add_parser("schema", help="print the ledger's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
     return parser
 
 

@@ -158,6 +158,26 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """How `python -m harness discover` picks anchors on the discovery half, and what it then claims."""
+
+    n_coarse_anchors: int = 3
+    min_fire_rate: float = 0.2
+    claim_min_selectivity: float = 0.8
+    claim_near_miss_min_selectivity: float = 0.6
+    claim_fine_min_selectivity: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.n_coarse_anchors < 1:
+            raise ConfigError(f"discovery.n_coarse_anchors {self.n_coarse_anchors} must be >= 1")
+        for name in ("min_fire_rate", "claim_min_selectivity", "claim_near_miss_min_selectivity",
+                     "claim_fine_min_selectivity"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"discovery.{name} {value} must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
 class ClaimSpec:
     """One declared claim. `params` holds the family's thresholds, checked per family."""
 
@@ -175,6 +195,9 @@ class ClaimSpec:
         missing = [k for k, default in required.items() if default is REQUIRED and k not in self.params]
         if missing:
             raise ConfigError(f"claim {self.name!r} ({self.family}) is missing parameters {missing}")
+
+    def __repr__(self) -> str:
+        return f"ClaimSpec({self.claim_id!r})"
 
     def param(self, key: str) -> Any:
         if key in self.params:
@@ -228,6 +251,7 @@ class Profile:
     analysis: AnalysisConfig
     anchors: Anchors
     claims: tuple[ClaimSpec, ...]
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     steering: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -269,7 +293,7 @@ def load_profile(name_or_path: str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
     top = {"name", "description", "model", "saes", "prompts", "analysis", "anchors", "claims",
-           "steering"}
+           "steering", "discovery"}
     for key in data:
         if key not in top:
             raise choices_error(f"top-level key in {path.name}", key, top)
@@ -286,15 +310,18 @@ def load_profile(name_or_path: str) -> Profile:
     saes = {role: _build(SaeConfig, f"saes.{role}", saes_data[role], role=role) for role in SAE_ROLES}
 
     anchors_data = dict(data.get("anchors", {}))
+    claim_tables = list(data["claims"])
     side_file = anchors_path(path)
-    if side_file.is_file():  # written by `python -m harness discover`
-        anchors_data.update(tomllib.loads(side_file.read_text()).get("anchors", {}))
+    if side_file.is_file():  # written by `python -m harness discover`: anchors and their claims
+        side = tomllib.loads(side_file.read_text())
+        anchors_data.update(side.get("anchors", {}))
+        claim_tables += side.get("claims", [])
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
     anchors = _build(Anchors, "anchors", anchors_data)
 
     claims = []
     seen: set[str] = set()
-    for index, raw in enumerate(data["claims"]):
+    for index, raw in enumerate(claim_tables):
         raw = dict(raw)
         where = f"claims[{index}]"
         for key in ("family", "name", "statement"):
@@ -318,6 +345,7 @@ def load_profile(name_or_path: str) -> Profile:
         analysis=_build(AnalysisConfig, "analysis", data.get("analysis", {})),
         anchors=anchors,
         claims=tuple(claims),
+        discovery=_build(DiscoveryConfig, "discovery", data.get("discovery", {})),
         steering=data.get("steering", {}),
         path=path,
     )

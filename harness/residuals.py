@@ -68,3 +68,43 @@ def resid_at_hook(model, tokens_BS: torch.Tensor, hook: str, layer: int) -> torc
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@torch.no_grad()
+def ce_loss_score_batches(sae, model, hook: str, token_batches: Sequence[TokenBatch]) -> dict:
+    """SAEBench's CE-loss score, (CE_zero - CE_sae) / (CE_zero - CE_clean).
+
+    Only the kept positions are spliced (reconstruction or zeros); the first position and
+    special tokens keep their clean residual in every condition, as they are never encoded.
+    Next-token loss is averaged over every real target token.
+    """
+    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    count = 0
+    device = next(model.parameters()).device
+    for batch in token_batches:
+        tokens = batch.tokens_BS.to(device)
+        keep = batch.keep_BS.to(device)
+        target = (torch.arange(tokens.shape[1], device=device)[None, :]
+                  < batch.lengths_B.to(device)[:, None] - 1)[:, :-1]
+
+        def splice(mode: str):
+            def hook_fn(acts, hook=None):
+                acts = acts.clone()
+                if mode == "sae":
+                    acts[keep] = sae.decode(sae.encode(acts[keep].to(sae.W_dec.dtype))).to(acts.dtype)
+                else:
+                    acts[keep] = 0
+                return acts
+            return hook_fn
+
+        for mode in totals:
+            hooks = [] if mode == "clean" else [(hook, splice(mode))]
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            nll = -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
+            totals[mode] += (nll * target).sum().item()
+        count += int(target.sum())
+    ce = {k: v / count for k, v in totals.items()}
+    score = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"])
+    return {"ce_loss_score": round(score, 4), "ce_loss_clean": round(ce["clean"], 4),
+            "ce_loss_with_sae": round(ce["sae"], 4), "ce_loss_with_zero": round(ce["zero"], 4)}

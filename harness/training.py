@@ -28,7 +28,7 @@ from harness.config import Profile
 from harness.corpus import build_corpus, split_heldout
 from harness.model import load_model, weights_hash
 from harness.paths import atomic_dir, atomic_write_text, cache_dir
-from harness.residuals import batched, pack_rows, resid_at_hook
+from harness.residuals import batched, ce_loss_score_batches, pack_rows, resid_at_hook
 
 
 @dataclass(frozen=True)
@@ -131,11 +131,21 @@ def activation_batches(acts: torch.Tensor, batch_tokens: int, seed: int) -> Iter
             yield acts[order[start : start + batch_tokens]].float()
 
 
+ROLE_SEED_OFFSET = {"coarse": 1, "fine": 2}
+
+
+def role_seed(seed: int, role: str) -> int:
+    """Distinct seeds per role: with one seed, the fine SAE's first rows would start as exact copies
+    of the coarse SAE's rows, planting artificial cross-resolution matches."""
+    return seed * 100 + ROLE_SEED_OFFSET[role]
+
+
 def train_sae(acts: torch.Tensor, recipe: SaeRecipe, profile: Profile, role: str, seed: int, device: str):
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
+    seed = role_seed(seed, role)
     seed_everything(seed)
     cfg = TopKTrainingSAEConfig(
         d_in=profile.model.d_model, d_sae=recipe.d_sae, k=recipe.k, dtype="float32", device=device,
@@ -176,41 +186,10 @@ def evaluate_sae(sae, model, profile: Profile, heldout_acts: torch.Tensor, heldo
             "dead_fraction": round(dead_fraction, 4), **ce, "heldout_tokens": int(x.shape[0])}
 
 
-@torch.no_grad()
 def ce_loss_score(sae, model, profile: Profile, rows: list[list[int]], batch_rows: int = 16) -> dict:
-    """(CE_zero - CE_sae) / (CE_zero - CE_clean), splicing only the kept positions."""
-    hook = profile.model.hook
-    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    count = 0
-    for batch in batched(rows, batch_rows):
-        token_batch = pack_rows(batch, model.tokenizer)
-        tokens = token_batch.tokens_BS.to(sae.device)
-        keep = token_batch.keep_BS.to(sae.device)
-        target_mask = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] <
-                       token_batch.lengths_B.to(tokens.device)[:, None] - 1)
-
-        def splice(mode):
-            def hook_fn(acts, hook=None):
-                if mode == "sae":
-                    replaced = sae.decode(sae.encode(acts[keep].float())).to(acts.dtype)
-                else:
-                    replaced = torch.zeros_like(acts[keep])
-                acts = acts.clone()
-                acts[keep] = replaced
-                return acts
-            return hook_fn
-
-        for mode in totals:
-            hooks = [] if mode == "clean" else [(hook, splice(mode))]
-            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            nll = -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
-            totals[mode] += (nll * target_mask[:, :-1]).sum().item()
-        count += int(target_mask[:, :-1].sum())
-    ce = {k: v / count for k, v in totals.items()}
-    score = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"])
-    return {"ce_loss_score": round(score, 4), "ce_loss_clean": round(ce["clean"], 4),
-            "ce_loss_with_sae": round(ce["sae"], 4), "ce_loss_with_zero": round(ce["zero"], 4)}
+    from harness.residuals import pack_rows
+    return ce_loss_score_batches(sae, model, profile.model.hook,
+                                 [pack_rows(batch, model.tokenizer) for batch in batched(rows, batch_rows)])
 
 
 def save_sae_float16(sae, out_dir: Path) -> None:

@@ -1,0 +1,113 @@
+"""Discovery without double dipping.
+
+`python -m harness discover --profile NAME` looks only at the discovery half of the concept
+and neutral prompts (a seeded, facet-stratified split), ranks coarse features by
+selectivity with a permutation p and BH q, picks the anchors, and writes them with their
+claims into `fixtures/profiles/NAME.anchors.toml` (date, prompt hashes, split). The claims
+then run on the confirmation half. Fine anchors are chosen from decoder geometry alone
+(best cosine to each coarse anchor), which uses no prompts at all.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+
+from harness.analysis import Analysis
+from harness.config import anchors_path
+from harness.errors import HarnessError
+from harness.paths import atomic_write_text
+from harness.session import ClaimsRun
+
+
+def discover(run: ClaimsRun) -> dict:
+    profile = run.profile
+    settings = profile.discovery
+    analysis = Analysis.build(profile, run.tables, run.prompt_sets, run.directions, split="discovery")
+    ranked = analysis.ranked_features("coarse", top=10_000, min_fire=settings.min_fire_rate)
+    significant = [r for r in ranked if r["q_value"] < profile.analysis.alpha and r["selectivity"] > 0.5]
+    if not significant:
+        raise HarnessError("no coarse feature is selective for the concept on the discovery half (BH q < alpha); "
+                           "nothing to pre-register")
+    anchors = significant[: settings.n_coarse_anchors]
+    top = anchors[0]
+    louder = [r for r in significant if r["feature"] not in {a["feature"] for a in anchors}
+              and r["mean_concept"] > top["mean_concept"] and r["selectivity"] < top["selectivity"]]
+    loud_pool = louder or [r for r in significant if r["feature"] != top["feature"]]
+    loud = max(loud_pool, key=lambda r: r["mean_concept"]) if loud_pool else None
+    coarse_ids = [a["feature"] for a in anchors]
+    fine_ids = []
+    for c in coarse_ids:
+        best = int(np.argmax(analysis.anchor_cosines(c)))
+        if best not in fine_ids:
+            fine_ids.append(best)
+    return {
+        "anchors": {
+            "coarse": coarse_ids, "fine": fine_ids, "source": "discovered", "split": "confirmation",
+            "registered_on": date.today().isoformat(),
+            "discovery_prompt_hash": "+".join(run.prompt_sets.hashes()[k] for k in ("concept", "neutral")),
+            "notes": (f"ranked {len(ranked)} coarse features firing on >= {settings.min_fire_rate:.0%} of discovery "
+                      f"concept prompts; {len(significant)} significant after BH; loud feature "
+                      f"{'louder than the top anchor' if louder else 'not louder than the top anchor (claim may fail)'}"),
+        },
+        "discovery_table": anchors,
+        "loud": loud,
+    }
+
+
+def claims_for(found: dict, settings) -> list[dict]:
+    coarse, fine = found["anchors"]["coarse"], found["anchors"]["fine"]
+    claims = []
+    for i, c in enumerate(coarse):
+        claims.append({"family": "selectivity", "name": f"coarse-{c}",
+                       "statement": f"Coarse feature {c} is selective for the concept against neutral prompts.",
+                       "sae": "coarse", "feature": c, "min_selectivity": settings.claim_min_selectivity})
+        claims.append({"family": "selectivity", "name": f"coarse-{c}-vs-near-miss",
+                       "statement": f"Coarse feature {c} prefers the concept to other countries (near-miss prompts).",
+                       "sae": "coarse", "feature": c, "against": "near_miss",
+                       "min_selectivity": settings.claim_near_miss_min_selectivity})
+        claims.append({"family": "geometry", "name": f"coarse-{c}",
+                       "statement": f"The 0.3 cosine cutoff lies beyond the crowd of fine rows for coarse {c}.",
+                       "anchor": c, "cutoff": 0.3, "quantile": 0.999})
+        claims.append({"family": "sub_features", "name": f"coarse-{c}",
+                       "statement": f"Coarse feature {c} has at least one co-firing fine sub-feature.",
+                       "anchor": c, "min_cosine": 0.3, "min_count": 1})
+    for f in fine:
+        claims.append({"family": "selectivity", "name": f"fine-{f}",
+                       "statement": f"Fine feature {f} is selective for the concept against neutral prompts.",
+                       "sae": "fine", "feature": f, "min_selectivity": settings.claim_fine_min_selectivity})
+    loud = found.get("loud")
+    if loud is not None:
+        claims.append({"family": "loud_unselective", "name": f"coarse-{loud['feature']}-vs-{coarse[0]}",
+                       "statement": (f"Coarse feature {loud['feature']} fires harder on concept prompts than "
+                                     f"anchor {coarse[0]} but is less selective."),
+                       "sae": "coarse", "loud": loud["feature"], "anchor": coarse[0]})
+    return claims
+
+
+def to_toml(found: dict, claims: list[dict]) -> str:
+    """A tiny TOML writer for the flat values discovery produces."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["# Written by `python -m harness discover`; re-run it to replace. Claims below are tested",
+             "# on the confirmation half only.", "", "[anchors]"]
+    lines += [f"{k} = {value(v)}" for k, v in found["anchors"].items()]
+    for claim in claims:
+        lines += ["", "[[claims]]"] + [f"{k} = {value(v)}" for k, v in claim.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_discovery(run: ClaimsRun) -> tuple[str, dict]:
+    found = discover(run)
+    text = to_toml(found, claims_for(found, run.profile.discovery))
+    path = anchors_path(run.profile.path)
+    atomic_write_text(path, text)
+    return str(path), found

@@ -1,0 +1,164 @@
+"""The ledger (`claims.json`): typed records, a generated JSON Schema, atomic writes, diffs.
+
+The HTML report is rendered from this file alone; `python -m harness report LEDGER`
+re-renders without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from harness.paths import REPO_ROOT, atomic_write_text
+
+SCHEMA_VERSION = "1"
+
+
+class Effect(BaseModel):
+    name: str = Field(description="what the effect measures")
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: float | None = None
+
+
+class ClaimRecord(BaseModel):
+    id: str = Field(description="family[name], the pytest parameter id")
+    family: str
+    statement: str
+    statistic_name: str
+    statistic: float | None
+    threshold: float | None
+    comparison: Literal[">", ">=", "<", "<=", "=="] = ">="
+    p_value: float | None = None
+    q_value: float | None = None
+    effect: Effect | None = None
+    passed: bool
+    reason: str = Field("", description="one sentence: why it passed or failed")
+    details: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float = 0.0
+    nodeid: str = ""
+
+    def __repr__(self) -> str:  # pytest prints this on failure; the reason says the rest
+        return f"ClaimRecord({self.id!r}, passed={self.passed})"
+
+
+class SaeRecord(BaseModel):
+    role: str
+    source: str
+    d_sae: int
+    hash: str
+    release: str = ""
+    sae_id: str = ""
+    path: str = ""
+    architecture: str = ""
+    cfg: dict[str, Any] = Field(default_factory=dict)
+
+
+class Ledger(BaseModel):
+    schema_version: str = SCHEMA_VERSION
+    run_id: str
+    created_at: str
+    git_commit: str
+    library_versions: dict[str, str]
+    profile: str
+    profile_description: str = ""
+    model: str
+    hook: str
+    seed: int
+    permutations: int
+    split: str
+    saes: dict[str, SaeRecord]
+    prompt_hashes: dict[str, str]
+    prompt_counts: dict[str, int]
+    verdict: Literal["GO", "NO-GO"]
+    verdict_reason: str
+    claims: list[ClaimRecord]
+    tables: dict[str, Any] = Field(default_factory=dict, description="data for the report's figures")
+    steering: dict[str, Any] = Field(default_factory=dict)
+    exit_status: int | None = None
+
+
+def ledger_schema() -> dict:
+    return Ledger.model_json_schema()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=False, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=False, timeout=5)
+        commit = out.stdout.strip() or "unknown"
+        return commit + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def new_run_id() -> tuple[str, str]:
+    now = datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}", now.isoformat(timespec="seconds")
+
+
+def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
+    """GO only when every claim held, the GO gate included; the reason names what failed."""
+    gate = [c for c in claims if c.family == "go_gate"]
+    failed = [c for c in claims if not c.passed]
+    if not gate:
+        return "NO-GO", "no go_gate claim was evaluated"
+    if not failed:
+        return "GO", gate[0].reason or "every claim held"
+    names = ", ".join(c.id for c in failed[:6]) + (" ..." if len(failed) > 6 else "")
+    return "NO-GO", f"{len(failed)} of {len(claims)} claims failed: {names}"
+
+
+def write_ledger(ledger: Ledger, path: Path) -> None:
+    atomic_write_text(path, ledger.model_dump_json(indent=2))
+
+
+def read_ledger(path: Path | str) -> Ledger:
+    return Ledger.model_validate_json(Path(path).read_text())
+
+
+def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
+    """Claims that flipped, statistics that moved beyond their intervals, anchors re-mapped."""
+    old = {c.id: c for c in baseline.claims}
+    new = {c.id: c for c in current.claims}
+    flipped, moved, unchanged = [], [], []
+    for claim_id in sorted(set(old) & set(new)):
+        before, after = old[claim_id], new[claim_id]
+        row = {"id": claim_id, "before": before.statistic, "after": after.statistic,
+               "passed_before": before.passed, "passed_after": after.passed}
+        if before.passed != after.passed:
+            flipped.append(row)
+        elif _moved_beyond_interval(before, after):
+            moved.append(row)
+        else:
+            unchanged.append(claim_id)
+    return {
+        "baseline_run_id": baseline.run_id, "baseline_created_at": baseline.created_at,
+        "baseline_verdict": baseline.verdict, "flipped": flipped, "moved": moved,
+        "unchanged": unchanged, "only_in_baseline": sorted(set(old) - set(new)),
+        "only_in_current": sorted(set(new) - set(old)),
+        "sae_changed": {role: current.saes[role].hash != baseline.saes[role].hash
+                        for role in current.saes if role in baseline.saes},
+        "remapped_anchors": current.tables.get("remapped_anchors", []),
+    }
+
+
+def _moved_beyond_interval(before: ClaimRecord, after: ClaimRecord) -> bool:
+    """The new effect lies outside the old interval, or the old outside the new."""
+    b, a = before.effect, after.effect
+    if b is None or a is None or b.ci_low is None or a.ci_low is None:
+        return False
+    return not (b.ci_low <= a.value <= b.ci_high) or not (a.ci_low <= b.value <= a.ci_high)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=float)

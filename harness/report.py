@@ -1,0 +1,215 @@
+"""Render `claims.json` into one self-contained HTML page (plotly inlined, no CDN).
+
+Only reads the ledger: every number shown was computed by the harness and stored there.
+Figures are plotly specs built from those stored tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from harness.ledger import Ledger, diff_ledgers, read_ledger
+from harness.paths import atomic_write_text
+
+CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0"}
+CATEGORY_MEANING = {
+    "blue": "same direction and co-fire (sub-feature match)",
+    "orange": "partial: co-fire with drifting geometry, or aligned but weakly co-firing",
+    "red": "co-occur, cosine near 0 (related concept, not the same one)",
+    "grey": "neither",
+}
+
+
+def _layout(title: str, **extra) -> dict:
+    layout = {"title": {"text": title, "font": {"size": 14}, "x": 0.01, "xanchor": "left"},
+              "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+              "template": "plotly_white", "height": 380}
+    layout.update(extra)
+    return layout
+
+
+def figure_distributions(tables: dict) -> list[dict]:
+    figures = []
+    colours = {"concept": "#1f77b4", "neutral": "#7f7f7f", "near_miss": "#ff7f0e"}
+    for name, groups in tables.get("distributions", {}).items():
+        traces = [{"type": "box", "y": values, "name": group.replace("_", "-"), "boxpoints": "all",
+                   "jitter": 0.4, "pointpos": 0, "marker": {"size": 3, "color": colours[group]},
+                   "line": {"color": colours[group]}} for group, values in groups.items()]
+        figures.append({"id": f"dist-{name}", "data": traces,
+                        "layout": _layout(f"{name}: pooled activation per prompt", showlegend=False,
+                                          yaxis={"title": "max activation over tokens"}, height=320)})
+    return figures
+
+
+def figure_heatmap(tables: dict) -> dict | None:
+    heat = tables.get("cosine_heatmap")
+    if not heat:
+        return None
+    return {"id": "heatmap", "data": [{
+        "type": "heatmap", "z": heat["cosine"], "x": [f"F-{f}" for f in heat["fine"]],
+        "y": [f"C-{c}" for c in heat["coarse"]], "colorscale": "RdBu", "reversescale": True, "zmin": -1, "zmax": 1,
+        "text": [[f"{v:.2f}" for v in row] for row in heat["cosine"]], "texttemplate": "%{text}",
+        "hovertemplate": "%{y} vs %{x}: cosine %{z:.3f}<extra></extra>"}],
+        "layout": _layout("Decoder cosine: coarse anchors x their best fine matches",
+                          xaxis={"type": "category"}, yaxis={"type": "category", "autorange": "reversed"})}
+
+
+def figure_histograms(tables: dict) -> list[dict]:
+    out = []
+    for name, hist in tables.get("cosine_histograms", {}).items():
+        edges = hist["edges"]
+        centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        cutoff = tables.get("cutoffs", {}).get(name, 0.3)
+        null_counts = [d * hist["n_fine"] for d in hist["null_density"]]
+        out.append({"id": f"hist-{name}", "data": [
+            {"type": "bar", "x": centres, "y": hist["counts"], "name": f"{name} vs every fine row",
+             "marker": {"color": "#1f77b4"}},
+            {"type": "scatter", "mode": "lines", "x": centres, "y": null_counts, "name": "random directions (scaled)",
+             "line": {"color": "#7f7f7f", "dash": "dot"}}],
+            "layout": _layout(f"{name}: cosine with all {hist['n_fine']:,} fine decoder rows (log scale)",
+                              yaxis={"type": "log", "title": "fine features"}, xaxis={"title": "decoder cosine"},
+                              shapes=[{"type": "line", "x0": cutoff, "x1": cutoff, "y0": 0, "y1": 1, "yref": "paper",
+                                       "line": {"color": "#d62728", "width": 2}}],
+                              annotations=[{"x": cutoff, "y": 1, "yref": "paper", "text": f"cutoff {cutoff}",
+                                            "showarrow": False, "xanchor": "left", "font": {"color": "#d62728"}}],
+                              legend={"orientation": "h", "y": -0.2})})
+    return out
+
+
+def figure_scatter(tables: dict) -> dict | None:
+    pairs = tables.get("pairs")
+    if not pairs:
+        return None
+    traces = []
+    for category, colour in CATEGORY_COLOURS.items():
+        members = [p for p in pairs if p.get("category") == category]
+        if not members:
+            continue
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": f"{category}: {CATEGORY_MEANING[category]}",
+            "x": [p["correlation"] for p in members], "y": [p["cosine"] for p in members],
+            "text": [f"C-{p['coarse']} / F-{p['fine']}<br>q = {p['q_value']:.2g}" for p in members],
+            "hovertemplate": "%{text}<br>r = %{x:.3f}, cos = %{y:.3f}<extra></extra>",
+            "marker": {"color": colour, "size": [11 if p.get("sub_feature") else 7 for p in members],
+                       "line": {"width": 1, "color": "#333"}}})
+    return {"id": "scatter", "data": traces, "layout": _layout(
+        "Correlation vs decoder cosine for coarse-fine pairs (large = sub-feature)",
+        xaxis={"title": "activation correlation (Pearson over prompts)", "range": [-0.3, 1.05]},
+        yaxis={"title": "decoder cosine", "range": [-0.3, 1.05]}, height=460,
+        legend={"orientation": "h", "y": -0.25},
+        shapes=[{"type": "rect", "x0": -0.3, "x1": 0.1, "y0": 0.3, "y1": 1.05, "fillcolor": "rgba(214,39,40,0.07)",
+                 "line": {"width": 0}}],
+        annotations=[{"x": -0.1, "y": 0.95, "text": "empty top-left<br>(aligned but not co-firing)",
+                      "showarrow": False, "font": {"size": 11, "color": "#a33"}}])}
+
+
+def figure_graph(tables: dict) -> dict | None:
+    pairs = [p for p in tables.get("pairs", []) if p.get("category") in ("blue", "orange", "red")]
+    if not pairs:
+        return None
+    coarse = sorted({p["coarse"] for p in pairs})
+    fine = sorted({p["fine"] for p in pairs}, key=lambda f: (min(p["coarse"] for p in pairs if p["fine"] == f), f))
+    y_coarse = {c: i / max(1, len(coarse) - 1) if len(coarse) > 1 else 0.5 for i, c in enumerate(coarse)}
+    y_fine = {f: i / max(1, len(fine) - 1) if len(fine) > 1 else 0.5 for i, f in enumerate(fine)}
+    traces = []
+    for p in pairs:
+        cos = max(-1.0, min(1.0, p["cosine"]))
+        colour = f"rgba({int(214 * (1 - max(cos, 0)))},{int(80 + 40 * max(cos, 0))},{int(40 + 200 * max(cos, 0))},0.8)"
+        traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [y_coarse[p["coarse"]], y_fine[p["fine"]]],
+                       "line": {"width": 1 + 10 * max(p["correlation"], 0), "color": colour}, "hoverinfo": "text",
+                       "text": f"C-{p['coarse']} to F-{p['fine']}: r = {p['correlation']:.2f}, cos = {p['cosine']:.2f}",
+                       "showlegend": False})
+    traces.append({"type": "scatter", "mode": "markers+text", "x": [0] * len(coarse), "y": [y_coarse[c] for c in coarse],
+                   "text": [f"C-{c}" for c in coarse], "textposition": "middle left", "showlegend": False,
+                   "marker": {"size": 18, "color": "#1f77b4"}, "hoverinfo": "text"})
+    traces.append({"type": "scatter", "mode": "markers+text", "x": [1] * len(fine), "y": [y_fine[f] for f in fine],
+                   "text": [f"F-{f}" for f in fine], "textposition": "middle right", "showlegend": False,
+                   "marker": {"size": 10, "color": "#555"}, "hoverinfo": "text"})
+    return {"id": "graph", "data": traces, "layout": _layout(
+        "Decomposition graph: link width = correlation, colour = cosine (blue aligned, red orthogonal)",
+        xaxis={"visible": False, "range": [-0.35, 1.35]}, yaxis={"visible": False, "range": [-0.1, 1.1]},
+        height=max(380, 22 * len(fine)))}
+
+
+def figure_steering(steering: dict) -> list[dict]:
+    figures = []
+    curves = steering.get("dose_response", {})
+    if curves:
+        traces = []
+        band = steering.get("random_band")
+        if band:
+            traces.append({"type": "scatter", "x": band["alpha"] + band["alpha"][::-1],
+                           "y": band["high"] + band["low"][::-1], "fill": "toself", "fillcolor": "rgba(127,127,127,0.2)",
+                           "line": {"width": 0}, "name": "random directions (min-max)", "hoverinfo": "skip"})
+        for name, curve in curves.items():
+            traces.append({"type": "scatter", "mode": "lines+markers", "x": curve["alpha"], "y": curve["concept_shift"],
+                           "name": name})
+        figures.append({"id": "dose", "data": traces, "layout": _layout(
+            "Dose-response: concept shift (log-prob mass on held-out concept tokens)",
+            xaxis={"title": "alpha (multiples of the mean residual norm)"}, yaxis={"title": "concept shift (nats)"},
+            legend={"orientation": "h", "y": -0.25}, height=440)})
+        traces = [{"type": "scatter", "mode": "lines+markers", "x": curve["kl"], "y": curve["concept_shift"], "name": name,
+                   "text": [f"alpha {a}" for a in curve["alpha"]]} for name, curve in curves.items()]
+        figures.append({"id": "pareto", "data": traces, "layout": _layout(
+            "Pareto: concept shift vs fluency cost", xaxis={"title": "fluency cost: mean KL from unsteered (nats)"},
+            yaxis={"title": "concept shift (nats)"}, legend={"orientation": "h", "y": -0.25}, height=440)})
+    return figures
+
+
+def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
+    tables = ledger.tables
+    figures = []
+    for maker in (figure_heatmap, figure_scatter, figure_graph):
+        fig = maker(tables)
+        if fig:
+            figures.append(fig)
+    figures += figure_histograms(tables) + figure_distributions(tables) + figure_steering(ledger.steering)
+    by_id = {f["id"]: f for f in figures}
+    families = []
+    for claim in ledger.claims:
+        if claim.family not in families:
+            families.append(claim.family)
+    return {
+        "ledger": ledger, "tables": tables, "figures": figures, "fig": by_id, "families": families,
+        "diff": diff_ledgers(ledger, baseline) if baseline else None,
+        "category_colours": CATEGORY_COLOURS, "category_meaning": CATEGORY_MEANING,
+        "n_passed": sum(c.passed for c in ledger.claims), "n_claims": len(ledger.claims),
+        "neuronpedia": {role: sae.cfg.get("neuronpedia_id", "") for role, sae in ledger.saes.items()},
+    }
+
+
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+    return get_plotlyjs()
+
+
+def render_html(ledger: Ledger, baseline: Ledger | None = None) -> str:
+    env = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["tojson_safe"] = lambda v: json.dumps(v, default=float).replace("</", "<\\/")
+    template = env.get_template("report.html.j2")
+    return template.render(plotly_js=plotly_js(), **build_context(ledger, baseline))
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) != 0 and (abs(value) < 10 ** -digits or abs(value) >= 10**6):
+        return f"{value:.{max(1, digits - 1)}e}"
+    return f"{value:.{digits}f}"
+
+
+def render_report(ledger_path: Path | str, out_path: Path | str, baseline: Path | str | None = None) -> Path:
+    ledger = read_ledger(ledger_path)
+    base = read_ledger(baseline) if baseline else None
+    out = Path(out_path)
+    atomic_write_text(out, render_html(ledger, base))
+    return out

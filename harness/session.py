@@ -1,0 +1,173 @@
+"""One claims run: profile, prompts, SAEs, cached feature tables, analysis, and ledger assembly.
+
+Shared by the pytest plugin and the CLI. Heavy things load lazily: a warm run (feature
+tables cached) never loads the model unless a steering claim asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from harness.analysis import Analysis
+from harness.config import Profile
+from harness.features import cached_feature_tables, decoder_directions, load_sae, sae_hash
+from harness.ledger import ClaimRecord, Ledger, SaeRecord, decide_verdict, git_commit, new_run_id
+from harness.model import load_model, resolve_device
+from harness.prompts import load_prompt_sets
+
+
+FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
+                "sub_features", "empty_top_left", "steering"]
+
+
+@dataclass
+class ClaimsRun:
+    profile: Profile
+    progress: bool = True
+    records: dict[str, ClaimRecord] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @cached_property
+    def device(self) -> str:
+        return resolve_device(self.profile.model.device)
+
+    @cached_property
+    def prompt_sets(self):
+        return load_prompt_sets(self.profile)
+
+    @cached_property
+    def model(self):
+        return load_model(self.profile.model, device=self.device)
+
+    @cached_property
+    def saes(self) -> dict:
+        return {role: load_sae(cfg, self.profile.model.d_model, device=self.device)
+                for role, cfg in self.profile.saes.items()}
+
+    @cached_property
+    def tables(self):
+        return cached_feature_tables(self.profile, self.prompt_sets, model_loader=lambda: self.model,
+                                     sae_loader=lambda: self.saes, progress=self.progress)
+
+    @cached_property
+    def directions(self) -> dict[str, np.ndarray]:
+        return {role: decoder_directions(sae).cpu().numpy() for role, sae in self.saes.items()}
+
+    @cached_property
+    def analysis(self) -> Analysis:
+        return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions)
+
+    @cached_property
+    def quality(self) -> dict[str, dict]:
+        """Per SAE, the held-out quality recorded in its provenance (local SAEs only)."""
+        out = {}
+        for role, cfg in self.profile.saes.items():
+            if cfg.source != "local":
+                continue
+            provenance = cfg.local_path.parent / "provenance.json"
+            if provenance.is_file():
+                record = json.loads(provenance.read_text()).get("saes", {}).get(role, {})
+                if "quality" in record:
+                    out[role] = {**record["quality"], "source": f"{provenance.name} (held-out text)"}
+        return out
+
+    def sae_records(self) -> dict[str, SaeRecord]:
+        out = {}
+        for role, cfg in self.profile.saes.items():
+            sae_cfg = {}
+            architecture = ""
+            if "saes" in self.__dict__:
+                sae_cfg = {k: v for k, v in self.saes[role].cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+                architecture = self.saes[role].cfg.architecture()
+            if cfg.source == "pretrained":
+                from harness.features import registry_entry
+                sae_cfg["neuronpedia_id"] = registry_entry(cfg.release, cfg.sae_id)["neuronpedia_id"]
+            out[role] = SaeRecord(role=role, source=cfg.source, d_sae=cfg.d_sae, hash=sae_hash(cfg),
+                                  release=cfg.release, sae_id=cfg.sae_id, path=cfg.path, architecture=architecture,
+                                  cfg=sae_cfg)
+        return out
+
+    def record(self, record: ClaimRecord) -> None:
+        self.records[record.id] = record
+
+    def report_tables(self) -> dict:
+        """Figures' data for the report, computed here (never in the renderer)."""
+        a = self.analysis
+        anchors = self.profile.anchors
+        texts = {p.id: p.text for p in self.prompt_sets.all()}
+        coarse = [int(c) for c in anchors.coarse]
+        tables: dict = {
+            "anchors": {"coarse": coarse, "fine": [int(f) for f in anchors.fine], "source": anchors.source,
+                        "registered_on": anchors.registered_on, "split": anchors.split},
+            "ranked_features": {role: a.ranked_features(role) for role in ("coarse", "fine")},
+            "distributions": {f"coarse-{c}": a.distributions("coarse", c) for c in coarse},
+            "top_prompts": {f"coarse-{c}": a.top_prompts("coarse", c, texts) for c in coarse},
+            "quality": self.quality,
+            "l0": {role: a.tables.l0(role, a.evaluation_rows()) for role in ("coarse", "fine")},
+        }
+        tables["distributions"].update({f"fine-{f}": a.distributions("fine", f) for f in anchors.fine})
+        tables["top_prompts"].update({f"fine-{f}": a.top_prompts("fine", f, texts) for f in anchors.fine})
+        if coarse:
+            tables["cosine_heatmap"] = a.cosine_heatmap(coarse)
+            tables["pairs"] = a.pair_table()
+            edges = np.linspace(-0.2, 1.0, 61)
+            null = a.random_null_cosines()
+            tables["cosine_histograms"] = {
+                f"coarse-{c}": {"edges": edges.round(3).tolist(),
+                                "counts": np.histogram(a.anchor_cosines(c), edges)[0].tolist(),
+                                "null_density": (np.histogram(null, edges)[0] / null.size).tolist(),
+                                "n_fine": int(a.anchor_cosines(c).size)} for c in coarse}
+        for spec in self.profile.claims_of("geometry"):
+            tables.setdefault("cutoffs", {})[f"coarse-{spec.param('anchor')}"] = spec.param("cutoff")
+        return tables
+
+    def ledger(self, exit_status: int | None = None, steering: dict | None = None) -> Ledger:
+        from importlib.metadata import PackageNotFoundError, version
+
+        run_id, created = new_run_id()
+        versions = {}
+        for name in ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scipy", "statsmodels",
+                     "pytest"):
+            try:
+                versions[name] = version(name)
+            except PackageNotFoundError:
+                versions[name] = "not installed"
+        from harness import __version__
+        versions["harness"] = __version__
+        claims = sorted(self.records.values(), key=lambda c: (FAMILY_ORDER.index(c.family)
+                                                               if c.family in FAMILY_ORDER else 99, c.id))
+        verdict, reason = decide_verdict(claims)
+        try:
+            tables = self.report_tables()
+        except Exception as exc:  # noqa: BLE001 - a failed figure must not lose the verdicts
+            tables = {"error": f"{type(exc).__name__}: {exc}"}
+        return Ledger(
+            run_id=run_id, created_at=created, git_commit=git_commit(), library_versions=versions,
+            profile=self.profile.name, profile_description=self.profile.description, model=self.profile.model.name,
+            hook=self.profile.model.hook, seed=self.profile.analysis.seed,
+            permutations=self.profile.analysis.permutations, split=self.profile.anchors.split,
+            saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),
+            prompt_counts={k: len(getattr(self.prompt_sets, k)) for k in ("concept", "neutral", "near_miss")},
+            verdict=verdict, verdict_reason=reason, claims=claims, tables=tables, steering=steering or {},
+            exit_status=exit_status,
+        )
+
+
+def write_outputs(ledger: Ledger, out_dir: Path, baseline: Path | None = None) -> Path:
+    """claims.json + index.html in out_dir, and a copy under out_dir/runs/<time>-<profile>/."""
+    from harness.ledger import write_ledger
+    from harness.report import render_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_ledger(ledger, out_dir / "claims.json")
+    render_report(out_dir / "claims.json", out_dir / "index.html", baseline=baseline)
+    run_dir = out_dir / "runs" / f"{ledger.run_id.split('-')[0]}-{ledger.profile}"
+    write_ledger(ledger, run_dir / "claims.json")
+    render_report(run_dir / "claims.json", run_dir / "index.html", baseline=baseline)
+    return out_dir / "index.html"

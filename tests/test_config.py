@@ -1,0 +1,97 @@
+"""Profiles: both load, and every bad value gets one clear error naming it and the choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import available_profiles, load_profile, with_overrides
+from harness.errors import ConfigError
+
+EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "profiles" / "smollm2-135m.toml"
+
+
+def write_profile(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "custom.toml"
+    path.write_text(text)
+    return path
+
+
+def test_both_profiles_load():
+    assert {"smollm2-135m", "gemma-2-2b"} <= set(available_profiles())
+    smol = load_profile("smollm2-135m")
+    assert smol.model.hook == "blocks.14.hook_resid_post" and smol.model.layer == 14
+    assert (smol.saes["coarse"].d_sae, smol.saes["fine"].d_sae) == (2048, 16384)
+    assert smol.saes["fine"].d_sae // smol.saes["coarse"].d_sae >= 8
+    gemma = load_profile("gemma-2-2b")
+    assert gemma.model.hook == "blocks.12.hook_resid_post"
+    assert gemma.anchors.coarse == (3999, 11333, 9473) and gemma.anchors.fine == (249284, 86473, 243533)
+
+
+def test_hook_depth_matches_the_seed():
+    """Layer 14 of 30 sits at the relative depth of Gemma's layer 12 of 26 (within one layer)."""
+    smol, gemma = load_profile("smollm2-135m"), load_profile("gemma-2-2b")
+    assert abs(smol.model.layer / smol.model.n_layers - gemma.model.layer / gemma.model.n_layers) < 1 / 30
+
+
+def test_unknown_profile_lists_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown profile 'gemma-3'; valid choices: .*'gemma-2-2b'.*'smollm2-135m'"):
+        load_profile("gemma-3")
+
+
+def test_missing_profile_file():
+    with pytest.raises(ConfigError, match=r"profile file '/nope/x.toml' does not exist"):
+        load_profile("/nope/x.toml")
+
+
+def test_unknown_key_is_named(tmp_path):
+    text = EMBEDDED.read_text().replace('dtype = "float32"', 'dtype = "float32"\nlayers = 3', 1)
+    with pytest.raises(ConfigError, match=r"unknown key in model 'layers'; valid choices: .*'hook'"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_bad_hook_is_named(tmp_path):
+    text = EMBEDDED.read_text().replace("blocks.14.hook_resid_post", "blocks.14.resid")
+    with pytest.raises(ConfigError, match=r"model.hook 'blocks.14.resid' is not a residual-stream hook name"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_hook_layer_out_of_range(tmp_path):
+    text = EMBEDDED.read_text().replace("blocks.14.hook_resid_post", "blocks.30.hook_resid_post")
+    with pytest.raises(ConfigError, match=r"names layer 30; valid layers: 0..29"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_bad_pooling_lists_choices(tmp_path):
+    text = EMBEDDED.read_text().replace('pooling = "max"', 'pooling = "median"')
+    with pytest.raises(ConfigError, match=r"unknown analysis.pooling 'median'; valid choices: 'max', 'mean'"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_unknown_claim_family_and_parameter(tmp_path):
+    bad_family = EMBEDDED.read_text().replace('family = "go_gate"', 'family = "vibes"')
+    with pytest.raises(ConfigError, match=r"unknown claim family 'vibes'; valid choices: .*'selectivity'"):
+        load_profile(str(write_profile(tmp_path, bad_family)))
+    bad_param = EMBEDDED.read_text().replace("min_sub_features = 3", "min_subfeatures = 3")
+    with pytest.raises(ConfigError, match=r"unknown parameter of claim 'go' 'min_subfeatures'"):
+        load_profile(str(write_profile(tmp_path, bad_param)))
+
+
+def test_missing_claim_parameter(tmp_path):
+    text = EMBEDDED.read_text().replace("max_l0_fraction = 0.02\n", "", 1)
+    with pytest.raises(ConfigError, match=r"claim 'coarse' \(sparsity\) is missing parameters \['max_l0_fraction'\]"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_unknown_sae_role(tmp_path):
+    text = EMBEDDED.read_text().replace("[saes.fine]", "[saes.medium]")
+    with pytest.raises(ConfigError, match=r"unknown SAE role in custom.toml 'medium'; valid choices: 'coarse', 'fine'"):
+        load_profile(str(write_profile(tmp_path, text)))
+
+
+def test_overrides_replace_analysis_and_prompts():
+    profile = with_overrides(load_profile("smollm2-135m"), seed=7, permutations=999, concept="/tmp/c.jsonl")
+    assert (profile.analysis.seed, profile.analysis.permutations, profile.prompts.concept) == (7, 999, "/tmp/c.jsonl")
+    with pytest.raises(ConfigError, match="unknown override 'colour'"):
+        with_overrides(profile, colour="red")

@@ -1,0 +1,81 @@
+"""Prompt sets: counts, labels, uniqueness, no France words where none belong, the split,
+bad files, and that no evaluation prompt appears in the SAE training text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from harness.config import load_profile
+from harness.errors import ConfigError
+from harness.prompts import concept_words_in, discovery_mask, load_prompt_file, load_prompt_sets
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return load_prompt_sets(load_profile("smollm2-135m"))
+
+
+def test_counts_and_facets(sets):
+    assert len(sets.concept) == 200 and len(sets.neutral) == 200 and len(sets.near_miss) >= 100
+    concept_facets = Counter(p.facet for p in sets.concept)
+    assert len(concept_facets) >= 8 and min(concept_facets.values()) >= 20
+    assert {p.facet for p in sets.near_miss} == set(concept_facets)  # the same facets, other countries
+    assert len({p.country for p in sets.near_miss}) >= 4 and "France" not in {p.country for p in sets.near_miss}
+
+
+def test_unique_ids_and_texts(sets):
+    everything = sets.all()
+    assert len({p.id for p in everything}) == len(everything)
+    assert len({p.text.lower() for p in everything}) == len(everything)
+
+
+def test_neutral_and_near_miss_have_no_france_words(sets):
+    offenders = [(p.id, concept_words_in(p.text)) for p in [*sets.neutral, *sets.near_miss] if concept_words_in(p.text)]
+    assert offenders == []
+
+
+def test_varied_length_and_form(sets):
+    lengths = [len(p.text.split()) for p in sets.concept]
+    assert min(lengths) <= 8 and max(lengths) >= 15
+    assert sum(p.text.endswith("?") for p in sets.concept) >= 8  # questions as well as statements
+
+
+def test_split_is_seeded_and_stratified(sets):
+    mask = discovery_mask(sets.concept, seed=0)
+    assert np.array_equal(mask, discovery_mask(sets.concept, seed=0))
+    assert not np.array_equal(mask, discovery_mask(sets.concept, seed=1))
+    for facet in {p.facet for p in sets.concept}:
+        members = [m for m, p in zip(mask, sets.concept, strict=True) if p.facet == facet]
+        assert abs(sum(members) - len(members) / 2) <= 0.5
+
+
+def test_bad_prompt_files_are_named(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "x", "set": "concept", "facet": "f", "mood": 1}) + "\n")
+    with pytest.raises(ConfigError, match=r"unknown key at mine.jsonl:1 'mood'; valid choices: .*'text'"):
+        load_prompt_file(path, "concept")
+    path.write_text(json.dumps({"id": "a", "text": "x", "set": "neutral", "facet": "f"}) + "\n")
+    with pytest.raises(ConfigError, match=r"mine.jsonl:1 has set 'neutral'; this file is for 'concept'"):
+        load_prompt_file(path, "concept")
+    line = json.dumps({"id": "a", "text": "Same", "set": "concept", "facet": "f"})
+    path.write_text(line + "\n" + line.replace('"a"', '"b"') + "\n")
+    with pytest.raises(ConfigError, match=r"mine.jsonl:2 repeats the text 'Same'"):
+        load_prompt_file(path, "concept")
+    with pytest.raises(ConfigError, match=r"unknown prompt set 'france'; valid choices: 'concept', 'near_miss', 'neutral'"):
+        load_prompt_file(path, "france")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_prompt_file(tmp_path / "none.jsonl", "concept")
+
+
+def test_no_evaluation_prompt_in_training_text(sets):
+    from harness.corpus import build_corpus
+
+    paragraphs, info = build_corpus([])
+    corpus = "\n".join(paragraphs).lower()
+    leaked = [p.id for p in sets.all() if p.text.lower() in corpus]
+    assert leaked == []
+    assert info["paragraphs"] > 10_000

@@ -1,0 +1,239 @@
+"""Unit and property tests of harness.stats: references, exact cases, invariants, calibration."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats as ss
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from harness.errors import ConfigError
+from harness.stats import (
+    auroc,
+    benjamini_hochberg,
+    bootstrap_interval,
+    correlation_permutation_test,
+    cosine_matrix,
+    paired_sign_flip_test,
+    pearson,
+    selectivity,
+    two_sample_permutation_test,
+)
+
+
+def mc_tolerance(p: float, n: int) -> float:
+    """Four Monte Carlo standard errors of a p-value estimated from n resamples, plus one step."""
+    return 4 * np.sqrt(max(p * (1 - p), 1e-4) / n) + 2 / n
+
+
+def test_two_sample_matches_scipy_permutation_test():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    labels = np.arange(60) < 30
+    x[labels, 0] += 0.7
+    x[labels, 1] += 0.2
+    ours = two_sample_permutation_test(x, labels, n_resamples=20_000, seed=1)
+    for j in range(4):
+        ref = ss.permutation_test((x[labels, j], x[~labels, j]), lambda a, b, axis: a.mean(axis) - b.mean(axis),
+                                  n_resamples=20_000, alternative="greater", vectorized=True, random_state=2)
+        assert abs(ours.p_value[j] - ref.pvalue) < mc_tolerance(ref.pvalue, 20_000)
+        assert ours.statistic[j] == pytest.approx(ref.statistic)
+
+
+def test_correlation_matches_scipy_permutation_test():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=40)
+    x = rng.normal(size=(40, 3))
+    x[:, 0] += 0.5 * y
+    ours = correlation_permutation_test(y, x, n_resamples=20_000, seed=4)
+    for j in range(3):
+        ref = ss.permutation_test((y, x[:, j]), lambda a, b: ss.pearsonr(a, b)[0], permutation_type="pairings",
+                                  n_resamples=20_000, alternative="greater", random_state=5)
+        assert abs(ours.p_value[j] - ref.pvalue) < mc_tolerance(ref.pvalue, 20_000)
+        assert ours.statistic[j] == pytest.approx(ss.pearsonr(y, x[:, j])[0])
+
+
+def test_exact_small_case_matches_full_enumeration():
+    """Six prompts, three per group: all 20 relabelings give the exact p; ours converges to it."""
+    x = np.array([5.0, 4.0, 3.0, 1.0, 0.5, 0.0])
+    labels = np.array([True, True, True, False, False, False])
+    observed = x[labels].mean() - x[~labels].mean()
+    null = [x[list(c)].mean() - x[[i for i in range(6) if i not in c]].mean()
+            for c in itertools.combinations(range(6), 3)]
+    exact = np.mean(np.array(null) >= observed - 1e-12)
+    assert exact == pytest.approx(1 / 20)
+    ours = two_sample_permutation_test(x, labels, n_resamples=50_000, seed=0)
+    assert abs(ours.p_value[0] - exact) < mc_tolerance(exact, 50_000)
+
+
+def test_p_value_formula_counts_ties_and_adds_one():
+    """All-equal data: every shuffle ties the observed statistic, so p = (1 + B) / (1 + B) = 1."""
+    result = two_sample_permutation_test(np.ones((10, 2)), np.arange(10) < 5, n_resamples=99, seed=0)
+    assert np.all(result.p_value == 1.0)
+    separated = two_sample_permutation_test(np.r_[np.ones(20) * 9, np.zeros(20)], np.arange(40) < 20,
+                                            n_resamples=99, seed=0)
+    assert separated.p_value[0] == pytest.approx(1 / 100)
+
+
+def test_batches_do_not_change_the_result():
+    rng = np.random.default_rng(1)
+    x = rng.exponential(size=(50, 7))
+    labels = np.arange(50) < 20
+    whole = two_sample_permutation_test(x, labels, n_resamples=500, seed=9, statistic="selectivity")
+    pieces = two_sample_permutation_test(x, labels, n_resamples=500, seed=9, statistic="selectivity", batch=500)
+    np.testing.assert_allclose(whole.p_value, pieces.p_value)
+
+
+def test_same_shuffles_for_every_feature():
+    """Vectorised over features = each column gets the p it would get alone with the same seed."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 5))
+    labels = np.arange(30) < 15
+    together = two_sample_permutation_test(x, labels, n_resamples=300, seed=5)
+    for j in range(5):
+        alone = two_sample_permutation_test(x[:, j], labels, n_resamples=300, seed=5)
+        assert alone.p_value[0] == together.p_value[j]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_resamples": 0}, "n_resamples must be >= 1"),
+    ({"alternative": "bigger"}, "unknown alternative 'bigger'; valid choices: 'greater', 'less', 'two-sided'"),
+    ({"statistic": "median"}, "unknown statistic 'median'; valid choices: 'mean_difference', 'selectivity'"),
+    ({"seed": None}, "seed is required"),
+])
+def test_bad_arguments_name_the_value(kwargs, message):
+    args = {"n_resamples": 10, "seed": 0, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        two_sample_permutation_test(np.zeros((4, 1)), np.array([1, 1, 0, 0], bool), **args)
+
+
+def test_one_group_is_an_error():
+    with pytest.raises(ConfigError, match="both groups need members; got 4 in group 1 and 0 in group 0"):
+        two_sample_permutation_test(np.zeros((4, 1)), np.ones(4, bool), n_resamples=10, seed=0)
+
+
+def test_nan_is_an_error():
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        two_sample_permutation_test(np.array([[np.nan], [1], [2], [3]]), np.array([1, 1, 0, 0], bool),
+                                    n_resamples=10, seed=0)
+
+
+def test_p_values_uniform_under_the_null():
+    """Over many null datasets, p-values are uniform (KS test), and the rejection rate is alpha."""
+    rng = np.random.default_rng(11)
+    p_values = []
+    for i in range(400):
+        x = rng.normal(size=(24, 1))
+        p_values.append(two_sample_permutation_test(x, np.arange(24) < 12, n_resamples=999, seed=i,
+                                                    alternative="two-sided").p_value[0])
+    p_values = np.array(p_values)
+    # Discrete p on a grid of 1/1000: compare with a uniform on (0, 1] with the KS test.
+    assert ss.kstest(p_values, "uniform").pvalue > 0.01
+    assert abs((p_values <= 0.05).mean() - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 400)
+
+
+def test_correlation_p_values_uniform_under_the_null():
+    rng = np.random.default_rng(12)
+    p_values = np.array([correlation_permutation_test(rng.normal(size=30), rng.normal(size=(30, 1)),
+                                                      n_resamples=499, seed=i).p_value[0] for i in range(300)])
+    assert ss.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_paired_sign_flip_against_scipy():
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.3, 1, size=(40, 1))
+    ours = paired_sign_flip_test(d, n_resamples=20_000, seed=0)
+    ref = ss.permutation_test((d[:, 0],), np.mean, permutation_type="samples", n_resamples=20_000,
+                              alternative="greater", random_state=1)
+    assert abs(ours.p_value[0] - ref.pvalue) < mc_tolerance(ref.pvalue, 20_000)
+
+
+def test_auroc_matches_mann_whitney():
+    rng = np.random.default_rng(5)
+    x = rng.poisson(2, size=(50, 3)).astype(float)  # ties on purpose
+    labels = np.arange(50) < 20
+    ours = auroc(x, labels)
+    for j in range(3):
+        u = ss.mannwhitneyu(x[labels, j], x[~labels, j]).statistic
+        assert ours[j] == pytest.approx(u / (20 * 30))
+
+
+def test_benjamini_hochberg_matches_hand_computation():
+    p = np.array([0.01, 0.04, 0.03, 0.20])
+    rejected, q = benjamini_hochberg(p, 0.05)
+    # sorted: 0.01, 0.03, 0.04, 0.20 -> q_(i) = min over k >= i of p_(k) * m / k
+    np.testing.assert_allclose(q, [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.20])
+    assert rejected.tolist() == [True, False, False, False]
+
+
+def test_bootstrap_interval_covers_a_known_mean():
+    rng = np.random.default_rng(6)
+    values = rng.normal(2.0, 1.0, size=400)
+    interval = bootstrap_interval(lambda idx: values[idx].mean(-1), [np.arange(400)], n_resamples=2000, seed=0)
+    assert interval.low < 2.0 < interval.high
+    assert interval.high - interval.low == pytest.approx(2 * 1.96 / 20, rel=0.25)
+
+
+def test_selectivity_definition():
+    assert selectivity(3.0, 1.0) == pytest.approx(0.75)
+    assert selectivity(0.0, 0.0) == 0.5
+    assert selectivity(2.0, 0.0) == 1.0
+
+
+# ---------------------------------------------------------------- properties (hypothesis)
+activations = arrays(np.float64, st.tuples(st.integers(6, 24), st.integers(1, 4)),
+                     elements=st.floats(0, 10, allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=activations, seed=st.integers(0, 2**16))
+def test_p_in_unit_interval_and_selectivity_bounded(x, seed):
+    labels = np.arange(x.shape[0]) < x.shape[0] // 2
+    result = two_sample_permutation_test(x, labels, statistic="selectivity", n_resamples=50, seed=seed)
+    assert np.all((result.p_value > 0) & (result.p_value <= 1))
+    assert np.all((result.statistic >= 0) & (result.statistic <= 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(x=activations, order_seed=st.integers(0, 2**16))
+def test_statistic_invariant_to_prompt_order(x, order_seed):
+    labels = np.arange(x.shape[0]) < x.shape[0] // 2
+    order = np.random.default_rng(order_seed).permutation(x.shape[0])
+    a = two_sample_permutation_test(x, labels, statistic="selectivity", n_resamples=400, seed=0)
+    b = two_sample_permutation_test(x[order], labels[order], statistic="selectivity", n_resamples=400, seed=0)
+    np.testing.assert_allclose(a.statistic, b.statistic)
+    assert np.all(np.abs(a.p_value - b.p_value) <= [mc_tolerance(p, 400) for p in a.p_value])
+
+
+@settings(max_examples=30, deadline=None)
+@given(half=arrays(np.float64, st.tuples(st.integers(3, 12), st.integers(1, 3)),
+                   elements=st.floats(0, 10, allow_nan=False)))
+def test_selectivity_is_half_under_label_symmetry(half):
+    """Identical concept and neutral samples: no preference, selectivity exactly 0.5."""
+    x = np.vstack([half, half])
+    labels = np.arange(x.shape[0]) < half.shape[0]
+    result = two_sample_permutation_test(x, labels, statistic="selectivity", n_resamples=10, seed=0)
+    np.testing.assert_allclose(result.statistic, 0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=arrays(np.float64, st.tuples(st.integers(1, 5), st.just(8)), elements=st.floats(-5, 5)),
+       b=arrays(np.float64, st.tuples(st.integers(1, 5), st.just(8)), elements=st.floats(-5, 5)))
+def test_cosine_bounded_and_symmetric(a, b):
+    c = cosine_matrix(a, b)
+    assert np.all(np.abs(c) <= 1)
+    np.testing.assert_allclose(c, cosine_matrix(b, a).T)
+
+
+@settings(max_examples=40, deadline=None)
+@given(y=arrays(np.float64, st.just(12), elements=st.floats(-5, 5)),
+       x=arrays(np.float64, st.just(12), elements=st.floats(-5, 5)))
+def test_correlation_bounded_and_symmetric(y, x):
+    r_xy = pearson(y, x[:, None])[0]
+    r_yx = pearson(x, y[:, None])[0]
+    assert -1 <= r_xy <= 1
+    assert r_xy == pytest.approx(r_yx, abs=1e-9)
