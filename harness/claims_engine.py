@@ -202,6 +202,77 @@ def go_gate_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     )
 
 
+STEERING_KINDS = ("beats_random", "specificity", "multi_vs_single", "concept_rate")
+
+
+def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
+    """Paired tests across the confirmation prompts on the steering study's per-prompt scores."""
+    from harness.stats import bootstrap_interval
+
+    kind = spec.param("kind")
+    if kind not in STEERING_KINDS:
+        raise choices_error("steering kind", kind, STEERING_KINDS)
+    names = {d["kind"]: d["name"] for d in study["directions"]}
+    anchor = names["anchor"]
+    per = study["per_prompt"]
+    details: dict = {"kind": kind, "alpha": study["chosen_alpha"].get(anchor)}
+    if kind == "beats_random":
+        shift = np.array(per[anchor]["shift"])
+        versus = shift - np.array(study["random_same_alpha_shift"])
+        test_base = paired_sign_flip_test(shift, n_resamples=a.n_permutations, seed=a.seed)
+        test = paired_sign_flip_test(versus, n_resamples=a.n_permutations, seed=a.seed)
+        p_value = max(float(test.p_value[0]), float(test_base.p_value[0]))  # both must hold
+        statistic, effect_values, effect_name = float(versus.mean()), shift, "concept shift at alpha* (nats)"
+        passed = shift.mean() > 0 and versus.mean() > 0 and p_value < a.alpha
+        reason = (f"{anchor} raises concept log-mass by {shift.mean():.3f} nats (p = {float(test_base.p_value[0]):.2g}), "
+                  f"{versus.mean():.3f} more than random directions of equal norm (p = {float(test.p_value[0]):.2g})")
+        details.update(mean_shift=float(shift.mean()), mean_random_shift=float(np.mean(study["random_same_alpha_shift"])),
+                       kl=float(np.mean(per[anchor]["kl"])))
+    elif kind == "specificity":
+        diff = np.array(per[anchor]["shift"]) - np.array(per[anchor]["other_shift"])
+        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed)
+        p_value, statistic, effect_values = float(test.p_value[0]), float(diff.mean()), diff
+        effect_name = "concept shift minus other-concept shift (nats)"
+        passed = statistic > 0 and p_value < a.alpha
+        reason = (f"{anchor} raises concept tokens {np.mean(per[anchor]['shift']):.3f} vs other-concept tokens "
+                  f"{np.mean(per[anchor]['other_shift']):.3f} nats (paired p = {p_value:.2g})")
+    elif kind == "multi_vs_single":
+        matched = study.get("matched") or {}
+        if "multi" not in matched:
+            return ClaimRecord(id=spec.claim_id, family=spec.family, statement=spec.statement,
+                               statistic_name="multi - single concept shift at matched KL", statistic=None,
+                               threshold=0.0, comparison=">", passed=False,
+                               reason="the anchor has no sub-features, so there is no multi-resolution direction",
+                               details=details)
+        diff = np.array(matched["multi"]["shift"]) - np.array(matched["anchor"]["shift"])
+        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed, alternative="greater")
+        p_value, statistic, effect_values = float(test.p_value[0]), float(diff.mean()), diff
+        effect_name = "multi minus single concept shift at matched KL (nats)"
+        passed = statistic > 0 and p_value < a.alpha
+        reason = (f"at KL {matched['multi']['kl']:.3f} vs {matched['anchor']['kl']:.3f} nats, multi-resolution shifts "
+                  f"{np.mean(matched['multi']['shift']):.3f} vs single {np.mean(matched['anchor']['shift']):.3f} "
+                  f"(paired p = {p_value:.2g})")
+        details.update(matched={k: {"alpha": v["alpha"], "kl": v["kl"]} for k, v in matched.items()})
+    else:  # concept_rate
+        steered = np.array(study["concept_hits"][anchor], dtype=float)
+        base = np.array(study["concept_hits"]["unsteered"], dtype=float)
+        diff = steered - base
+        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed)
+        p_value, statistic, effect_values = float(test.p_value[0]), float(diff.mean()), diff
+        effect_name = "concept-word rate, steered minus unsteered"
+        passed = statistic > 0 and p_value < a.alpha
+        reason = (f"{steered.mean():.0%} of steered continuations contain a concept word vs {base.mean():.0%} "
+                  f"unsteered (n = {len(steered)}, paired p = {p_value:.2g}); perplexity under the unsteered model "
+                  f"{study['perplexity'].get(anchor, float('nan')):.1f} vs {study['perplexity']['unsteered']:.1f}")
+    interval = bootstrap_interval(lambda idx: effect_values[idx].mean(-1), [np.arange(len(effect_values))],
+                                  n_resamples=a.n_bootstrap, seed=a.seed)
+    return ClaimRecord(
+        id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name=effect_name,
+        statistic=statistic, threshold=0.0, comparison=">", p_value=p_value, effect=_effect(effect_name, interval),
+        passed=bool(passed), reason=reason, details={**details, "n_prompts": int(len(effect_values))},
+    )
+
+
 FAMILIES = {
     "selectivity": selectivity_claim,
     "loud_unselective": loud_unselective_claim,
@@ -214,7 +285,11 @@ FAMILIES = {
 }
 
 
-def evaluate(spec: ClaimSpec, analysis: Analysis) -> ClaimRecord:
+def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = None) -> ClaimRecord:
+    if spec.family == "steering":
+        if steering is None:
+            raise ConfigError(f"claim {spec.claim_id!r} needs the steering study; pass steering=")
+        return steering_claim(spec, analysis, steering)
     if spec.family not in FAMILIES:
-        raise choices_error("claim family for the analysis engine", spec.family, FAMILIES)
+        raise choices_error("claim family for the analysis engine", spec.family, [*FAMILIES, "steering"])
     return FAMILIES[spec.family](spec, analysis)

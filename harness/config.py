@@ -224,7 +224,7 @@ CLAIM_PARAMS: dict[str, dict[str, Any]] = {
                      "red_max_cosine": 0.1},
     "empty_top_left": {"min_cosine": 0.3, "min_correlation": 0.1},
     "go_gate": {"min_sub_features": 3},
-    "steering": {"kind": REQUIRED, "direction": REQUIRED, "alpha": REQUIRED},
+    "steering": {"kind": REQUIRED},
 }
 
 

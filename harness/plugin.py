@@ -153,7 +153,7 @@ class ClaimsSession:
         run = get_run(self.config)
         for record in self.records.values():
             run.record(record)
-        ledger = run.ledger(exit_status=int(exitstatus), steering=getattr(run, "steering_results", None) or {})
+        ledger = run.ledger(exit_status=int(exitstatus), steering=run.steering_for_ledger())
         baseline = self.config.getoption("claims_baseline")
         index = write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None)
         self.summary = (ledger.verdict, ledger.verdict_reason, str(index))

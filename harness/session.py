@@ -77,6 +77,27 @@ class ClaimsRun:
                     out[role] = {**record["quality"], "source": f"{provenance.name} (held-out text)"}
         return out
 
+    @cached_property
+    def steering_results(self) -> dict:
+        """The steering study, cached on disk by content (tables, anchors, config, harness version)."""
+        from harness import __version__
+        from harness.paths import atomic_write_text, cache_dir
+        from harness.steering import SteeringConfig, steering_key, steering_study
+
+        cfg = SteeringConfig.from_dict(self.profile.steering)
+        key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
+                            "seed": self.profile.analysis.seed, "split_seed": self.profile.prompts.split_seed,
+                            "harness": __version__})
+        path = cache_dir() / "steering" / f"{self.profile.name}-{key}.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # a corrupt file is recomputed
+        study = steering_study(self, cfg, progress=self.progress)
+        atomic_write_text(path, json.dumps(study, default=float))
+        return study
+
     def sae_records(self) -> dict[str, SaeRecord]:
         out = {}
         for role, cfg in self.profile.saes.items():
@@ -126,6 +147,13 @@ class ClaimsRun:
         for spec in self.profile.claims_of("geometry"):
             tables.setdefault("cutoffs", {})[f"coarse-{spec.param('anchor')}"] = spec.param("cutoff")
         return tables
+
+    def steering_for_ledger(self) -> dict:
+        """What the report shows of the study (per-prompt arrays stay in the cache)."""
+        if "steering_results" not in self.__dict__:
+            return {}
+        study = self.steering_results
+        return {k: v for k, v in study.items() if k not in ("per_prompt", "random_same_alpha_shift", "concept_hits")}
 
     def ledger(self, exit_status: int | None = None, steering: dict | None = None) -> Ledger:
         from importlib.metadata import PackageNotFoundError, version

@@ -20,6 +20,7 @@ from harness.errors import ConfigError, choices_error
 Alternative = Literal["greater", "less", "two-sided"]
 ALTERNATIVES = ("greater", "less", "two-sided")
 TWO_SAMPLE_STATISTICS = ("mean_difference", "selectivity")
+RANDOM_DIRECTION_STREAM = 0x6E756C6C  # "null"
 MEMORY_FLOATS = 1 << 23  # about 32 MB of float32 per batch of null statistics
 
 
@@ -270,8 +271,12 @@ def cosine_matrix(a_AD, b_BD) -> np.ndarray:
 
 
 def random_direction_cosines(directions_FD, n_random: int, *, seed: int) -> np.ndarray:
-    """Cosines of `n_random` random Gaussian directions with every row: the geometric null."""
-    rng = np.random.default_rng(seed)
+    """Cosines of `n_random` random Gaussian directions with every row: the geometric null.
+
+    The stream is keyed by purpose as well as seed, so it never replays another draw made with
+    the same seed (which would put copies of real rows into the null).
+    """
+    rng = np.random.default_rng([seed, RANDOM_DIRECTION_STREAM])
     d = np.asarray(directions_FD).shape[1]
     random = rng.standard_normal((n_random, d))
     return cosine_matrix(random, directions_FD).reshape(-1)

@@ -1,0 +1,15 @@
+"""Steering (phase 2): does adding the anchor's decoder direction shift what the model writes?
+
+Controls: random directions of equal norm, another concept's words, and multi-resolution
+(coarse + sub-features) against single-resolution at matched fluency cost. Either answer is
+a finding.
+"""
+
+from harness.claims_engine import evaluate
+
+CLAIM_FAMILY = "steering"
+
+
+def test_steering(claim, claims_run, record_claim):
+    record = record_claim(evaluate(claim, claims_run.analysis, steering=claims_run.steering_results))
+    assert record.passed, record.reason

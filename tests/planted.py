@@ -1,0 +1,121 @@
+"""A small world with planted ground truth, built without any model: prompts, feature
+tables, decoder directions and a profile whose claims are known to be true (or, with
+`effect=False`, known to be false)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from harness.analysis import Analysis
+from harness.config import Anchors, ClaimSpec, load_profile
+from harness.features import FeatureTables
+from harness.prompts import Prompt, PromptSets
+from harness.session import ClaimsRun
+
+D_MODEL, N_COARSE, N_FINE = 256, 64, 4096
+ANCHOR, LOUD = 5, 7
+CHILDREN = {10: 0.8, 11: 0.5, 12: 0.35}  # fine id -> planted decoder cosine with the anchor
+CO_OCCURRING = 20  # fires with the anchor, orthogonal direction ("red")
+FACETS = ("cuisine", "geography", "history", "sport")
+
+
+def prompt_sets(n_concept: int = 80, n_neutral: int = 80, n_near: int = 40) -> PromptSets:
+    def make(prefix, set_name, n):
+        return tuple(Prompt(id=f"{prefix}-{i}", text=f"{set_name} prompt {i}", set=set_name,
+                            facet=FACETS[i % len(FACETS)]) for i in range(n))
+    return PromptSets(make("c", "concept", n_concept), make("n", "neutral", n_neutral), make("m", "near_miss", n_near))
+
+
+def directions(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((N_COARSE, D_MODEL))
+    coarse /= np.linalg.norm(coarse, axis=1, keepdims=True)
+    fine = rng.standard_normal((N_FINE, D_MODEL))
+    fine /= np.linalg.norm(fine, axis=1, keepdims=True)
+    anchor = coarse[ANCHOR]
+    # Keep the crowd below the cutoff: drop most of each random row's anchor component.
+    for i in range(N_FINE):
+        if i not in CHILDREN:
+            v = fine[i] - (fine[i] @ anchor) * anchor * 0.9
+            fine[i] = v / np.linalg.norm(v)
+    for fid, cos in CHILDREN.items():
+        noise = rng.standard_normal(D_MODEL)
+        noise -= (noise @ anchor) * anchor
+        fine[fid] = cos * anchor + math.sqrt(1 - cos**2) * noise / np.linalg.norm(noise)
+    noise = rng.standard_normal(D_MODEL)
+    noise -= (noise @ anchor) * anchor
+    fine[CO_OCCURRING] = noise / np.linalg.norm(noise)
+    return {"coarse": coarse, "fine": fine}
+
+
+def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0) -> FeatureTables:
+    rng = np.random.default_rng(seed)
+    everything = sets.all()
+    n = len(everything)
+    is_concept = np.array([p.set == "concept" for p in everything])
+    is_near = np.array([p.set == "near_miss" for p in everything])
+    coarse = np.where(rng.random((n, N_COARSE)) < 0.05, rng.exponential(1.0, (n, N_COARSE)), 0.0)
+    fine = np.where(rng.random((n, N_FINE)) < 0.03, rng.exponential(1.0, (n, N_FINE)), 0.0)
+    if effect:
+        fires = is_concept & (rng.random(n) < 0.9)
+        coarse[:, ANCHOR] = np.where(fires, rng.normal(3.7, 0.5, n), 0.0)
+        coarse[is_near, ANCHOR] = np.where(rng.random(is_near.sum()) < 0.1, 1.0, 0.0)
+        coarse[:, LOUD] = np.where(is_concept, rng.normal(4.5, 0.5, n), np.where(rng.random(n) < 0.6, 1.5, 0.0))
+        for fid in CHILDREN:
+            fine[:, fid] = np.where(fires & (rng.random(n) < 0.6), rng.normal(2.0, 0.3, n), 0.0)
+        fine[:, CO_OCCURRING] = np.where(fires & (rng.random(n) < 0.7), rng.normal(1.5, 0.3, n), 0.0)
+    tokens = np.full(n, 10)
+    resid_sum = rng.standard_normal((n, D_MODEL)) * 10
+    resid_sq = (resid_sum**2).sum(1) / 10 + 100 * tokens
+    return FeatureTables(
+        prompt_ids=[p.id for p in everything], prompt_sets=[p.set for p in everything],
+        pooled={"coarse": coarse.clip(0).astype(np.float32), "fine": fine.clip(0).astype(np.float32)},
+        n_tokens=tokens, l0_sum={"coarse": tokens * 3.0, "fine": tokens * 2.0},
+        sq_error={"coarse": resid_sq * 0.1, "fine": resid_sq * 0.05}, resid_sum=resid_sum, resid_sq=resid_sq,
+        resid_norm_sum=np.full(n, 50.0), key="planted",
+        meta={"ce_loss": {"coarse": {"ce_loss_score": 0.93}, "fine": {"ce_loss_score": 0.96}}},
+    )
+
+
+CLAIMS = [
+    ("go_gate", "go", {"min_sub_features": 3}),
+    ("selectivity", f"coarse-{ANCHOR}", {"sae": "coarse", "feature": ANCHOR, "min_selectivity": 0.9}),
+    ("selectivity", f"coarse-{ANCHOR}-vs-near-miss", {"sae": "coarse", "feature": ANCHOR, "against": "near_miss",
+                                                      "min_selectivity": 0.6}),
+    ("loud_unselective", f"coarse-{LOUD}-vs-{ANCHOR}", {"sae": "coarse", "loud": LOUD, "anchor": ANCHOR}),
+    ("sparsity", "coarse", {"sae": "coarse", "max_l0_fraction": 0.1}),
+    ("reconstruction", "coarse", {"sae": "coarse", "min_explained_variance": 0.8, "min_ce_loss_score": 0.8}),
+    ("geometry", f"coarse-{ANCHOR}", {"anchor": ANCHOR}),
+    ("sub_features", f"coarse-{ANCHOR}", {"anchor": ANCHOR, "min_count": 3}),
+    ("empty_top_left", "all", {}),
+]
+
+
+def profile(n_permutations: int = 999):
+    base = load_profile("smollm2-135m")
+    claims = tuple(ClaimSpec(family=f, name=n, statement=f"planted {f} {n}", params=p) for f, n, p in CLAIMS)
+    return dataclasses.replace(
+        base, name="planted", claims=claims,
+        anchors=Anchors(coarse=(ANCHOR,), fine=(10,), source="planted", split="all"),
+        analysis=dataclasses.replace(base.analysis, permutations=n_permutations, bootstrap=500),
+        saes={role: dataclasses.replace(cfg, d_sae=N_COARSE if role == "coarse" else N_FINE)
+              for role, cfg in base.saes.items()},
+    )
+
+
+def analysis(*, effect: bool = True, seed: int = 0) -> Analysis:
+    sets = prompt_sets()
+    return Analysis.build(profile(), tables(sets, effect=effect, seed=seed), sets, directions(seed))
+
+
+def claims_run(*, effect: bool = True) -> ClaimsRun:
+    """A ClaimsRun whose lazy parts are filled with the planted world (no model, no SAE files)."""
+    sets = prompt_sets()
+    run = ClaimsRun(profile(), progress=False)
+    run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect), directions=directions(),
+                        quality={}, device="cpu")
+    run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions)
+    return run

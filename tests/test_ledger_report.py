@@ -1,0 +1,107 @@
+"""Ledger: schema, verdict, diff; report: rendered from the ledger alone, self-contained."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from harness.claims_engine import evaluate
+from harness.cli import main
+from harness.ledger import ClaimRecord, Ledger, decide_verdict, diff_ledgers, ledger_schema, read_ledger
+from harness.report import render_html
+from harness.session import write_outputs
+from tests import planted
+
+
+def build_ledger(effect: bool = True) -> Ledger:
+    run = planted.claims_run(effect=effect)
+    for spec in run.profile.claims:
+        run.record(evaluate(spec, run.analysis))
+    return run.ledger(exit_status=0)
+
+
+@pytest.fixture(scope="module")
+def ledger() -> Ledger:
+    return build_ledger(effect=True)
+
+
+def test_ledger_validates_against_generated_schema(ledger):
+    document = json.loads(ledger.model_dump_json())
+    jsonschema.validate(document, ledger_schema())
+    for field in ("run_id", "created_at", "git_commit", "library_versions", "profile", "seed", "saes",
+                  "prompt_hashes", "verdict", "claims", "tables"):
+        assert field in document
+    claim = document["claims"][0]
+    for field in ("id", "family", "statement", "statistic", "threshold", "p_value", "q_value", "effect", "passed"):
+        assert field in claim
+
+
+def test_schema_rejects_a_bad_verdict(ledger):
+    document = json.loads(ledger.model_dump_json())
+    document["verdict"] = "MAYBE"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, ledger_schema())
+
+
+def test_planted_world_is_go_and_null_world_is_no_go(ledger):
+    assert ledger.verdict == "GO", ledger.verdict_reason
+    null = build_ledger(effect=False)
+    assert null.verdict == "NO-GO" and "go_gate[go]" in null.verdict_reason
+
+
+def test_verdict_needs_every_claim_and_a_gate():
+    def record(claim_id, family, passed):
+        return ClaimRecord(id=claim_id, family=family, statement="s", statistic_name="x", statistic=1.0,
+                           threshold=1.0, passed=passed)
+    assert decide_verdict([record("go_gate[go]", "go_gate", True)])[0] == "GO"
+    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False)])
+    assert verdict == "NO-GO" and "sparsity[a]" in reason
+    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no go_gate claim was evaluated")
+
+
+def test_report_tables_come_from_the_harness(ledger):
+    tables = ledger.tables
+    assert tables["anchors"]["coarse"] == [planted.ANCHOR]
+    assert {p["fine"] for p in tables["pairs"] if p["sub_feature"]} == set(planted.CHILDREN)
+    hist = tables["cosine_histograms"][f"coarse-{planted.ANCHOR}"]
+    assert sum(hist["counts"]) <= planted.N_FINE and len(hist["edges"]) == len(hist["counts"]) + 1
+    assert tables["ranked_features"]["coarse"][0]["feature"] == planted.ANCHOR
+
+
+def test_html_is_self_contained_and_escaped(ledger):
+    hostile = ledger.model_copy(update={"profile_description": "<script>alert(1)</script>"})
+    html = render_html(hostile)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not re.search(r"<script[^>]+src=", html)  # plotly is inlined: no CDN, works offline
+    assert "GO" in html and f"C-{planted.ANCHOR}" in html
+    for section in ("claims", "selectivity", "geometry", "pairs", "graph", "prompts", "provenance"):
+        assert f'id="{section}"' in html
+
+
+def test_outputs_and_run_copy_and_rerender(tmp_path, ledger):
+    index = write_outputs(ledger, tmp_path)
+    assert index.is_file() and (tmp_path / "claims.json").is_file()
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("-planted") and (runs[0] / "index.html").is_file()
+    assert read_ledger(tmp_path / "claims.json").run_id == ledger.run_id
+    out = tmp_path / "again.html"
+    assert main(["report", str(tmp_path / "claims.json"), "--out", str(out)]) == 0
+    assert out.read_text().count("Plotly.newPlot") == 1
+
+
+def test_report_cli_names_a_missing_ledger(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_diff_finds_flips_and_moves(ledger):
+    null = build_ledger(effect=False)
+    diff = diff_ledgers(null, ledger)
+    flipped = {row["id"] for row in diff["flipped"]}
+    assert "go_gate[go]" in flipped and f"selectivity[coarse-{planted.ANCHOR}]" in flipped
+    assert diff["baseline_run_id"] == ledger.run_id
+    html = render_html(null, baseline=ledger)
+    assert 'id="diff"' in html and "go_gate[go]" in html
