@@ -73,12 +73,17 @@ def get_profile(config: pytest.Config):
 def get_run(config: pytest.Config):
     if RUN_KEY not in config.stash:
         from harness.session import ClaimsRun
-        config.stash[RUN_KEY] = ClaimsRun(get_profile(config))
+        baseline = config.getoption("claims_baseline")
+        if baseline and not Path(baseline).is_file():
+            raise pytest.UsageError(f"--baseline {baseline!r} does not exist; give a claims.json from an earlier run")
+        config.stash[RUN_KEY] = ClaimsRun(get_profile(config), baseline=Path(baseline) if baseline else None)
     return config.stash[RUN_KEY]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ClaimsSession(config), "claims-session")
+    if not hasattr(config, "workerinput"):
+        get_profile(config)  # a bad --profile or prompt file is a usage error, before collection
     config.addinivalue_line("markers", "claims_family(name): a claims module's family (set via CLAIM_FAMILY)")
 
 
@@ -94,18 +99,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A family the profile declares no claims for is deselected, not skipped: nothing was claimed."""
-    kept, dropped = [], []
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "claim" in callspec.params and callspec.params["claim"] is None:
-            dropped.append(item)
-        elif callspec is None and "claim" in getattr(item, "fixturenames", ()):
-            dropped.append(item)
-        else:
-            kept.append(item)
+    def unclaimed(item: pytest.Item) -> bool:
+        if "claim" not in getattr(item, "fixturenames", ()):
+            return False
+        return any("empty parameter set" in str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skip"))
+
+    dropped = [item for item in items if unclaimed(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+        items[:] = [item for item in items if not unclaimed(item)]
 
 
 @pytest.hookimpl(wrapper=True)

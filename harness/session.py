@@ -30,6 +30,7 @@ FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "recon
 class ClaimsRun:
     profile: Profile
     progress: bool = True
+    baseline: Path | None = None
     records: dict[str, ClaimRecord] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -146,7 +147,32 @@ class ClaimsRun:
                                 "n_fine": int(a.anchor_cosines(c).size)} for c in coarse}
         for spec in self.profile.claims_of("geometry"):
             tables.setdefault("cutoffs", {})[f"coarse-{spec.param('anchor')}"] = spec.param("cutoff")
+        # Decoder rows of the anchors, so a later run against a changed SAE can follow them.
+        tables["anchor_directions"] = {
+            f"{role}-{f}": np.round(self.directions[role][f], 5).tolist()
+            for role, ids in (("coarse", coarse), ("fine", [int(f) for f in anchors.fine])) for f in ids}
+        if self.baseline is not None:
+            tables["remapped_anchors"] = self.remap_baseline_anchors()
         return tables
+
+    def remap_baseline_anchors(self) -> list[dict]:
+        """Each anchor of the baseline ledger, mapped to its best decoder-cosine match in this run's SAE."""
+        from harness.ledger import read_ledger
+
+        old = read_ledger(self.baseline).tables.get("anchor_directions", {})
+        rows = []
+        for name, vector in old.items():
+            role, feature = name.rsplit("-", 1)
+            if role not in self.directions:
+                continue
+            v = np.asarray(vector, dtype=np.float64)
+            if v.shape[0] != self.directions[role].shape[1]:
+                continue  # a different model width: nothing to compare
+            cos = self.directions[role] @ (v / max(np.linalg.norm(v), 1e-12))
+            best = int(np.argmax(cos))
+            rows.append({"role": role, "old": int(feature), "new": best, "cosine": float(cos[best]),
+                         "same_id": best == int(feature)})
+        return rows
 
     def steering_for_ledger(self) -> dict:
         """What the report shows of the study (per-prompt arrays stay in the cache)."""

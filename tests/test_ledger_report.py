@@ -105,3 +105,19 @@ def test_diff_finds_flips_and_moves(ledger):
     assert diff["baseline_run_id"] == ledger.run_id
     html = render_html(null, baseline=ledger)
     assert 'id="diff"' in html and "go_gate[go]" in html
+
+
+def test_baseline_anchors_are_remapped_into_a_changed_sae(tmp_path, ledger):
+    """Shuffle the fine SAE's rows: the old fine anchor must be found again at its new index."""
+    import numpy as np
+
+    baseline_path = tmp_path / "baseline.json"
+    baseline_path.write_text(ledger.model_dump_json())
+    run = planted.claims_run(effect=True)
+    order = np.random.default_rng(0).permutation(planted.N_FINE)
+    run.__dict__["directions"] = {"coarse": run.directions["coarse"], "fine": run.directions["fine"][order]}
+    run.baseline = baseline_path
+    rows = {(r["role"], r["old"]): r for r in run.remap_baseline_anchors()}
+    moved = rows[("fine", 10)]
+    assert moved["new"] == int(np.flatnonzero(order == 10)[0]) and moved["cosine"] > 0.999
+    assert rows[("coarse", planted.ANCHOR)]["same_id"]

@@ -1,0 +1,73 @@
+"""The pytest plugin end to end (pytester): parametrized ids from the profile, the ledger and
+report written in pytest_sessionfinish, and the exit status as the GO/NO-GO gate.
+
+The session's ClaimsRun is the planted world (no model), injected through the plugin's stash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from harness.paths import REPO_ROOT
+
+CONFTEST = """
+import pytest
+from harness.plugin import PROFILE_KEY, RUN_KEY
+from tests import planted
+
+pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]
+
+def pytest_configure(config):
+    run = planted.claims_run(effect={effect})
+    config.stash[PROFILE_KEY] = run.profile
+    config.stash[RUN_KEY] = run
+"""
+
+
+@pytest.fixture(autouse=True)
+def repo_on_path(monkeypatch):
+    """The subprocess imports harness, fixtures and tests from this checkout."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+
+
+def make_suite(pytester: pytest.Pytester, effect: bool) -> None:
+    pytester.makeconftest(CONFTEST.format(effect=effect))
+    claims = pytester.mkdir("claims")
+    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
+        shutil.copy(module, claims / module.name)
+
+
+def test_go_run_writes_ledger_and_exits_zero(pytester):
+    make_suite(pytester, effect=True)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=9, deselected=1)  # test_steering: the planted profile declares no steering claim
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*claims verdict*", "GO: *", "report: *out/index.html"])
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    assert ledger["verdict"] == "GO" and ledger["exit_status"] == 0
+    ids = {c["id"] for c in ledger["claims"]}
+    assert "selectivity[coarse-5]" in ids and "go_gate[go]" in ids
+    assert all(c["nodeid"].startswith("claims/test_") for c in ledger["claims"])
+    assert (pytester.path / "out" / "index.html").is_file()
+    assert len(list((pytester.path / "out" / "runs").iterdir())) == 1
+
+
+def test_no_go_run_fails_and_says_why(pytester):
+    make_suite(pytester, effect=False)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["NO-GO: *go_gate[[]go[]]*", "FAILED claims/test_go_gate.py::test_go_gate[[]go[]]*"])
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    assert ledger["verdict"] == "NO-GO"
+
+
+def test_unknown_profile_is_a_usage_error(pytester):
+    pytester.makeconftest('pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]')
+    claims = pytester.mkdir("claims")
+    shutil.copy(REPO_ROOT / "claims" / "test_go_gate.py", claims / "test_go_gate.py")
+    result = pytester.runpytest_subprocess("claims", "--profile", "gemma-3", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown profile 'gemma-3'; valid choices: *'smollm2-135m'*"])
