@@ -44,10 +44,11 @@ class SaeRecipe:
 # L0/d_model is ~82/2304 = 3.6%, i.e. ~20 of 576; k=32 coarse leaves headroom for
 # explained variance >= 0.8, and the fine SAE gets 2x the budget as Gemma Scope's 262K does.
 RECIPES = {
-    "coarse": SaeRecipe(d_sae=2048, k=32, lr=5e-4, epochs=3.0),
+    "coarse": SaeRecipe(d_sae=2048, k=32, lr=5e-4, epochs=2.0),
     "fine": SaeRecipe(d_sae=16384, k=64, lr=5e-4, epochs=1.0),
 }
-DEFAULT_TRAIN_TOKENS = 1_000_000
+DEFAULT_TRAIN_TOKENS = 1_200_000
+DEAD_FEATURE_WINDOW_STEPS = 10
 HELDOUT_TOKENS = 40_000
 SEQ_TOKENS = 128
 SHARD_TOKENS = 100_000
@@ -140,6 +141,30 @@ def role_seed(seed: int, role: str) -> int:
     return seed * 100 + ROLE_SEED_OFFSET[role]
 
 
+@torch.no_grad()
+def data_init(sae, acts: torch.Tensor, role: str, seed: int, pool: int = 65_536) -> None:
+    """Start b_dec at the data mean and decoder rows at centred activation samples.
+
+    SmolLM2's residual stream carries a large constant offset (mean norm ~118 of a median ~159,
+    mostly two dimensions). From a zero b_dec the few features aligned with that offset win
+    TopK on every token and most others never fire (65% dead in a first attempt). Coarse and
+    fine draw their samples from disjoint halves of the tokens (even / odd positions), so no
+    fine row starts as a copy of a coarse row.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    offset = ROLE_SEED_OFFSET[role] - 1
+    candidates = torch.arange(offset, acts.shape[0], 2)
+    sample = acts[candidates[torch.randint(0, candidates.numel(), (pool,), generator=generator)]].float()
+    scale = sae.cfg.d_in**0.5 / sample.norm(dim=1).mean()  # SAELens's expected_average_only_in factor
+    mean = sample.mean(0)
+    rows = sample[torch.randint(0, pool, (sae.cfg.d_sae,), generator=generator)] - mean
+    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    norms = sae.W_dec.norm(dim=1, keepdim=True)  # keep SAELens's decoder init norm
+    sae.b_dec.copy_(mean * scale)
+    sae.W_dec.copy_(rows * norms)
+    sae.W_enc.copy_(sae.W_dec.T)
+
+
 def train_sae(acts: torch.Tensor, recipe: SaeRecipe, profile: Profile, role: str, seed: int, device: str):
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
@@ -149,18 +174,21 @@ def train_sae(acts: torch.Tensor, recipe: SaeRecipe, profile: Profile, role: str
     seed_everything(seed)
     cfg = TopKTrainingSAEConfig(
         d_in=profile.model.d_model, d_sae=recipe.d_sae, k=recipe.k, dtype="float32", device=device,
-        normalize_activations="expected_average_only_in", aux_loss_coefficient=1.0 / 32,
+        normalize_activations="expected_average_only_in", aux_loss_coefficient=1.0,
     )
     cfg.metadata.model_name = profile.model.name
     cfg.metadata.hook_name = profile.model.hook
     sae = TopKTrainingSAE(cfg)
+    data_init(sae, acts, role, seed)
     total = int(recipe.epochs * acts.shape[0]) // recipe.batch_tokens * recipe.batch_tokens
     steps = total // recipe.batch_tokens
     trainer_cfg = SAETrainerConfig(
         total_training_samples=total, train_batch_size_samples=recipe.batch_tokens, lr=recipe.lr,
         lr_end=recipe.lr / 10, lr_scheduler_name="cosineannealing", lr_warm_up_steps=max(1, steps // 20),
         lr_decay_steps=steps // 5, device=device, autocast=device == "cuda",
-        dead_feature_window=max(50, steps // 4), feature_sampling_window=max(100, steps // 2),
+        # AuxK revives a feature once it has been silent this many steps (10 x 4,096 tokens); a window
+        # of a quarter of training left half the coarse features dead in a first attempt.
+        dead_feature_window=DEAD_FEATURE_WINDOW_STEPS, feature_sampling_window=max(100, steps // 2),
         n_batches_for_norm_estimate=50,
     )
     trainer = SAETrainer(trainer_cfg, sae, activation_batches(acts, recipe.batch_tokens, seed))
