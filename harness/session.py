@@ -34,6 +34,9 @@ class ClaimsRun:
     records: dict[str, ClaimRecord] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
+    def __repr__(self) -> str:
+        return f"ClaimsRun(profile={self.profile.name!r}, records={len(self.records)})"
+
     @cached_property
     def device(self) -> str:
         return resolve_device(self.profile.model.device)
