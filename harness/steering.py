@@ -215,10 +215,6 @@ def matched_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], target_
     return float(np.exp(np.interp(target_kl, kls, log_alphas)))
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, disable=not enabled)
-
-
 def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, role: str = "coarse") -> int:
     from harness.stats import selectivity
     x = tables.pooled[role]
@@ -286,7 +282,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
         return {"shift": np.array(scores["concept"]) - base_concept,
                 "other_shift": np.array(scores["other"]) - base_other, "kl": np.array(scores["kl"])}
 
-    bar = progress_bar(len(directions) * len(cfg.alphas), "steering sweep", progress)
+    bar = tqdm(total=len(directions) * len(cfg.alphas), desc="steering sweep", disable=not progress)
     sweep: dict[str, list[dict]] = {}
     for direction in directions:
         sweep[direction.name] = []

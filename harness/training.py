@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import platform
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,7 +214,6 @@ def evaluate_sae(sae, model, profile: Profile, heldout_acts: torch.Tensor, heldo
 
 
 def ce_loss_score(sae, model, profile: Profile, rows: list[list[int]], batch_rows: int = 16) -> dict:
-    from harness.residuals import pack_rows
     return ce_loss_score_batches(sae, model, profile.model.hook,
                                  [pack_rows(batch, model.tokenizer) for batch in batched(rows, batch_rows)])
 
@@ -296,9 +294,5 @@ def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: in
         atomic_write_text(provenance_path, json.dumps(provenance, indent=2))
         print(json.dumps({role: provenance["saes"][role]}, indent=2))
     return provenance
-
-
-def clear_training_cache() -> None:
-    shutil.rmtree(cache_dir() / "training", ignore_errors=True)
 
 
