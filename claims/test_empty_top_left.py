@@ -7,4 +7,4 @@ CLAIM_FAMILY = "empty_top_left"
 
 def test_empty_top_left(claim, analysis, record_claim):
     record = record_claim(evaluate(claim, analysis))
-    assert record.passed, record.reason
+    assert record.verdict == "held", record.message

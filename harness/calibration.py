@@ -1,190 +1,429 @@
-"""Calibration on planted ground truth: how often each claim family's test is wrong.
+"""Calibration: how often the engine's own verdicts are wrong, on synthetic data with a planted truth.
 
-Each synthetic dataset plants what a family tests (or plants nothing, for the null) with
-SAELens's synthetic tools: `FeatureDictionary` gives random unit decoder directions in
-d_model dimensions; `ActivationGenerator` draws sparse firing with set probabilities and
-magnitudes; children are planted under a parent (fire only when it fires) at known
-decoder cosines. The decision rules are the claim families' own, through the same
-`harness.stats` functions. Under the null the rate of "claim holds" is the false-positive
-rate (target <= alpha + 2 Monte Carlo standard errors); under a seed-sized effect it is
-the power (target >= 0.8).
+Every trial builds a synthetic `Analysis` (pooled activations, decoder directions, a profile with
+one claim) and calls `harness.claims_engine.evaluate`, the very function `pytest claims/` calls:
+no decision rule is re-implemented here. Conditions:
+
+- null conditions plant the truth at the boundary of the claim's null (selectivity exactly tau,
+  co-firing absent within prompt sets, equal residual writes, explained variance exactly at the
+  floor, ...): the rate of the wrong verdict (usually "held") is the false-positive rate, which
+  must stay <= alpha + 2 Monte Carlo standard errors;
+- `silent` plants features that barely fire: the wrong verdict is "refuted";
+- effect conditions plant the seed's effect sizes: the rate of "held" is the power.
+
+Datasets come from `numpy.random.SeedSequence(seed).spawn(n)` per condition: independent streams,
+so the Monte Carlo standard error is honest.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from harness.stats import (
-    benjamini_hochberg,
-    correlation_permutation_test,
-    cosine_matrix,
-    paired_sign_flip_test,
-    random_direction_cosines,
-    two_sample_permutation_test,
+from harness.analysis import Analysis
+from harness.claims_engine import evaluate
+from harness.config import (
+    AnalysisConfig,
+    Anchors,
+    ClaimSpec,
+    ModelConfig,
+    Profile,
+    PromptsConfig,
+    SaeConfig,
 )
+from harness.errors import ConfigError, choices_error
+from harness.features import FeatureTables
+from harness.prompts import Prompt, PromptSets
+from harness.stats import anisotropic_null
 
 N_CONCEPT = 100  # the confirmation half of 200 concept prompts
 N_NEUTRAL = 100
-D_MODEL = 576
-N_FINE = 4096
+D_MODEL = 128
+N_FINE = 1024
+# Geometry needs a realistic crowd: in 128 dimensions even isotropic rows reach 0.3 by chance.
+D_GEOMETRY, N_FINE_GEOMETRY, DECAY_GEOMETRY = 384, 2048, 0.2
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Settings:
+    n_permutations: int = 199
+    n_bootstrap: int = 999
+    n_null_directions: int = 200
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One synthetic dataset: the analysis, the claim on it, and (for steering) the study."""
+
+    analysis: Analysis
+    spec: ClaimSpec
+    study: dict | None = None
+
+    def verdict(self) -> str:
+        return evaluate(self.spec, self.analysis, steering=self.study).verdict
+
+
+# ---- building synthetic worlds -----------------------------------------------------------------
+def _labels() -> np.ndarray:
+    return np.array(["concept"] * N_CONCEPT + ["neutral"] * N_NEUTRAL)
+
+
+def zero_heavy(rng, n: int, rate: float, mean_magnitude: float) -> np.ndarray:
+    """Pooled SAE activations as they look: zero on most prompts, gamma-distributed when firing."""
+    return np.where(rng.random(n) < rate, rng.gamma(2.0, mean_magnitude / 2.0, n), 0.0)
+
+
+def by_set(rng, concept: tuple[float, float], neutral: tuple[float, float]) -> np.ndarray:
+    """A feature firing at (rate, mean magnitude) on concept prompts and at another on neutral ones."""
+    return np.r_[zero_heavy(rng, N_CONCEPT, *concept), zero_heavy(rng, N_NEUTRAL, *neutral)]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def anisotropic_rows(rng, n: int, d: int = D_MODEL, decay: float = 0.5) -> np.ndarray:
+    """Unit rows crowded into a cone of leading dimensions, as real decoders are (spectrum k^-decay)."""
+    return unit_rows(rng.standard_normal((n, d)) * np.arange(1, d + 1) ** -decay)
+
+
+def aligned_to(rng, anchor: np.ndarray, cosine: float) -> np.ndarray:
+    noise = rng.standard_normal(anchor.size)
+    noise -= noise @ anchor * anchor
+    return cosine * anchor + math.sqrt(1 - cosine**2) * noise / np.linalg.norm(noise)
+
+
+def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fine_dirs=None, seed: int,
+                    settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
+                    min_firing_prompts: int = 5) -> Analysis:
+    """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
+    rng = np.random.default_rng([seed, 0x776F726C64])
+    labels = _labels()
+    coarse = np.asarray(coarse, dtype=np.float64).reshape(len(labels), -1)
+    fine = np.zeros((len(labels), 1)) if fine is None else np.asarray(fine, dtype=np.float64)
+    d = D_MODEL
+    coarse_dirs = unit_rows(rng.standard_normal((coarse.shape[1], d))) if coarse_dirs is None else coarse_dirs
+    fine_dirs = unit_rows(rng.standard_normal((fine.shape[1], d))) if fine_dirs is None else fine_dirs
+    prompts = {name: tuple(Prompt(id=f"{name}-{i}", text=f"{name} {i}", set=name, facet="synthetic")
+                           for i in range(int((labels == name).sum()))) for name in ("concept", "neutral")}
+    sets = PromptSets(prompts["concept"], prompts["neutral"], ())
+    n = len(labels)
+    extra = dict(tables_extra or {})
+    tables = FeatureTables(
+        prompt_ids=[p.id for p in sets.all()], prompt_sets=list(labels),
+        pooled={"coarse": coarse.astype(np.float32), "fine": fine.astype(np.float32)},
+        n_tokens=extra.pop("n_tokens", np.full(n, 10)),
+        l0_sum=extra.pop("l0_sum", {"coarse": np.full(n, 10.0), "fine": np.full(n, 10.0)}),
+        sq_error=extra.pop("sq_error", {"coarse": np.ones(n), "fine": np.ones(n)}),
+        resid_sum=extra.pop("resid_sum", np.zeros((n, d))), resid_sq=extra.pop("resid_sq", np.full(n, 10.0)),
+        resid_norm_sum=np.full(n, 10.0), key=f"synthetic-{seed}", meta=extra.pop("meta", {}),
+    )
+    profile = Profile(
+        name="calibration", description="synthetic data with a planted truth",
+        model=ModelConfig(name="synthetic", source="synthetic", hook="blocks.0.hook_resid_post", n_layers=1,
+                          d_model=d),
+        saes={role: SaeConfig(role=role, source="random", d_sae=x.shape[1])
+              for role, x in (("coarse", coarse), ("fine", fine))},
+        prompts=PromptsConfig(concept="(synthetic)", neutral="(synthetic)"),
+        analysis=AnalysisConfig(seed=seed, permutations=settings.n_permutations, bootstrap=settings.n_bootstrap,
+                                alpha=settings.alpha, null_directions=settings.n_null_directions,
+                                min_firing_prompts=min_firing_prompts),
+        anchors=Anchors(coarse=(0,), source="synthetic", split="all"), claims=(spec,),
+    )
+    return Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
+                          decoder_norms=decoder_norms, sae_info=sae_info)
+
+
+def _claim(family: str, **params) -> ClaimSpec:
+    return ClaimSpec(family=family, name="calibration", statement=f"synthetic {family} claim", params=params)
+
+
+# ---- selectivity ---------------------------------------------------------------------------------
+def selectivity_trial(rng, seed: int, s: Settings, *, other_rate: float, true_selectivity: float) -> Trial:
+    """Concept fires on 50% of prompts at mean 3; the other set's mean makes selectivity exactly the truth."""
+    mean_concept = 0.5 * 3.0
+    mean_other = mean_concept * (1 - true_selectivity) / true_selectivity
+    x = by_set(rng, (0.5, 3.0), (other_rate, mean_other / other_rate))
+    spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
+    return Trial(synthetic_world(spec, coarse=x, seed=seed, settings=s), spec)
+
+
+# ---- co-firing: sub-features and the GO gate ------------------------------------------------------
+CHILD_COSINES = (0.35, 0.5, 0.8)
+
+
+def _fine_dictionary(rng, anchor: np.ndarray) -> np.ndarray:
+    fine = unit_rows(rng.standard_normal((N_FINE, D_MODEL)))
+    fine -= 0.9 * np.outer(fine @ anchor, anchor)  # the crowd stays below the cutoff
+    fine = unit_rows(fine)
+    for row, cosine in enumerate(CHILD_COSINES):
+        fine[row] = aligned_to(rng, anchor, cosine)
+    return fine
+
+
+def co_firing_trial(rng, seed: int, s: Settings, *, condition: str, family: str) -> Trial:
+    """Parent (coarse 0) prefers the concept; three fine rows are aligned with it (cosines 0.35-0.8).
+
+    within-set: the aligned rows prefer the concept too, but fire independently of the parent within
+                each set (the set label alone would make them "co-fire");
+    display:    the aligned rows fire independently of everything, while unaligned rows co-fire
+                strongly with the parent (the top picks by correlation, which must not pad BH);
+    effect:     the aligned rows are the parent's children: they fire only when it fires.
+    """
+    anchor = unit_rows(rng.standard_normal(D_MODEL))
+    fine_dirs = _fine_dictionary(rng, anchor)
+    parent = by_set(rng, (0.8, 3.0), (0.05, 1.0))
+    fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0)) for _ in range(N_FINE)], axis=1)
+    for row in range(len(CHILD_COSINES)):
+        if condition == "within-set":
+            fine[:, row] = by_set(rng, (0.5, 2.0), (0.05, 1.0))
+        elif condition == "display":
+            fine[:, row] = by_set(rng, (0.2, 2.0), (0.2, 2.0))
+        else:  # effect: a facet of the parent: on 60% of its firings, carrying part of its magnitude
+            fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
+    if condition in ("within-set", "display"):
+        for row in range(3, 11):  # unaligned features that follow the parent: picked for display by r
+            fine[:, row] = (parent > 0) * (rng.random(parent.size) < 0.8) * rng.gamma(2.0, 1.0, parent.size)
+    spec = (_claim("go_gate", min_sub_features=3) if family == "go_gate"
+            else _claim("sub_features", anchor=0, min_count=3 if condition == "effect" else 1))
+    world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
+                            settings=s)
+    return Trial(world, spec)
+
+
+# ---- geometry ------------------------------------------------------------------------------------
+_FIXED_DICTIONARY: dict = {}
+
+
+def _boundary_dictionary(s: Settings) -> tuple[np.ndarray, float]:
+    """One anisotropic dictionary and the true 95% quantile of the null's largest cosine (20,000 draws)."""
+    if "rows" not in _FIXED_DICTIONARY:
+        rng = np.random.default_rng(0x67656F)
+        rows = anisotropic_rows(rng, N_FINE_GEOMETRY, d=D_GEOMETRY, decay=DECAY_GEOMETRY)
+        reference = anisotropic_null(rows, n_null=20_000, cutoff=1.0, seed=0x7265)
+        _FIXED_DICTIONARY.update(rows=rows, q95=float(np.quantile(reference.max_cosine, 0.95)))
+    return _FIXED_DICTIONARY["rows"], _FIXED_DICTIONARY["q95"]
+
+
+def geometry_trial(rng, seed: int, s: Settings, *, condition: str, width: int = N_FINE_GEOMETRY) -> Trial:
+    """boundary:  the cutoff sits exactly at the null's true 95% quantile; 30 planted rows beyond it;
+    unaligned: the anchor is one more draw from the decoder's own (anisotropic) distribution;
+    effect:    30 rows planted at cosines 0.35-0.8 in an anisotropic dictionary, cutoff 0.3."""
+    if condition == "boundary":
+        rows, cutoff = _boundary_dictionary(s)
+        rows = rows.copy()
+    else:
+        rows = anisotropic_rows(rng, width, d=D_GEOMETRY, decay=DECAY_GEOMETRY)
+        cutoff = 0.3
+    anchor = (anisotropic_rows(rng, 1, d=D_GEOMETRY, decay=DECAY_GEOMETRY)[0] if condition == "unaligned"
+              else unit_rows(rng.standard_normal(D_GEOMETRY)))
+    if condition != "unaligned":
+        for row, cosine in enumerate(rng.uniform(max(cutoff + 0.05, 0.35), 0.8, 30)):
+            rows[row] = aligned_to(rng, anchor, cosine)
+    spec = _claim("geometry", anchor=0, cutoff=cutoff, quantile=0.95)
+    world = synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), fine=np.zeros((N_CONCEPT + N_NEUTRAL, 1)),
+                            coarse_dirs=anchor[None], fine_dirs=rows, seed=seed, settings=s)
+    return Trial(world, spec)
+
+
+# ---- empty top-left ------------------------------------------------------------------------------
+def top_left_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """boundary: one aligned child whose within-set correlation is exactly the floor (0.1);
+    silent:   two aligned children co-fire (rho 0.6), a third fires on 2 prompts only;
+    effect:   three aligned children co-fire at rho 0.5."""
+    anchor = unit_rows(rng.standard_normal(D_MODEL))
+    fine_dirs = _fine_dictionary(rng, anchor)
+    n = N_CONCEPT + N_NEUTRAL
+    rhos = {"boundary": (0.1,), "silent": (0.6, 0.6, None), "effect": (0.5, 0.5, 0.5)}[condition]
+    z = rng.standard_normal(n)
+    shift = np.where(_labels() == "concept", 6.0, 3.0)
+    parent = shift + z
+    fine = np.zeros((n, N_FINE))
+    for row, rho in enumerate(rhos):
+        if rho is None:  # silent on these prompts
+            fine[rng.choice(n, 2, replace=False), row] = 1.0
+        else:
+            fine[:, row] = shift + rho * z + math.sqrt(1 - rho**2) * rng.standard_normal(n)
+    for row in range(len(rhos), len(CHILD_COSINES)):  # only the planted rows stay aligned
+        fine_dirs[row] = unit_rows(fine_dirs[row] - (fine_dirs[row] @ anchor) * anchor)
+    spec = _claim("empty_top_left", min_cosine=0.3, min_correlation=0.1)
+    world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
+                            settings=s)
+    return Trial(world, spec)
+
+
+# ---- loudness ------------------------------------------------------------------------------------
+def loud_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """The seed's C-11333 vs C-3999: mean 4.48 vs 3.67 on concept prompts, both firing on 80%.
+
+    boundary: the loud feature's decoder row is shorter, so both write the same into the residual
+    stream (the claim is about residual units); effect: equal decoder norms."""
+    anchor = by_set(rng, (0.8, 3.67), (0.02, 1.0))
+    loud = by_set(rng, (0.8, 4.48), (0.3, 2.0))
+    norms = np.array([1.0, 3.67 / 4.48 if condition == "boundary" else 1.0])
+    spec = _claim("loud_unselective", sae="coarse", loud=1, anchor=0, units="residual")
+    world = synthetic_world(spec, coarse=np.stack([anchor, loud], axis=1), seed=seed, settings=s,
+                            decoder_norms={"coarse": norms, "fine": np.ones(1)})
+    return Trial(world, spec)
+
+
+# ---- reconstruction and sparsity ------------------------------------------------------------------
+def reconstruction_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """Per-prompt residual energy and SAE error with population explained variance exactly 0.8 (the floor)."""
+    n = N_CONCEPT + N_NEUTRAL
+    tokens = rng.integers(5, 30, n)
+    resid_sq = tokens * rng.gamma(4.0, 25.0, n)
+    unexplained = rng.beta(2.0, 8.0, n)  # mean 0.2: EV exactly 0.8 as a ratio of expected sums
+    clean = tokens * rng.normal(3.0, 0.2, n)
+    zero = tokens * rng.normal(8.0, 0.3, n)
+    sae_loss = clean + 0.05 * (zero - clean) * rng.uniform(0.5, 1.5, n)
+    ids = [f"{name}-{i}" for name, count in (("concept", N_CONCEPT), ("neutral", N_NEUTRAL)) for i in range(count)]
+    extra = {"n_tokens": tokens, "resid_sq": resid_sq, "sq_error": {"coarse": resid_sq * unexplained, "fine": resid_sq},
+             "meta": {"ce_per_prompt": {"ids": ids, "clean": clean.tolist(), "zero": zero.tolist(),
+                                        "coarse": sae_loss.tolist(), "tokens": tokens.tolist()}}}
+    spec = _claim("reconstruction", sae="coarse", min_explained_variance=0.8, min_ce_loss_score=0.8)
+    return Trial(synthetic_world(spec, coarse=np.zeros(n), seed=seed, settings=s, tables_extra=extra), spec)
+
+
+def sparsity_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """A JumpReLU-like SAE whose population L0 / width is exactly the limit (1% of 2,048 = 20.48)."""
+    n = N_CONCEPT + N_NEUTRAL
+    width = 2048
+    tokens = rng.integers(5, 30, n)
+    l0 = tokens * rng.gamma(8.0, 20.48 / 8.0, n)
+    spec = _claim("sparsity", sae="coarse", max_l0_fraction=0.01)
+    return Trial(synthetic_world(spec, coarse=np.zeros((n, width)), seed=seed, settings=s,
+                                 sae_info={"coarse": {"architecture": "jumprelu"}},
+                                 tables_extra={"n_tokens": tokens, "l0_sum": {"coarse": l0, "fine": l0}}), spec)
+
+
+# ---- steering ------------------------------------------------------------------------------------
+def steering_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """Specificity at the boundary: per-prompt concept and other-concept shifts with equal means."""
+    shift = rng.normal(0.7, 0.5, N_NEUTRAL)
+    other = shift + rng.standard_t(4, N_NEUTRAL) * 0.4
+    study = {"directions": [{"kind": "anchor", "name": "coarse-0"}], "chosen_alpha": {"coarse-0": 0.2},
+             "per_prompt": {"coarse-0": {"shift": shift.tolist(), "other_shift": other.tolist(), "kl": []}}}
+    spec = _claim("steering", kind="specificity")
+    return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
+
+
+@dataclass(frozen=True)
+class Condition:
     family: str
-    condition: str  # "null" or "effect"
-    description: str
+    condition: str  # "boundary", "within-set", "display", "silent", "unaligned", "effect", ...
+    kind: str  # "fpr": rate of the wrong verdict; "power": rate of "held"
+    make: Callable[..., Trial]
+    wrong_verdict: str = "held"
+    description: str = ""
 
 
-def _generator(n_features: int, firing: float, magnitude: float, std: float):
-    from sae_lens.synthetic import ActivationGenerator
-
-    return ActivationGenerator(n_features, firing_probabilities=float(firing), mean_firing_magnitudes=float(magnitude),
-                               std_firing_magnitudes=float(std))
+def _c(family_name, condition_name, kind, make, description, wrong="held", **kwargs) -> Condition:
+    return Condition(family_name, condition_name, kind, lambda rng, seed, s: make(rng, seed, s, **kwargs), wrong,
+                     description)
 
 
-def _sample(generator, n: int, seed: int) -> np.ndarray:
-    torch.manual_seed(seed)
-    return generator.sample(n).clamp_min(0).numpy().astype(np.float64)
+CONDITIONS: tuple[Condition, ...] = (
+    _c("selectivity", "boundary", "fpr", selectivity_trial, "true selectivity exactly 0.9 (claim: > 0.9); "
+       "other set fires on 10%", other_rate=0.10, true_selectivity=0.9),
+    _c("selectivity", "boundary-rare", "fpr", selectivity_trial, "true selectivity exactly 0.9; other set "
+       "fires on 4% only (few events)", other_rate=0.04, true_selectivity=0.9),
+    _c("selectivity", "effect", "power", selectivity_trial, "true selectivity 0.97 (the seed's C-3999) vs the "
+       "bar 0.9", other_rate=0.03, true_selectivity=0.97),
+    _c("sub_features", "within-set", "fpr", co_firing_trial, "aligned rows prefer the concept but fire "
+       "independently of the parent within each set", condition="within-set", family="sub_features"),
+    _c("sub_features", "display", "fpr", co_firing_trial, "aligned rows independent; unaligned rows co-fire "
+       "with the parent and are picked for display", condition="display", family="sub_features"),
+    _c("sub_features", "effect", "power", co_firing_trial, "three nested children (fire only with the parent) "
+       "at cosines 0.35 / 0.5 / 0.8: all three found", condition="effect", family="sub_features"),
+    _c("go_gate", "within-set", "fpr", co_firing_trial, "as sub_features within-set, decided by the gate "
+       "(>= 3 sub-features)", condition="within-set", family="go_gate"),
+    _c("go_gate", "effect", "power", co_firing_trial, "three nested children: GO", condition="effect",
+       family="go_gate"),
+    _c("geometry", "boundary", "fpr", geometry_trial, "cutoff exactly at the null's true 95% quantile "
+       "(anisotropic dictionary), 30 planted rows beyond it", condition="boundary"),
+    _c("geometry", "unaligned", "fpr", geometry_trial, "anchor drawn from the decoder's own anisotropic "
+       "distribution: nothing aligned with it", condition="unaligned"),
+    _c("geometry", "effect", "power", geometry_trial, "30 rows planted at cosines 0.35-0.8, cutoff 0.3",
+       condition="effect"),
+    _c("geometry", "effect-4x-width", "power", geometry_trial, "as effect, fine dictionary 4x wider",
+       condition="effect", width=4 * N_FINE_GEOMETRY),
+    _c("empty_top_left", "boundary", "fpr", top_left_trial, "one aligned child co-firing at exactly the floor "
+       "(within-set r = 0.1)", condition="boundary"),
+    _c("empty_top_left", "silent", "fpr", top_left_trial, "two aligned children co-fire (r 0.6), a third fires "
+       "on 2 prompts only: must not be refuted", wrong="refuted", condition="silent"),
+    _c("empty_top_left", "effect", "power", top_left_trial, "three aligned children co-firing at r 0.5",
+       condition="effect"),
+    _c("loud_unselective", "boundary", "fpr", loud_trial, "louder activations (4.48 vs 3.67) but a shorter "
+       "decoder row: equal residual writes", condition="boundary"),
+    _c("loud_unselective", "effect", "power", loud_trial, "the seed's 4.48 vs 3.67 with equal decoder norms",
+       condition="effect"),
+    _c("reconstruction", "boundary", "fpr", reconstruction_trial, "explained variance exactly 0.8 (the floor)",
+       condition="boundary"),
+    _c("sparsity", "boundary", "fpr", sparsity_trial, "a JumpReLU SAE with L0 / width exactly the 1% limit",
+       condition="boundary"),
+    _c("steering", "boundary", "fpr", steering_trial, "specificity: concept and other-concept shifts with equal "
+       "means", condition="boundary"),
+)
 
 
-def selectivity_trial(effect: bool, seed: int, n_perm: int, alpha: float, tau: float = 0.5) -> bool:
-    """Null: the feature fires alike on both sets. Effect: seed-like, but weaker than C-3999's 0.97.
-
-    The null decision uses tau = 0.5 (any preference), the least favourable threshold for the test;
-    the effect uses the seed's 0.9.
-    """
-    concept_gen = _generator(1, 0.5 if effect else 0.3, 3.0 if effect else 1.5, 1.0)
-    neutral_gen = _generator(1, 0.08 if effect else 0.3, 1.0 if effect else 1.5, 0.5)
-    x = np.vstack([_sample(concept_gen, N_CONCEPT, seed), _sample(neutral_gen, N_NEUTRAL, seed + 1)])
-    labels = np.arange(len(x)) < N_CONCEPT
-    test = two_sample_permutation_test(x, labels, statistic="selectivity", n_resamples=n_perm, seed=seed)
-    threshold = 0.9 if effect else tau
-    return bool(test.statistic[0] > threshold and test.p_value[0] < alpha)
-
-
-def correlation_trial(effect: bool, seed: int, n_perm: int, alpha: float) -> bool:
-    """Null: a fine feature fires independently of the coarse one. Effect: a planted child that fires
-    only with its parent, on 40% of the parent's firings (a facet)."""
-    n = N_CONCEPT + N_NEUTRAL
-    parent = _sample(_generator(1, 0.45, 3.0, 1.0), n, seed)[:, 0]
-    child_raw = _sample(_generator(1, 0.4 if effect else 0.18, 2.0, 0.8), n, seed + 7)[:, 0]
-    child = child_raw * (parent > 0) if effect else child_raw
-    test = correlation_permutation_test(parent, child[:, None], n_resamples=n_perm, seed=seed)
-    return bool(test.p_value[0] < alpha)
-
-
-def sub_feature_trial(effect: bool, seed: int, n_perm: int, alpha: float) -> bool:
-    """The whole sub-feature rule (cosine >= 0.3 and BH-significant co-firing) over a fine dictionary.
-
-    Random fine directions come from SAELens's FeatureDictionary; three children are planted at
-    cosines 0.35 / 0.5 / 0.8 to the anchor in both conditions. Null: they fire independently of
-    the anchor (aligned but not co-firing). Effect: they fire only with it, on 45% of its firings.
-    Success: the rule finds any sub-feature (null) / all three, i.e. GO (effect).
-    """
-    from sae_lens.synthetic import FeatureDictionary
-
-    vectors = FeatureDictionary(N_FINE + 1, D_MODEL, initializer=None, seed=seed).feature_vectors.detach().numpy()
-    anchor, fine = vectors[0].astype(np.float64), vectors[1:].astype(np.float64)
-    n = N_CONCEPT + N_NEUTRAL
-    parent = _sample(_generator(1, 0.45, 3.0, 1.0), n, seed)[:, 0]
-    rng = np.random.default_rng(seed)
-    firing_rows = 24  # the rest of the dictionary never fires on these prompts
-    fine_acts = np.zeros((n, firing_rows))
-    for i, target in enumerate([0.35, 0.5, 0.8]):
-        noise = rng.standard_normal(D_MODEL)
-        noise -= noise @ anchor * anchor
-        fine[i] = target * anchor + math.sqrt(1 - target**2) * noise / np.linalg.norm(noise)
-        draw = _sample(_generator(1, 0.45 if effect else 0.2, 2.0, 0.8), n, seed + 11 + i)[:, 0]
-        fine_acts[:, i] = draw * (parent > 0) if effect else draw
-    for i in range(3, firing_rows):
-        fine_acts[:, i] = _sample(_generator(1, 0.2, 2.0, 0.8), n, seed + 11 + i)[:, 0]
-    cos = cosine_matrix(anchor[None], fine)[0]
-    # Candidates as in the harness: every row at or over the cutoff, plus the top 8 by cosine.
-    chosen = np.unique(np.concatenate([np.flatnonzero(cos >= 0.3), np.argsort(-cos)[:8]]))
-    acts = np.zeros((n, chosen.size))
-    for j, row in enumerate(chosen):
-        if row < firing_rows:
-            acts[:, j] = fine_acts[:, row]
-    test = correlation_permutation_test(parent, acts, n_resamples=n_perm, seed=seed)
-    _, q = benjamini_hochberg(test.p_value, alpha)
-    found = int(((cos[chosen] >= 0.3) & (q < alpha) & (test.statistic > 0)).sum())
-    return found >= 3 if effect else found >= 1
+def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings: Settings,
+                  progress_bar=None) -> dict:
+    """Verdict counts over n independent datasets (SeedSequence children), each through `evaluate`."""
+    index = CONDITIONS.index(condition)
+    counts = {"held": 0, "refuted": 0, "inconclusive": 0, "error": 0}
+    for child in np.random.SeedSequence([seed, index]).spawn(n_datasets):
+        rng = np.random.default_rng(child)
+        engine_seed = int(child.generate_state(1)[0])
+        counts[condition.make(rng, engine_seed, settings).verdict()] += 1
+        if progress_bar is not None:
+            progress_bar.update()
+    alpha = settings.alpha
+    if condition.kind == "fpr":
+        rate = counts[condition.wrong_verdict] / n_datasets
+        se = math.sqrt(alpha * (1 - alpha) / n_datasets)
+        limit = alpha + 2 * se
+        row = {"fpr": rate, "wrong_verdict": condition.wrong_verdict, "limit": round(limit, 4), "ok": rate <= limit}
+    else:
+        rate = counts["held"] / n_datasets
+        se = math.sqrt(max(rate * (1 - rate), 1e-12) / n_datasets)
+        row = {"power": rate, "target": 0.8, "ok": rate >= 0.8}
+    return {"family": condition.family, "condition": condition.condition, "description": condition.description,
+            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts}
 
 
-def geometry_trial(effect: bool, seed: int, n_perm: int, alpha: float) -> bool:
-    """'Some fine row is beyond 0.3 and the cutoff is beyond the 99.9% crowd.'
-    Null: random dictionary (no aligned child). Effect: one child planted at cosine 0.5."""
-    from sae_lens.synthetic import FeatureDictionary
-
-    vectors = FeatureDictionary(N_FINE + 1, D_MODEL, initializer=None, seed=seed).feature_vectors.detach().numpy()
-    anchor, fine = vectors[0].astype(np.float64), vectors[1:].astype(np.float64)
-    if effect:
-        rng = np.random.default_rng(seed)
-        noise = rng.standard_normal(D_MODEL)
-        noise -= noise @ anchor * anchor
-        fine[0] = 0.5 * anchor + math.sqrt(0.75) * noise / np.linalg.norm(noise)
-    cos = cosine_matrix(anchor[None], fine)[0]
-    null = random_direction_cosines(fine, 20, seed=seed)
-    crowd_ok = 0.3 > np.quantile(cos, 0.999) and 0.3 > np.quantile(null, 0.999)
-    return bool(crowd_ok and (cos >= 0.3).any())
-
-
-def loud_trial(effect: bool, seed: int, n_perm: int, alpha: float) -> bool:
-    """Paired test that one feature is louder than the anchor on concept prompts.
-    Null: same magnitudes. Effect: louder by the seed's ratio (4.48 vs 3.67), both firing often."""
-    anchor = _sample(_generator(1, 0.8, 3.67, 1.5), N_CONCEPT, seed)[:, 0]
-    loud = _sample(_generator(1, 0.8, 4.48 if effect else 3.67, 1.5), N_CONCEPT, seed + 3)[:, 0]
-    test = paired_sign_flip_test(loud - anchor, n_resamples=n_perm, seed=seed)
-    return bool(test.statistic[0] > 0 and test.p_value[0] < alpha)
-
-
-TRIALS = {
-    "selectivity": selectivity_trial,
-    "sub_features (correlation test)": correlation_trial,
-    "sub_features + go_gate (cosine, BH)": sub_feature_trial,
-    "geometry": geometry_trial,
-    "loud_unselective (paired test)": loud_trial,
-}
-
-
-def calibrate(*, n_datasets: int = 1000, n_permutations: int = 200, seed: int = 0, alpha: float = 0.05,
-              families: list[str] | None = None, progress: bool = True) -> dict:
-    """Rate of 'claim holds' per family under the null (false positives) and a seed-sized effect (power)."""
-    rows = []
-    se = math.sqrt(alpha * (1 - alpha) / n_datasets)
-    chosen = {name: trial for name, trial in TRIALS.items() if not families or name in families}
-    bar = tqdm(total=2 * n_datasets * len(chosen), desc="calibration datasets", disable=not progress)
-    for name, trial in chosen.items():
-        rates = {}
-        for condition in ("null", "effect"):
-            hits = 0
-            for i in range(n_datasets):
-                hits += trial(condition == "effect", seed * 1_000_003 + i * 17 + (condition == "effect"),
-                              n_permutations, alpha)
-                bar.update()
-            rates[condition] = hits / n_datasets
-        fpr_limit = alpha + 2 * se
-        rows.append({
-            "family": name, "false_positive_rate": rates["null"], "fpr_limit": round(fpr_limit, 4),
-            "power": rates["effect"], "power_target": 0.8,
-            "meets_target": rates["null"] <= fpr_limit and rates["effect"] >= 0.8,
-        })
+def calibrate(*, n_datasets: int = 1000, seed: int = 0, settings: Settings | None = None,
+              families: list[str] | None = None, progress: bool = True) -> list[dict]:
+    """One row per (family, condition): the false-positive rate at the boundary, or the power."""
+    settings = settings or Settings()
+    if n_datasets < 1:
+        raise ConfigError(f"n_datasets must be >= 1; got {n_datasets}")
+    known = sorted({c.family for c in CONDITIONS})
+    for family in families or []:
+        if family not in known:
+            raise choices_error("calibration family", family, known)
+    chosen = [c for c in CONDITIONS if not families or c.family in families]
+    bar = tqdm(total=n_datasets * len(chosen), desc="calibration datasets", disable=not progress)
+    rows = [run_condition(c, n_datasets=n_datasets, seed=seed, settings=settings, progress_bar=bar) for c in chosen]
     bar.close()
-    return {"n_datasets": n_datasets, "n_permutations": n_permutations, "alpha": alpha, "seed": seed,
-            "monte_carlo_se": round(se, 4), "rows": rows}
+    return rows
 
 
-def format_table(results: dict) -> str:
-    lines = [f"{results['n_datasets']} datasets per condition, {results['n_permutations']} permutations, "
-             f"alpha {results['alpha']}, Monte Carlo SE {results['monte_carlo_se']}",
-             "", "| claim family | false-positive rate | limit | power | target | ok |", "|---|---|---|---|---|---|"]
-    for r in results["rows"]:
-        lines.append(f"| {r['family']} | {r['false_positive_rate']:.3f} | <= {r['fpr_limit']:.3f} | "
-                     f"{r['power']:.3f} | >= {r['power_target']} | {'yes' if r['meets_target'] else 'NO'} |")
+def format_table(rows: list[dict]) -> str:
+    n = rows[0]["n_datasets"] if rows else 0
+    lines = [f"{n} datasets per condition; every verdict from harness.claims_engine.evaluate", "",
+             "| family | condition | what is planted | wrong verdict | rate | limit / target | MC s.e. | ok |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "fpr" in r:
+            rate, bar, wrong = f"{r['fpr']:.3f}", f"<= {r['limit']:.3f}", r["wrong_verdict"]
+        else:
+            rate, bar, wrong = f"power {r['power']:.3f}", f">= {r['target']}", "—"
+        lines.append(f"| {r['family']} | {r['condition']} | {r['description']} | {wrong} | {rate} | {bar} | "
+                     f"{r['mc_se']:.4f} | {'yes' if r['ok'] else 'NO'} |")
     return "\n".join(lines)

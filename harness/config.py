@@ -148,9 +148,17 @@ class AnalysisConfig:
     alpha: float = 0.05
     batch_size: int = 16
     top_fine_matches: int = 8
+    # A feature firing on fewer prompts than this is "silent on these prompts": not evaluable.
+    min_firing_prompts: int = 5
+    # Null directions for the geometry claims (drawn with the fine decoder's covariance).
+    null_directions: int = 1000
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        if self.min_firing_prompts < 2:
+            raise ConfigError(f"analysis.min_firing_prompts {self.min_firing_prompts} must be >= 2")
+        if self.null_directions < 99:
+            raise ConfigError(f"analysis.null_directions {self.null_directions} is too few; use >= 99")
         if self.permutations < 99:
             raise ConfigError(f"analysis.permutations {self.permutations} is too few; use >= 99")
         if not 0 < self.alpha < 1:
@@ -214,11 +222,14 @@ REQUIRED = object()
 CLAIM_PARAMS: dict[str, dict[str, Any]] = {
     "selectivity": {"sae": REQUIRED, "feature": REQUIRED, "min_selectivity": REQUIRED,
                     "against": "neutral"},
-    "loud_unselective": {"sae": REQUIRED, "loud": REQUIRED, "anchor": REQUIRED},
+    # units: "residual" compares activation x decoder-row norm (what each feature writes into the
+    # residual stream); "activation" compares raw SAE activations.
+    "loud_unselective": {"sae": REQUIRED, "loud": REQUIRED, "anchor": REQUIRED, "units": "residual"},
     "sparsity": {"sae": REQUIRED, "max_l0_fraction": REQUIRED},
     "reconstruction": {"sae": REQUIRED, "min_explained_variance": REQUIRED,
                        "min_ce_loss_score": REQUIRED},
-    "geometry": {"anchor": REQUIRED, "cutoff": 0.3, "quantile": 0.999},
+    # quantile: the cutoff must exceed this quantile of the largest cosine null directions reach.
+    "geometry": {"anchor": REQUIRED, "cutoff": 0.3, "quantile": 0.95},
     "sub_features": {"anchor": REQUIRED, "min_cosine": 0.3, "min_count": 1,
                      "blue_min_correlation": 0.5, "orange_min_correlation": 0.2,
                      "red_max_cosine": 0.1},
@@ -238,6 +249,9 @@ class Anchors:
     registered_on: str = ""
     discovery_prompt_hash: str = ""
     split: Literal["all", "confirmation"] = "all"
+    # Prompt sets used whole whatever the split (prompts supplied for this run, never seen by discovery).
+    whole_sets: tuple[str, ...] = ()
+    split_reason: str = ""
     notes: str = ""
 
 
@@ -363,8 +377,15 @@ def with_overrides(profile: Profile, **changes: Any) -> Profile:
     unknown = set(changes) - analysis_keys - prompt_keys
     if unknown:
         raise choices_error("override", sorted(unknown)[0], analysis_keys | prompt_keys)
+    anchors = profile.anchors
+    fresh = [k for k in ("concept", "neutral", "near_miss") if k in prompt_changes]
+    if fresh and anchors.split != "all":
+        # Prompts the user brings took no part in discovery: halving them would only cost power.
+        anchors = dataclasses.replace(anchors, whole_sets=tuple(fresh), split_reason=(
+            f"{', '.join(fresh)} prompts supplied for this run took no part in discovery: used whole"))
     return dataclasses.replace(
         profile,
         analysis=dataclasses.replace(profile.analysis, **analysis_changes),
         prompts=dataclasses.replace(profile.prompts, **prompt_changes),
+        anchors=anchors,
     )

@@ -26,10 +26,15 @@ def discover(run: ClaimsRun) -> dict:
     settings = profile.discovery
     analysis = Analysis.build(profile, run.tables, run.prompt_sets, run.directions, split="discovery")
     ranked = analysis.ranked_features("coarse", top=10_000, min_fire=settings.min_fire_rate)
-    significant = [r for r in ranked if r["q_value"] < profile.analysis.alpha and r["selectivity"] > 0.5]
+    alpha = profile.analysis.alpha
+    # An anchor must be about the concept, not about its kind: it has to beat the near-miss prompts
+    # (other countries) as well as the neutral ones, each with BH q < alpha on the discovery half.
+    significant = [r for r in ranked if r["q_value"] < alpha and r["selectivity"] > 0.5
+                   and r["q_value_near_miss"] is not None and r["q_value_near_miss"] < alpha
+                   and r["selectivity_near_miss"] > 0.5]
     if not significant:
-        raise HarnessError("no coarse feature is selective for the concept on the discovery half (BH q < alpha); "
-                           "nothing to pre-register")
+        raise HarnessError("no coarse feature is selective for the concept against both neutral and near-miss "
+                           "prompts on the discovery half (BH q < alpha); nothing to pre-register")
     anchors = significant[: settings.n_coarse_anchors]
     top = anchors[0]
     louder = [r for r in significant if r["feature"] not in {a["feature"] for a in anchors}
@@ -48,7 +53,8 @@ def discover(run: ClaimsRun) -> dict:
             "registered_on": date.today().isoformat(),
             "discovery_prompt_hash": "+".join(run.prompt_sets.hashes()[k] for k in ("concept", "neutral")),
             "notes": (f"ranked {len(ranked)} coarse features firing on >= {settings.min_fire_rate:.0%} of discovery "
-                      f"concept prompts; {len(significant)} significant after BH; loud feature "
+                      f"concept prompts; {len(significant)} significant after BH against neutral and near-miss; "
+                      f"loud feature "
                       f"{'louder than the top anchor' if louder else 'not louder than the top anchor (claim may fail)'}"),
         },
         "discovery_table": anchors,
@@ -69,7 +75,7 @@ def claims_for(found: dict, settings) -> list[dict]:
                        "min_selectivity": settings.claim_near_miss_min_selectivity})
         claims.append({"family": "geometry", "name": f"coarse-{c}",
                        "statement": f"The 0.3 cosine cutoff lies beyond the crowd of fine rows for coarse {c}.",
-                       "anchor": c, "cutoff": 0.3, "quantile": 0.999})
+                       "anchor": c, "cutoff": 0.3, "quantile": 0.95})
         claims.append({"family": "sub_features", "name": f"coarse-{c}",
                        "statement": f"Coarse feature {c} has at least one co-firing fine sub-feature.",
                        "anchor": c, "min_cosine": 0.3, "min_count": 1})

@@ -28,7 +28,7 @@ from harness.paths import atomic_write_bytes, cache_dir
 from harness.prompts import PromptSets
 from harness.residuals import batched, ce_loss_score_batches, resid_at_hook, tokenize_batch
 
-TABLE_FORMAT = "1"
+TABLE_FORMAT = "2"  # 2: per-prompt CE losses (for the CE-loss score interval)
 
 
 def registry_entry(release: str, sae_id: str) -> dict:
@@ -217,12 +217,18 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
     ce_batches = [tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
                   for chunk in batched([p for p in prompts if p.set != "near_miss"], batch_size)]
     ce = {}
+    ce_ids = [p.id for p in prompts if p.set != "near_miss"]
+    ce_per_prompt: dict = {"ids": ce_ids}
     for role, sae in tqdm(saes.items(), desc="CE-loss score", disable=not progress):
         ce[role] = ce_loss_score_batches(sae, model, hook, ce_batches)
+        per = ce[role].pop("per_prompt")
+        # clean and zero-ablated losses do not depend on the SAE: the same for every role.
+        ce_per_prompt.update(clean=per["clean"], zero=per["zero"], tokens=per["tokens"])
+        ce_per_prompt[role] = per["sae"]
     return FeatureTables(
         prompt_ids=[p.id for p in prompts], prompt_sets=[p.set for p in prompts], pooled=pooled,
         n_tokens=n_tokens, l0_sum=l0_sum, sq_error=sq_error, resid_sum=resid_sum, resid_sq=resid_sq,
-        resid_norm_sum=resid_norm_sum, meta={"ce_loss": ce},
+        resid_norm_sum=resid_norm_sum, meta={"ce_loss": ce, "ce_per_prompt": ce_per_prompt},
     )
 
 

@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from harness.paths import REPO_ROOT, atomic_write_text
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 class Effect(BaseModel):
@@ -39,14 +39,43 @@ class ClaimRecord(BaseModel):
     p_value: float | None = None
     q_value: float | None = None
     effect: Effect | None = None
-    passed: bool
-    reason: str = Field("", description="one sentence: why it passed or failed")
+    passed: bool = Field(description="verdict == 'held'")
+    verdict: Literal["held", "refuted", "inconclusive", "error"] = Field(
+        "error", description="held: the interval clears the threshold; refuted: it lies on the wrong side; "
+                             "inconclusive: it straddles; error: the claim could not be evaluated")
+    prompts_to_decide: int | None = Field(
+        None, description="for an inconclusive claim: prompts per set that would decide it at 80% power, "
+                          "from the observed effect and spread")
+    by_construction: bool = Field(False, description="true by the SAE's architecture (e.g. L0 = k for TopK), "
+                                                     "not a finding")
+    reason: str = Field("", description="one sentence: why it held, was refuted or stayed inconclusive")
     details: dict[str, Any] = Field(default_factory=dict)
     duration_s: float = 0.0
     nodeid: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _verdict_from_old_ledgers(cls, data):
+        """Schema 1 ledgers had only `passed`: read them as held / refuted."""
+        if isinstance(data, dict) and "verdict" not in data and "passed" in data:
+            data = {**data, "verdict": "held" if data["passed"] else "refuted"}
+        return data
+
+    @property
+    def message(self) -> str:
+        """What pytest prints when the claim did not hold: refuted and inconclusive read differently."""
+        if self.verdict == "refuted":
+            return f"REFUTED: {self.reason}"
+        if self.verdict == "inconclusive":
+            more = (f"; about {self.prompts_to_decide} prompts per set would decide it at 80% power"
+                    if self.prompts_to_decide else "")
+            return f"INCONCLUSIVE (the interval straddles the threshold): {self.reason}{more}"
+        if self.verdict == "error":
+            return f"NOT EVALUATED: {self.reason}"
+        return f"HELD: {self.reason}"
+
     def __repr__(self) -> str:  # pytest prints this on failure; the reason says the rest
-        return f"ClaimRecord({self.id!r}, passed={self.passed})"
+        return f"ClaimRecord({self.id!r}, verdict={self.verdict!r})"
 
 
 class SaeRecord(BaseModel):
@@ -107,15 +136,19 @@ def new_run_id() -> tuple[str, str]:
 
 
 def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
-    """GO only when every claim held, the GO gate included; the reason names what failed."""
+    """GO only when every claim held, the GO gate included; the reason names what did not hold, and how."""
     gate = [c for c in claims if c.family == "go_gate"]
-    failed = [c for c in claims if not c.passed]
     if not gate:
         return "NO-GO", "no go_gate claim was evaluated"
-    if not failed:
+    if all(c.verdict == "held" for c in claims):
         return "GO", gate[0].reason or "every claim held"
-    names = ", ".join(c.id for c in failed[:6]) + (" ..." if len(failed) > 6 else "")
-    return "NO-GO", f"{len(failed)} of {len(claims)} claims failed: {names}"
+    parts = []
+    for verdict in ("refuted", "inconclusive", "error"):
+        ids = [c.id for c in claims if c.verdict == verdict]
+        if ids:
+            parts.append(f"{len(ids)} {verdict}: " + ", ".join(ids[:6]) + (" ..." if len(ids) > 6 else ""))
+    return "NO-GO", f"{sum(c.verdict != 'held' for c in claims)} of {len(claims)} claims did not hold (" + \
+        "; ".join(parts) + ")"
 
 
 def write_ledger(ledger: Ledger, path: Path) -> None:
@@ -134,8 +167,9 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
     for claim_id in sorted(set(old) & set(new)):
         before, after = old[claim_id], new[claim_id]
         row = {"id": claim_id, "before": before.statistic, "after": after.statistic,
-               "passed_before": before.passed, "passed_after": after.passed}
-        if before.passed != after.passed:
+               "passed_before": before.passed, "passed_after": after.passed,
+               "verdict_before": before.verdict, "verdict_after": after.verdict}
+        if before.verdict != after.verdict:
             flipped.append(row)
         elif _moved_beyond_interval(before, after):
             moved.append(row)

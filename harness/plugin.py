@@ -121,11 +121,13 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         # The claim could not be evaluated: it did not hold, and the ledger says why.
         message = str(call.excinfo.value) if call.excinfo else "error"
         record = ClaimRecord(id=spec.claim_id, family=spec.family, statement=spec.statement,
-                             statistic_name="error", statistic=None, threshold=None, passed=False,
+                             statistic_name="error", statistic=None, threshold=None, passed=False, verdict="error",
                              reason=f"could not be evaluated: {message.splitlines()[0][:300] if message else 'error'}")
     if record is not None:
-        record = record.model_copy(update={"duration_s": round(report.duration, 3), "nodeid": item.nodeid,
-                                           "passed": record.passed and not report.failed})
+        update = {"duration_s": round(report.duration, 3), "nodeid": item.nodeid}
+        if report.failed and record.verdict == "held":  # the test body failed after recording a held claim
+            update.update(passed=False, verdict="error", reason=f"the test failed after recording: {record.reason}")
+        record = record.model_copy(update=update)
         report.user_properties.append((PROPERTY, record.model_dump_json()))
     return report
 
@@ -158,13 +160,15 @@ class ClaimsSession:
         ledger = run.ledger(exit_status=int(exitstatus), steering=run.steering_for_ledger())
         baseline = self.config.getoption("claims_baseline")
         index = write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None)
-        self.summary = (ledger.verdict, ledger.verdict_reason, str(index))
+        counts = {v: sum(c.verdict == v for c in ledger.claims) for v in ("held", "refuted", "inconclusive", "error")}
+        self.summary = (ledger.verdict, ledger.verdict_reason, str(index), counts)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if not self.summary:
             return
-        verdict, reason, index = self.summary
+        verdict, reason, index, counts = self.summary
         terminalreporter.section("claims verdict")
+        terminalreporter.write_line(", ".join(f"{n} {v}" for v, n in counts.items() if n))
         terminalreporter.write_line(f"{verdict}: {reason}", bold=True, green=verdict == "GO", red=verdict != "GO")
         terminalreporter.write_line(f"report: {index}")
         terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")

@@ -14,12 +14,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from harness.ledger import Ledger, diff_ledgers, read_ledger
 from harness.paths import atomic_write_text
 
-CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0"}
+CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0",
+                    "silent": "#ffffff"}
+SILENT_X = -0.25  # silent features have no correlation: drawn in a strip left of the axis, hollow
 CATEGORY_MEANING = {
     "blue": "same direction and co-fire (sub-feature match)",
     "orange": "partial: co-fire with drifting geometry, or aligned but weakly co-firing",
     "red": "co-occur, cosine near 0 (related concept, not the same one)",
     "grey": "neither",
+    "silent": "a feature silent on these prompts (not evaluable; no correlation)",
 }
 
 
@@ -67,7 +70,7 @@ def figure_histograms(tables: dict) -> list[dict]:
         out.append({"id": f"hist-{name}", "data": [
             {"type": "bar", "x": centres, "y": hist["counts"], "name": f"{name} vs every fine row",
              "marker": {"color": "#1f77b4"}},
-            {"type": "scatter", "mode": "lines", "x": centres, "y": null_counts, "name": "random directions (scaled)",
+            {"type": "scatter", "mode": "lines", "x": centres, "y": null_counts, "name": "null directions, decoder covariance (scaled)",
              "line": {"color": "#7f7f7f", "dash": "dot"}}],
             "layout": _layout(f"{name}: cosine with all {hist['n_fine']:,} fine decoder rows (log scale)",
                               yaxis={"type": "log", "title": "fine features"}, xaxis={"title": "decoder cosine"},
@@ -90,14 +93,20 @@ def figure_scatter(tables: dict) -> dict | None:
             continue
         traces.append({
             "type": "scatter", "mode": "markers", "name": f"{category}: {CATEGORY_MEANING[category]}",
-            "x": [p["correlation"] for p in members], "y": [p["cosine"] for p in members],
-            "text": [f"C-{p['coarse']} / F-{p['fine']}<br>q = {p['q_value']:.2g}" for p in members],
-            "hovertemplate": "%{text}<br>r = %{x:.3f}, cos = %{y:.3f}<extra></extra>",
+            "x": [SILENT_X if p.get("correlation") is None else p["correlation"] for p in members],
+            "y": [p["cosine"] for p in members],
+            "text": [f"C-{p['coarse']} / F-{p['fine']}<br>" + (
+                f"silent: fine fires on {p.get('fine_fires', 0)} prompts" if p.get("correlation") is None else
+                f"within-set r = {_fmt(p.get('partial_correlation'))}, q = {_fmt(p.get('q_value'), '.2g')}")
+                for p in members],
+            "hovertemplate": "%{text}<br>pooled r = %{x:.3f}, cos = %{y:.3f}<extra></extra>",
             "marker": {"color": colour, "size": [11 if p.get("sub_feature") else 7 for p in members],
+                       "symbol": "circle-open" if category == "silent" else "circle",
                        "line": {"width": 1, "color": "#333"}}})
     return {"id": "scatter", "data": traces, "layout": _layout(
-        "Correlation vs decoder cosine for coarse-fine pairs (large = sub-feature)",
-        xaxis={"title": "activation correlation (Pearson over prompts)", "range": [-0.3, 1.05]},
+        "Correlation vs decoder cosine for coarse-fine pairs (large = sub-feature; hollow, left = silent)",
+        xaxis={"title": "activation correlation (the seed's pooled Pearson; tests use it within prompt sets)",
+               "range": [-0.3, 1.05]},
         yaxis={"title": "decoder cosine", "range": [-0.3, 1.05]}, height=460,
         legend={"orientation": "h", "y": -0.25},
         shapes=[{"type": "rect", "x0": -0.3, "x1": 0.1, "y0": 0.3, "y1": 1.05, "fillcolor": "rgba(214,39,40,0.07)",
@@ -106,8 +115,14 @@ def figure_scatter(tables: dict) -> dict | None:
                       "showarrow": False, "font": {"size": 11, "color": "#a33"}}])}
 
 
+def _fmt(value, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def figure_graph(tables: dict) -> dict | None:
-    pairs = [p for p in tables.get("pairs", []) if p.get("category") in ("blue", "orange", "red")]
+    """Sub-features only (a readable graph); all co-firing pairs when no anchor has a sub-feature."""
+    pairs = [p for p in tables.get("pairs", []) if p.get("sub_feature")] or \
+        [p for p in tables.get("pairs", []) if p.get("category") in ("blue", "orange", "red")]
     if not pairs:
         return None
     coarse = sorted({p["coarse"] for p in pairs})
@@ -119,8 +134,10 @@ def figure_graph(tables: dict) -> dict | None:
         cos = max(-1.0, min(1.0, p["cosine"]))
         colour = f"rgba({int(214 * (1 - max(cos, 0)))},{int(80 + 40 * max(cos, 0))},{int(40 + 200 * max(cos, 0))},0.8)"
         traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [y_coarse[p["coarse"]], y_fine[p["fine"]]],
-                       "line": {"width": 1 + 10 * max(p["correlation"], 0), "color": colour}, "hoverinfo": "text",
-                       "text": f"C-{p['coarse']} to F-{p['fine']}: r = {p['correlation']:.2f}, cos = {p['cosine']:.2f}",
+                       "line": {"width": 1 + 10 * max(p.get("correlation") or 0, 0), "color": colour},
+                       "hoverinfo": "text",
+                       "text": f"C-{p['coarse']} to F-{p['fine']}: r = {_fmt(p.get('correlation'), '.2f')}, "
+                               f"cos = {p['cosine']:.2f}",
                        "showlegend": False})
     traces.append({"type": "scatter", "mode": "markers+text", "x": [0] * len(coarse), "y": [y_coarse[c] for c in coarse],
                    "text": [f"C-{c}" for c in coarse], "textposition": "middle left", "showlegend": False,
@@ -177,6 +194,8 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
         "diff": diff_ledgers(ledger, baseline) if baseline else None,
         "category_colours": CATEGORY_COLOURS, "category_meaning": CATEGORY_MEANING,
         "n_passed": sum(c.passed for c in ledger.claims), "n_claims": len(ledger.claims),
+        "n_inconclusive": sum(c.verdict == "inconclusive" for c in ledger.claims),
+        "n_refuted": sum(c.verdict == "refuted" for c in ledger.claims),
         "neuronpedia": {role: sae.cfg.get("neuronpedia_id", "") for role, sae in ledger.saes.items()},
     }
 

@@ -78,8 +78,7 @@ def ce_loss_score_batches(sae, model, hook: str, token_batches: Sequence[TokenBa
     special tokens keep their clean residual in every condition, as they are never encoded.
     Next-token loss is averaged over every real target token.
     """
-    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    count = 0
+    per_prompt: dict[str, list[float]] = {"clean": [], "sae": [], "zero": [], "tokens": []}
     device = next(model.parameters()).device
     for batch in token_batches:
         tokens = batch.tokens_BS.to(device)
@@ -97,14 +96,16 @@ def ce_loss_score_batches(sae, model, hook: str, token_batches: Sequence[TokenBa
                 return acts
             return hook_fn
 
-        for mode in totals:
+        for mode in ("clean", "sae", "zero"):
             hooks = [] if mode == "clean" else [(hook, splice(mode))]
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             nll = -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
-            totals[mode] += (nll * target).sum().item()
-        count += int(target.sum())
-    ce = {k: v / count for k, v in totals.items()}
+            per_prompt[mode] += (nll * target).double().sum(1).tolist()
+        per_prompt["tokens"] += target.sum(1).tolist()
+    count = sum(per_prompt["tokens"])
+    ce = {k: sum(per_prompt[k]) / count for k in ("clean", "sae", "zero")}
     score = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"])
     return {"ce_loss_score": round(score, 4), "ce_loss_clean": round(ce["clean"], 4),
-            "ce_loss_with_sae": round(ce["sae"], 4), "ce_loss_with_zero": round(ce["zero"], 4)}
+            "ce_loss_with_sae": round(ce["sae"], 4), "ce_loss_with_zero": round(ce["zero"], 4),
+            "per_prompt": per_prompt}

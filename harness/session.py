@@ -64,8 +64,22 @@ class ClaimsRun:
         return {role: decoder_directions(sae).cpu().numpy() for role, sae in self.saes.items()}
 
     @cached_property
+    def decoder_norms(self) -> dict[str, np.ndarray]:
+        """||W_dec row|| per feature: activation x norm is what a feature writes into the residual stream."""
+        return {role: sae.W_dec.detach().float().norm(dim=1).cpu().numpy() for role, sae in self.saes.items()}
+
+    @cached_property
+    def sae_info(self) -> dict[str, dict]:
+        info = {}
+        for role, sae in self.saes.items():
+            cfg = sae.cfg.to_dict()
+            info[role] = {"architecture": sae.cfg.architecture(), "k": cfg.get("k"), "d_sae": cfg.get("d_sae")}
+        return info
+
+    @cached_property
     def analysis(self) -> Analysis:
-        return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions)
+        return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions,
+                              decoder_norms=self.decoder_norms, sae_info=self.sae_info)
 
     @cached_property
     def quality(self) -> dict[str, dict]:
@@ -142,7 +156,13 @@ class ClaimsRun:
             tables["cosine_heatmap"] = a.cosine_heatmap(coarse)
             tables["pairs"] = a.pair_table()
             edges = np.linspace(-0.2, 1.0, 61)
-            null = a.random_null_cosines()
+            cutoff = min([spec.param("cutoff") for spec in self.profile.claims_of("geometry")] or [0.3])
+            null = a.geometry_null(cutoff).sample
+            all_counts = a.coarse_counts_beyond(cutoff)
+            tables["aligned_counts"] = {
+                "cutoff": cutoff, "all_coarse": np.bincount(all_counts).tolist(),
+                "anchors": {f"coarse-{c}": int(all_counts[c]) for c in coarse},
+                "null": np.bincount(a.geometry_null(cutoff).count_beyond).tolist()}
             tables["cosine_histograms"] = {
                 f"coarse-{c}": {"edges": edges.round(3).tolist(),
                                 "counts": np.histogram(a.anchor_cosines(c), edges)[0].tolist(),

@@ -34,13 +34,17 @@ class PermutationResult:
 
 
 def selectivity(mean_concept, mean_other):
-    """mean_c / (mean_c + mean_o) for non-negative activations; 0.5 where both are zero."""
-    mean_concept = np.asarray(mean_concept, dtype=np.float64)
-    mean_other = np.asarray(mean_other, dtype=np.float64)
+    """mean_c / (mean_c + mean_o) for non-negative activations; 0.5 where both are zero.
+
+    Means are clipped at 0 first: a mean obtained as (sum of all - sum of one group) can come out
+    a few ulps below zero, which would put the ratio just outside [0, 1].
+    """
+    mean_concept = np.maximum(np.asarray(mean_concept, dtype=np.float64), 0.0)
+    mean_other = np.maximum(np.asarray(mean_other, dtype=np.float64), 0.0)
     total = mean_concept + mean_other
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(total > 0, mean_concept / np.where(total > 0, total, 1), 0.5)
-    return out
+    return np.clip(out, 0.0, 1.0)
 
 
 def _validate(x, n_resamples: int, alternative: str, batch: int | None, seed) -> tuple[np.ndarray, int]:
@@ -91,7 +95,7 @@ class _Counter:
 
 def _two_sample_stat(sum1, sum_all, n1, n0, statistic: str):
     mean1 = sum1 / n1
-    mean0 = (sum_all - sum1) / n0
+    mean0 = np.maximum(sum_all - sum1, 0.0) / n0 if statistic == "selectivity" else (sum_all - sum1) / n0
     if statistic == "mean_difference":
         return mean1 - mean0
     return selectivity(mean1, mean0)
@@ -122,7 +126,7 @@ def two_sample_permutation_test(x, in_group, *, statistic: str = "mean_differenc
     done = 0
     while done < n_resamples:
         size = min(batch, n_resamples - done)
-        shuffled = rng.permuted(np.broadcast_to(labels, (size, labels.size)), axis=1)
+        shuffled = labels[_within_strata_permutations(rng, size, labels.size, None)]
         null = _two_sample_stat(shuffled.astype(np.float64) @ x, sum_all, n1, n0, statistic)
         counter.add(null)
         if keep_null:
@@ -132,46 +136,91 @@ def two_sample_permutation_test(x, in_group, *, statistic: str = "mean_differenc
                              np.concatenate(kept) if keep_null else None)
 
 
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    centred = x - x.mean(0, keepdims=True)
+def _centre_within(x: np.ndarray, strata: np.ndarray | None) -> np.ndarray:
+    """x minus its mean within each stratum (the whole sample when strata is None)."""
+    if strata is None:
+        return x - x.mean(0, keepdims=True)
+    out = np.empty_like(x)
+    for value in np.unique(strata):
+        rows = strata == value
+        out[rows] = x[rows] - x[rows].mean(0, keepdims=True)
+    return out
+
+
+def _standardise(x: np.ndarray, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centred (within strata) columns scaled to unit norm, and a mask of columns with no variation."""
+    centred = _centre_within(x, strata)
     norms = np.sqrt((centred**2).sum(0))
-    constant = norms == 0
+    # Relative tolerance: a column of equal non-zero values leaves rounding dust after centring.
+    scale = np.maximum(np.abs(x).max(0), 1e-300) * np.sqrt(x.shape[0]) * 1e-12
+    constant = norms <= scale
     return centred / np.where(constant, 1, norms), constant
 
 
-def pearson(y, x) -> np.ndarray:
-    """Pearson r of y [P] with every column of x [P, M]; 0 where either side is constant."""
-    y_std, y_const = _standardise(np.asarray(y, dtype=np.float64)[:, None])
-    x_std, x_const = _standardise(np.asarray(x, dtype=np.float64).reshape(len(y), -1))
-    r = (y_std[:, 0] @ x_std)
-    r[x_const | y_const[0]] = 0.0
-    return np.clip(r, -1.0, 1.0)
+def pearson(y, x, *, strata=None) -> np.ndarray:
+    """Pearson r of y [P] with every column of x [P, M]; NaN where either side is constant.
+
+    With `strata`, both are centred within each stratum first: the partial correlation given the
+    stratum label (the co-firing that is left once the prompt set's effect is removed). A constant
+    vector has no correlation with anything: it is not evaluable, never r = 0.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    strata = None if strata is None else np.asarray(strata)
+    y_std, y_const = _standardise(y[:, None], strata)
+    x_std, x_const = _standardise(np.asarray(x, dtype=np.float64).reshape(len(y), -1), strata)
+    r = np.clip(y_std[:, 0] @ x_std, -1.0, 1.0)
+    r[x_const | y_const[0]] = np.nan
+    return r
 
 
-def correlation_permutation_test(y, x, *, n_resamples: int = 10_000, seed: int, alternative: str = "greater",
-                                 batch: int | None = None) -> PermutationResult:
-    """Pearson r of y with each column of x; null by shuffling y (the same shuffles for every column)."""
+def _within_strata_permutations(rng, size: int, n: int, strata: np.ndarray | None) -> np.ndarray:
+    """[size, n] index arrays, each a permutation that moves rows only within their stratum.
+
+    Permutations are the argsort of uniform keys, drawn row after row from one stream: the same
+    seed gives the same shuffles whatever the batch size (`rng.permuted` on a batch does not).
+    """
+    keys = rng.random((size, n))
+    if strata is None:
+        return np.argsort(keys, axis=1)
+    out = np.empty((size, n), dtype=np.int64)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        out[:, members] = members[np.argsort(keys[:, members], axis=1)]
+    return out
+
+
+def correlation_permutation_test(y, x, *, strata=None, n_resamples: int = 10_000, seed: int,
+                                 alternative: str = "greater", batch: int | None = None) -> PermutationResult:
+    """Pearson r of y with each column of x; null by shuffling y (the same shuffles for every column).
+
+    `strata` (one label per row, e.g. the prompt set): the statistic is the correlation after
+    centring within each stratum, and shuffles move prompts only within their stratum, so two
+    features that merely prefer the same prompt set do not count as co-firing. Columns with no
+    variation (within strata) get statistic and p NaN: not evaluable.
+    """
     x, batch = _validate(x, n_resamples, alternative, batch, seed)
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (x.shape[0],):
         raise ConfigError(f"y must have one entry per row of x ({x.shape[0]}); got shape {y.shape}")
-    y_std, y_const = _standardise(y[:, None])
-    x_std, x_const = _standardise(x)
+    if strata is not None:
+        strata = np.asarray(strata)
+        if strata.shape != y.shape:
+            raise ConfigError(f"strata must have one label per row of x ({x.shape[0]}); got shape {strata.shape}")
+    y_std, y_const = _standardise(y[:, None], strata)
+    x_std, x_const = _standardise(x, strata)
     observed = np.clip(y_std[:, 0] @ x_std, -1, 1)
     constant = x_const | y_const[0]
-    observed[constant] = 0.0
-    counter = _Counter(observed, alternative)
+    counter = _Counter(np.where(constant, 0.0, observed), alternative)
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_resamples:
         size = min(batch, n_resamples - done)
-        shuffled = rng.permuted(np.broadcast_to(y_std[:, 0], (size, y.size)), axis=1)
-        null = shuffled @ x_std
-        null[:, constant] = 0.0
+        null = y_std[:, 0][_within_strata_permutations(rng, size, y.size, strata)] @ x_std
         counter.add(null)
         done += size
     p = counter.p_values(n_resamples)
-    p[constant] = 1.0  # a constant feature carries no evidence of co-firing
+    observed[constant] = np.nan
+    p[constant] = np.nan
     return PermutationResult(observed, p, n_resamples, alternative)
 
 
@@ -197,40 +246,121 @@ class Interval:
     low: float
     high: float
     level: float
+    method: str = "BCa"
+    note: str = ""  # why the interval is not a plain bootstrap one (degenerate data, exact bound)
 
     def as_dict(self) -> dict:
         return {"value": self.estimate, "ci_low": self.low, "ci_high": self.high, "ci_level": self.level}
 
 
 def bootstrap_interval(statistic: Callable[..., np.ndarray], groups: list[np.ndarray], *, n_resamples: int = 2000,
-                       seed: int, level: float = 0.95) -> Interval:
-    """Percentile interval; each group is resampled with replacement within itself (stratified).
+                       seed: int, level: float = 0.95, method: str = "BCa") -> Interval:
+    """A `scipy.stats.bootstrap` interval (BCa by default), each group resampled within itself.
 
-    `statistic(*index_arrays)` gets one [B, n_g] index array per group and returns [B] values;
-    it is also called once with the identity indices ([1, n_g]) for the point estimate.
+    `statistic(*index_arrays)` gets one index array per group, shaped [..., n_g], and returns one
+    value per leading position (so it is vectorised over resamples and over BCa's jackknife). When
+    every resample gives the same value (say a feature that never fires in one group) the bootstrap
+    says nothing about the uncertainty: the interval is [estimate, estimate] with `note` set, and the
+    caller must bound it another way (`clopper_pearson`), never report it as certain.
     """
+    from scipy.stats import bootstrap
+
     if not 0 < level < 1:
         raise ConfigError(f"level must lie in (0, 1); got {level}")
     if seed is None:
         raise ConfigError("seed is required for bootstrap intervals")
+    if method not in ("BCa", "percentile", "basic"):
+        raise choices_error("bootstrap method", method, ("BCa", "percentile", "basic"))
     groups = [np.asarray(g) for g in groups]
     if any(g.size == 0 for g in groups):
         raise ConfigError("every bootstrap group needs at least one member")
-    rng = np.random.default_rng(seed)
     estimate = float(np.asarray(statistic(*[g[None, :] for g in groups])).reshape(-1)[0])
-    values = []
+    if any(g.size < 2 for g in groups):
+        return Interval(estimate, np.nan, np.nan, level, method, "a group has fewer than 2 members")
+
+    def vectorised(*samples, axis=-1):
+        return np.asarray(statistic(*[np.moveaxis(s, axis, -1) for s in samples]), dtype=np.float64)
+
     batch = max(1, min(n_resamples, MEMORY_FLOATS // max(1, sum(g.size for g in groups))))
-    done = 0
-    while done < n_resamples:
-        size = min(batch, n_resamples - done)
-        draws = [g[rng.integers(0, g.size, size=(size, g.size))] for g in groups]
-        values.append(np.asarray(statistic(*draws), dtype=np.float64).reshape(size))
-        done += size
-    values = np.concatenate(values)
-    values = values[np.isfinite(values)]
-    tail = (1 - level) / 2
-    low, high = (np.quantile(values, [tail, 1 - tail]) if values.size else (np.nan, np.nan))
-    return Interval(estimate, float(low), float(high), level)
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # degenerate data is handled below, not by a warning
+        result = bootstrap(tuple(groups), vectorised, n_resamples=n_resamples, vectorized=True, method=method,
+                           confidence_level=level, batch=batch, rng=np.random.default_rng(seed))
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    spread = float(np.nanstd(result.bootstrap_distribution))
+    if not (np.isfinite(low) and np.isfinite(high)) or spread <= 1e-12 * max(1.0, abs(estimate)):
+        return Interval(estimate, estimate, estimate, level, method, "every resample gave the same value")
+    return Interval(estimate, low, high, level, method)
+
+
+def clopper_pearson(k, n, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper-Pearson) two-sided interval for a rate of k events in n trials, vectorised.
+
+    0 firings in 100 prompts is not a rate of 0: its upper bound at 95% is 3.6%.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    low, high = proportion_confint(k, n, alpha=1 - level, method="beta")
+    return np.nan_to_num(np.asarray(low, dtype=np.float64), nan=0.0), np.nan_to_num(np.asarray(high, np.float64),
+                                                                                     nan=1.0)
+
+
+def correlation_interval(r, n, *, level: float = 0.95, n_covariates: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher-z interval for (partial) correlations r from n observations, vectorised; NaN stays NaN.
+
+    A partial correlation given c covariates (here: prompt-set dummies) uses n - 3 - c degrees.
+    """
+    from scipy.stats import norm
+
+    r = np.asarray(r, dtype=np.float64)
+    dof = np.asarray(n, dtype=np.float64) - 3 - n_covariates
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    half = norm.ppf(0.5 + level / 2) / np.sqrt(np.maximum(dof, 1))
+    return np.tanh(z - half), np.tanh(z + half)
+
+
+# ---- verdicts ------------------------------------------------------------------------------------
+VERDICTS = ("held", "refuted", "inconclusive")
+
+
+def decide(low: float, high: float, threshold: float, comparison: str) -> str:
+    """held: the interval clears the threshold; refuted: it lies wholly on the wrong side; else inconclusive.
+
+    comparison is the claim's: '>' or '>=' (the quantity exceeds the threshold), '<' or '<=' (it stays below).
+    """
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if comparison in (">", ">="):
+        if low > threshold or (comparison == ">=" and low >= threshold):
+            return "held"
+        return "refuted" if high < threshold or (comparison == ">" and high <= threshold) else "inconclusive"
+    if comparison in ("<", "<="):
+        if high < threshold or (comparison == "<=" and high <= threshold):
+            return "held"
+        return "refuted" if low > threshold or (comparison == "<" and low >= threshold) else "inconclusive"
+    raise choices_error("comparison", comparison, (">", ">=", "<", "<="))
+
+
+def prompts_to_decide(interval: Interval, threshold: float, n_per_group: int, *, power: float = 0.8) -> int | None:
+    """Prompts per set that would decide a straddling claim at `power`, from the observed effect and spread.
+
+    The interval's half-width gives the standard error at n (it shrinks as 1/sqrt(n)); the answer is
+    the n at which |estimate - threshold| is (z_level + z_power) standard errors. None when the
+    estimate sits on the threshold (no sample size decides it) or the interval is unusable.
+    """
+    from scipy.stats import norm
+
+    gap = abs(interval.estimate - threshold)
+    half = (interval.high - interval.low) / 2
+    if not (np.isfinite(half) and half > 0 and gap > 0 and n_per_group > 0):
+        return None
+    z_level = norm.ppf(0.5 + interval.level / 2)
+    se_one = half / z_level * np.sqrt(n_per_group)  # standard error at n = 1
+    return int(np.ceil(((z_level + norm.ppf(power)) * se_one / gap) ** 2))
 
 
 def auroc(x, labels) -> np.ndarray:
@@ -270,13 +400,60 @@ def cosine_matrix(a_AD, b_BD) -> np.ndarray:
     return np.clip(a @ b.T, -1, 1)
 
 
-def random_direction_cosines(directions_FD, n_random: int, *, seed: int) -> np.ndarray:
-    """Cosines of `n_random` random Gaussian directions with every row: the geometric null.
+@dataclass(frozen=True)
+class DirectionNull:
+    """What directions with no relation to a dictionary look like against it."""
 
-    The stream is keyed by purpose as well as seed, so it never replays another draw made with
-    the same seed (which would put copies of real rows into the null).
+    max_cosine: np.ndarray  # [B] the largest cosine each null direction reaches with any row
+    count_beyond: np.ndarray  # [B] rows at or beyond `cutoff` per null direction
+    cutoff: float
+    sample: np.ndarray  # null cosines (a subsample) for histograms
+    kind: str = "anisotropic Gaussian (the rows' own covariance)"
+
+
+def anisotropic_null(directions_FD, *, n_null: int, cutoff: float, seed: int, chunk: int = 16_384,
+                     sample_size: int = 20_000) -> DirectionNull:
+    """Null directions drawn with the dictionary's own second-moment matrix, against every row.
+
+    A direction g = sum_i z_i w_i with z ~ N(0, 1) is Gaussian with covariance W^T W, so it shares the
+    decoder's anisotropy (rows crowd into a low-dimensional cone: an isotropic null would make their
+    cosines look too large). Rows are processed in chunks, so no [B, F] matrix beyond one chunk exists.
+    The stream is keyed by purpose, so it never replays another draw made with the same seed.
     """
+    w = np.asarray(directions_FD)
+    if w.ndim != 2 or w.shape[0] < 2:
+        raise ConfigError(f"directions must be [rows, d_model] with at least 2 rows; got shape {w.shape}")
+    if n_null < 1:
+        raise ConfigError(f"n_null must be >= 1; got {n_null}")
     rng = np.random.default_rng([seed, RANDOM_DIRECTION_STREAM])
-    d = np.asarray(directions_FD).shape[1]
-    random = rng.standard_normal((n_random, d))
-    return cosine_matrix(random, directions_FD).reshape(-1)
+    n_rows = w.shape[0]
+    g = np.zeros((n_null, w.shape[1]))
+    for start in range(0, n_rows, chunk):
+        block = w[start:start + chunk].astype(np.float64)
+        g += rng.standard_normal((n_null, block.shape[0])) @ block
+    g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    best = np.full(n_null, -1.0)
+    count = np.zeros(n_null, np.int64)
+    samples = []
+    per_chunk = max(1, sample_size // max(1, -(-n_rows // chunk)))
+    for start in range(0, n_rows, chunk):
+        block = w[start:start + chunk].astype(np.float64)
+        block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        cos = g @ block.T
+        best = np.maximum(best, cos.max(1))
+        count += (cos >= cutoff).sum(1)
+        flat = cos.reshape(-1)
+        samples.append(flat[rng.choice(flat.size, size=min(per_chunk, flat.size), replace=False)])
+    return DirectionNull(best, count, float(cutoff), np.concatenate(samples))
+
+
+def quantile_interval(values, q: float, *, level: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high) of the q-quantile of `values` by order statistics (distribution-free)."""
+    from scipy.stats import binom
+
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = x.size
+    tail = (1 - level) / 2
+    lo = int(binom.ppf(tail, n, q))
+    hi = int(binom.ppf(1 - tail, n, q))
+    return float(np.quantile(x, q)), float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])

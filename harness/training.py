@@ -209,6 +209,7 @@ def evaluate_sae(sae, model, profile: Profile, heldout_acts: torch.Tensor, heldo
     explained_variance = 1 - (residual / total).item()
     dead_fraction = ((feats > 0).sum(0) == 0).float().mean().item()
     ce = ce_loss_score(sae, model, profile, heldout_rows[:ce_rows])
+    ce.pop("per_prompt", None)
     return {"l0": round(l0, 2), "explained_variance": round(explained_variance, 4),
             "dead_fraction": round(dead_fraction, 4), **ce, "heldout_tokens": int(x.shape[0])}
 

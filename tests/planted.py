@@ -74,10 +74,22 @@ def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0) -> FeatureTa
         prompt_ids=[p.id for p in everything], prompt_sets=[p.set for p in everything],
         pooled={"coarse": coarse.clip(0).astype(np.float32), "fine": fine.clip(0).astype(np.float32)},
         n_tokens=tokens, l0_sum={"coarse": tokens * 3.0, "fine": tokens * 2.0},
-        sq_error={"coarse": resid_sq * 0.1, "fine": resid_sq * 0.05}, resid_sum=resid_sum, resid_sq=resid_sq,
-        resid_norm_sum=np.full(n, 50.0), key="planted",
-        meta={"ce_loss": {"coarse": {"ce_loss_score": 0.93}, "fine": {"ce_loss_score": 0.96}}},
+        sq_error={"coarse": resid_sq * rng.uniform(0.05, 0.15, n), "fine": resid_sq * rng.uniform(0.02, 0.08, n)},
+        resid_sum=resid_sum, resid_sq=resid_sq, resid_norm_sum=np.full(n, 50.0), key="planted",
+        meta={"ce_loss": {"coarse": {"ce_loss_score": 0.93}, "fine": {"ce_loss_score": 0.96}},
+              "ce_per_prompt": ce_per_prompt(everything, rng)},
     )
+
+
+def ce_per_prompt(prompts, rng) -> dict:
+    """Per-prompt summed next-token losses: clean ~ 3 nats/token, zero-ablation ~ 8, SAEs in between."""
+    kept = [p for p in prompts if p.set != "near_miss"]
+    tokens = np.full(len(kept), 10.0)
+    clean = tokens * rng.normal(3.0, 0.2, len(kept))
+    zero = tokens * rng.normal(8.0, 0.3, len(kept))
+    return {"ids": [p.id for p in kept], "tokens": tokens.tolist(), "clean": clean.tolist(), "zero": zero.tolist(),
+            "coarse": (clean + 0.07 * (zero - clean) * rng.uniform(0.5, 1.5, len(kept))).tolist(),
+            "fine": (clean + 0.04 * (zero - clean) * rng.uniform(0.5, 1.5, len(kept))).tolist()}
 
 
 CLAIMS = [
@@ -106,9 +118,20 @@ def profile(n_permutations: int = 999):
     )
 
 
+def decoder_norms() -> dict[str, np.ndarray]:
+    """Unit norms except the loud feature's, which writes a little more per unit of activation."""
+    coarse = np.ones(N_COARSE)
+    coarse[LOUD] = 1.2
+    return {"coarse": coarse, "fine": np.ones(N_FINE)}
+
+
+SAE_INFO = {"coarse": {"architecture": "jumprelu"}, "fine": {"architecture": "jumprelu"}}
+
+
 def analysis(*, effect: bool = True, seed: int = 0) -> Analysis:
     sets = prompt_sets()
-    return Analysis.build(profile(), tables(sets, effect=effect, seed=seed), sets, directions(seed))
+    return Analysis.build(profile(), tables(sets, effect=effect, seed=seed), sets, directions(seed),
+                          decoder_norms=decoder_norms(), sae_info=SAE_INFO)
 
 
 def claims_run(*, effect: bool = True) -> ClaimsRun:
@@ -116,6 +139,7 @@ def claims_run(*, effect: bool = True) -> ClaimsRun:
     sets = prompt_sets()
     run = ClaimsRun(profile(), progress=False)
     run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect), directions=directions(),
-                        quality={}, device="cpu")
-    run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions)
+                        quality={}, device="cpu", decoder_norms=decoder_norms(), sae_info=SAE_INFO)
+    run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions,
+                                              decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     return run

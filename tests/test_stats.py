@@ -14,6 +14,8 @@ from hypothesis.extra.numpy import arrays
 from harness.errors import ConfigError
 from harness.stats import (
     auroc,
+    clopper_pearson,
+    decide,
     benjamini_hochberg,
     bootstrap_interval,
     correlation_permutation_test,
@@ -84,8 +86,15 @@ def test_batches_do_not_change_the_result():
     x = rng.exponential(size=(50, 7))
     labels = np.arange(50) < 20
     whole = two_sample_permutation_test(x, labels, n_resamples=500, seed=9, statistic="selectivity")
-    pieces = two_sample_permutation_test(x, labels, n_resamples=500, seed=9, statistic="selectivity", batch=500)
-    np.testing.assert_allclose(whole.p_value, pieces.p_value)
+    for batch in (1, 37, 499, 500):
+        pieces = two_sample_permutation_test(x, labels, n_resamples=500, seed=9, statistic="selectivity", batch=batch)
+        np.testing.assert_allclose(whole.p_value, pieces.p_value)
+    strata = np.where(np.arange(50) < 25, "a", "b")
+    y = rng.exponential(size=50)
+    ref = correlation_permutation_test(y, x, strata=strata, n_resamples=300, seed=4)
+    for batch in (1, 64):
+        again = correlation_permutation_test(y, x, strata=strata, n_resamples=300, seed=4, batch=batch)
+        np.testing.assert_allclose(ref.p_value, again.p_value)
 
 
 def test_same_shuffles_for_every_feature():
@@ -235,5 +244,159 @@ def test_cosine_bounded_and_symmetric(a, b):
 def test_correlation_bounded_and_symmetric(y, x):
     r_xy = pearson(y, x[:, None])[0]
     r_yx = pearson(x, y[:, None])[0]
-    assert -1 <= r_xy <= 1
-    assert r_xy == pytest.approx(r_yx, abs=1e-9)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant vector has no correlation: not evaluable, never 0
+        assert np.isnan(r_xy) and np.isnan(r_yx)
+    else:
+        assert -1 <= r_xy <= 1
+        assert r_xy == pytest.approx(r_yx, abs=1e-9)
+
+
+# ---------------------------------------------------------------- pinned examples and new statistics
+def test_selectivity_never_leaves_the_unit_interval_pinned():
+    """Found by hypothesis: sum(all) - sum(group) came out a few ulps below 0, giving 1.0000000000000002."""
+    x = np.zeros((10, 1))
+    x[:5, 0] = [3.3, 1e-05, 1e-05, 0.3333333333333333, 0.3]
+    result = two_sample_permutation_test(x, np.arange(10) < 5, statistic="selectivity", n_resamples=50, seed=0)
+    assert 0 <= result.statistic[0] <= 1
+    assert selectivity(-1e-17, 0.0) == 0.5 and selectivity(1.0, -1e-17) == 1.0
+
+
+def _set_confounded(rng, n=100):
+    """Parent and child both prefer the concept set but are independent within each set."""
+    labels = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    def feature():
+        rate = np.where(labels, 0.6, 0.05)
+        return np.where(rng.random(2 * n) < rate, rng.gamma(2.0, 1.5, 2 * n), 0.0)
+    return feature(), feature(), np.where(labels, "concept", "neutral")
+
+
+def test_within_set_shuffles_survive_the_set_label():
+    """The seed's pooled test calls set-confounded features co-firing; the stratified test does not."""
+    rng = np.random.default_rng(21)
+    pooled_hits = strata_hits = 0
+    n = 300
+    for i in range(n):
+        parent, child, strata = _set_confounded(rng)
+        pooled_hits += correlation_permutation_test(parent, child[:, None], n_resamples=199, seed=i).p_value[0] < 0.05
+        strata_hits += correlation_permutation_test(parent, child[:, None], strata=strata, n_resamples=199,
+                                                    seed=i).p_value[0] < 0.05
+    assert pooled_hits / n > 0.5  # the confound, reproduced
+    assert strata_hits / n <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / n)
+
+
+def test_stratified_statistic_is_the_partial_correlation_given_the_set():
+    rng = np.random.default_rng(22)
+    parent, child, strata = _set_confounded(rng)
+    dummies = np.c_[np.ones(strata.size), strata == "concept"]
+    resid = lambda v: v - dummies @ np.linalg.lstsq(dummies, v, rcond=None)[0]  # noqa: E731
+    expected = ss.pearsonr(resid(parent), resid(child)).statistic
+    result = correlation_permutation_test(parent, child[:, None], strata=strata, n_resamples=99, seed=0)
+    assert result.statistic[0] == pytest.approx(expected)
+    assert pearson(parent, child[:, None], strata=strata)[0] == pytest.approx(expected)
+
+
+def test_within_strata_shuffles_keep_each_prompt_in_its_set():
+    from harness.stats import _within_strata_permutations
+
+    strata = np.array(list("aaabbbbcc"))
+    perms = _within_strata_permutations(np.random.default_rng(0), 50, strata.size, strata)
+    assert (strata[perms] == strata).all()
+    assert len({tuple(p) for p in perms}) > 10
+
+
+def test_constant_columns_are_not_evaluable():
+    y = np.r_[np.ones(10), np.zeros(10)]
+    x = np.c_[np.zeros(20), np.arange(20.0), np.r_[np.ones(10) * 2, np.zeros(10)]]
+    strata = np.r_[np.zeros(10), np.ones(10)]
+    result = correlation_permutation_test(y, x, strata=strata, n_resamples=99, seed=0)
+    assert np.isnan(result.statistic).all() and np.isnan(result.p_value).all()  # y is constant within each set
+    plain = correlation_permutation_test(y, x, n_resamples=99, seed=0)
+    assert np.isnan(plain.statistic[0]) and np.isnan(plain.p_value[0]) and np.isfinite(plain.p_value[1:]).all()
+
+
+def test_bootstrap_interval_is_scipys_bca():
+    rng = np.random.default_rng(6)
+    values = rng.exponential(2.0, size=120)
+    ours = bootstrap_interval(lambda idx: values[idx].mean(-1), [np.arange(120)], n_resamples=2000, seed=3)
+    ref = ss.bootstrap((values,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(3))
+    assert ours.method == "BCa"
+    assert ours.low == pytest.approx(ref.confidence_interval.low, rel=0.02)
+    assert ours.high == pytest.approx(ref.confidence_interval.high, rel=0.02)
+
+
+def test_degenerate_bootstrap_is_flagged_not_certain():
+    zeros = np.zeros(100)
+    interval = bootstrap_interval(lambda idx: zeros[idx].mean(-1), [np.arange(100)], n_resamples=200, seed=0)
+    assert interval.note == "every resample gave the same value"
+
+
+def test_selectivity_interval_bounds_a_set_that_never_fires():
+    """0 firings in 100 neutral prompts is compatible with ~3.6% firing: the interval is not [1, 1]."""
+    from harness.analysis import selectivity_interval
+
+    rng = np.random.default_rng(8)
+    concept = np.where(rng.random(100) < 0.75, rng.gamma(2.0, 1.5, 100), 0.0)
+    interval = selectivity_interval(concept, np.zeros(100), level=0.95, n_resamples=999, seed=0)
+    assert interval.estimate == 1.0 and interval.high == 1.0
+    assert 0.9 < interval.low < 0.99
+    assert "Clopper-Pearson" in interval.method
+
+
+def test_selectivity_lower_bound_coverage_at_the_threshold():
+    """True selectivity exactly 0.9 (zero-heavy: concept fires on 50%, neutral on 20%): the 95% lower bound
+    lies above the truth in 2.5% +- 2 s.e. of 400 datasets."""
+    from harness.analysis import selectivity_interval
+    from harness.calibration import by_set
+
+    n, misses = 400, 0
+    for child in np.random.SeedSequence(11).spawn(n):
+        rng = np.random.default_rng(child)
+        x = by_set(rng, (0.5, 3.0), (0.2, 1.5 / 9 / 0.2))
+        interval = selectivity_interval(x[:100], x[100:], level=0.95, n_resamples=999,
+                                        seed=int(child.generate_state(1)[0]))
+        misses += interval.low > 0.9
+    se = np.sqrt(0.025 * 0.975 / n)
+    assert abs(misses / n - 0.025) <= 2 * se
+
+
+def test_clopper_pearson_reference():
+    low, high = clopper_pearson(0, 100)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 100), rel=1e-6)
+    low, high = clopper_pearson(np.array([5, 50]), 100)
+    ref = [ss.binomtest(k, 100).proportion_ci(method="exact") for k in (5, 50)]
+    np.testing.assert_allclose(low, [r.low for r in ref], rtol=1e-6)
+    np.testing.assert_allclose(high, [r.high for r in ref], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("low", "high", "threshold", "comparison", "verdict"), [
+    (0.92, 0.99, 0.9, ">", "held"), (0.85, 0.95, 0.9, ">", "inconclusive"), (0.7, 0.89, 0.9, ">", "refuted"),
+    (0.7, 0.9, 0.9, ">", "refuted"), (0.9, 0.95, 0.9, ">=", "held"), (0.01, 0.015, 0.02, "<", "held"),
+    (0.01, 0.03, 0.02, "<", "inconclusive"), (0.02, 0.03, 0.02, "<", "refuted"), (np.nan, 1.0, 0.5, ">", "inconclusive"),
+])
+def test_decide_three_verdicts(low, high, threshold, comparison, verdict):
+    assert decide(low, high, threshold, comparison) == verdict
+
+
+def test_prompts_to_decide_shrinks_the_interval_enough():
+    from harness.stats import Interval, prompts_to_decide
+
+    interval = Interval(estimate=0.95, low=0.88, high=1.02, level=0.95)  # half-width 0.07 at n = 100
+    n = prompts_to_decide(interval, 0.9, 100)
+    # at n the half-width is 0.07 * sqrt(100 / n): the gap 0.05 is then (1.96 + 0.84) standard errors
+    assert 0.05 == pytest.approx((1.96 + 0.8416) * 0.07 / 1.96 * np.sqrt(100 / n), rel=0.02)
+    assert prompts_to_decide(Interval(0.9, 0.8, 1.0, 0.95), 0.9, 100) is None
+
+
+def test_anisotropic_null_respects_the_decoders_crowding():
+    """Rows crowded into a cone: an isotropic null would under-state how far chance reaches; ours does not."""
+    from harness.calibration import anisotropic_rows
+    from harness.stats import anisotropic_null
+
+    rows = anisotropic_rows(np.random.default_rng(0), 2048, d=256, decay=0.4)
+    null = anisotropic_null(rows, n_null=300, cutoff=0.3, seed=1)
+    iso = np.random.default_rng(2).standard_normal((300, 256))
+    iso_max = cosine_matrix(iso, rows).max(1)
+    assert np.median(null.max_cosine) > np.median(iso_max) + 0.03
+    fresh = anisotropic_rows(np.random.default_rng(3), 300, d=256, decay=0.4)
+    fresh_max = cosine_matrix(fresh, rows).max(1)
+    assert abs(np.median(null.max_cosine) - np.median(fresh_max)) < 0.03  # like rows of the same decoder
