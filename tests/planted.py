@@ -19,6 +19,7 @@ D_MODEL, N_COARSE, N_FINE = 256, 64, 4096
 ANCHOR, LOUD = 5, 7
 CHILDREN = {10: 0.8, 11: 0.5, 12: 0.35}  # fine id -> planted decoder cosine with the anchor
 CO_OCCURRING = 20  # fires with the anchor, orthogonal direction ("red")
+SILENT_ALIGNED = 13  # aligned with the anchor (cosine 0.6) but never fires on these prompts
 FACETS = ("cuisine", "geography", "history", "sport")
 
 
@@ -48,6 +49,9 @@ def directions(seed: int = 0) -> dict[str, np.ndarray]:
     noise = rng.standard_normal(D_MODEL)
     noise -= (noise @ anchor) * anchor
     fine[CO_OCCURRING] = noise / np.linalg.norm(noise)
+    noise = rng.standard_normal(D_MODEL)
+    noise -= (noise @ anchor) * anchor
+    fine[SILENT_ALIGNED] = 0.6 * anchor + 0.8 * noise / np.linalg.norm(noise)
     return {"coarse": coarse, "fine": fine}
 
 
@@ -67,6 +71,7 @@ def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0) -> FeatureTa
         for fid in CHILDREN:
             fine[:, fid] = np.where(fires & (rng.random(n) < 0.6), rng.normal(2.0, 0.3, n), 0.0)
         fine[:, CO_OCCURRING] = np.where(fires & (rng.random(n) < 0.7), rng.normal(1.5, 0.3, n), 0.0)
+    fine[:, SILENT_ALIGNED] = 0.0
     tokens = np.full(n, 10)
     resid_sum = rng.standard_normal((n, D_MODEL)) * 10
     resid_sq = (resid_sum**2).sum(1) / 10 + 100 * tokens

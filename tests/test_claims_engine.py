@@ -80,3 +80,91 @@ def test_confirmation_split_uses_only_the_other_half():
     a.split = "confirmation"
     assert a.group("concept").sum() == len(sets.concept) // 2
     assert not (a.group("concept") & a.masks["concept_discovery"]).any()
+
+
+# ---------------------------------------------------------------- verdicts as stated (issue: trustworthy verdicts)
+def test_every_record_carries_a_verdict_and_passed_means_held(world, null_world):
+    for w in (world, null_world):
+        for spec in planted.profile().claims:
+            record = evaluate(spec, w)
+            assert record.verdict in ("held", "refuted", "inconclusive")
+            assert record.passed == (record.verdict == "held")
+
+
+def test_refuted_and_inconclusive_read_differently():
+    from harness.ledger import ClaimRecord
+
+    base = dict(id="x[y]", family="x", statement="s", statistic_name="t", statistic=1.0, threshold=0.9,
+                reason="because")
+    assert ClaimRecord(**base, passed=False, verdict="refuted").message.startswith("REFUTED: because")
+    inconclusive = ClaimRecord(**base, passed=False, verdict="inconclusive", prompts_to_decide=240).message
+    assert inconclusive.startswith("INCONCLUSIVE") and "240 prompts per set" in inconclusive
+    assert ClaimRecord.model_validate({**base, "passed": True}).verdict == "held"  # schema-1 ledgers
+
+
+def test_geometry_holds_at_four_times_the_width():
+    """The same planted rows decide the same way in a dictionary four times wider: the null adapts."""
+    from harness.calibration import CONDITIONS, Settings, run_condition
+
+    wide = next(c for c in CONDITIONS if c.condition == "effect-4x-width")
+    row = run_condition(wide, n_datasets=10, seed=3, settings=Settings(n_permutations=99, n_bootstrap=199))
+    assert row["power"] == 1.0, row
+
+
+def test_topk_sparsity_is_marked_by_construction():
+    a = planted.analysis()
+    a.sae_info = {"coarse": {"architecture": "topk", "k": 3}}
+    spec = planted.profile().claims_of("sparsity")[0]
+    record = evaluate(spec, a)
+    assert record.by_construction and "by construction" in record.reason
+    a.sae_info = {"coarse": {"architecture": "jumprelu"}}
+    assert not evaluate(spec, a).by_construction
+
+
+def test_loudness_in_residual_units_uses_decoder_norms(world):
+    spec = planted.profile().claims_of("loud_unselective")[0]
+    residual = evaluate(spec, world)
+    activation = evaluate(ClaimSpec(family=spec.family, name="raw", statement="raw",
+                                    params={**spec.params, "units": "activation"}), world)
+    assert residual.details["units"] == "residual" and activation.details["units"] == "activation"
+    assert residual.statistic == pytest.approx(
+        residual.details["mean_write_loud"] - residual.details["mean_write_anchor"])
+    assert residual.details["decoder_norm_loud"] == pytest.approx(1.2)
+    assert activation.statistic == pytest.approx(
+        activation.details["mean_concept_loud"] - activation.details["mean_concept_anchor"])
+
+
+def test_fresh_prompts_are_used_whole():
+    """Prompts supplied for a run took no part in discovery: tested whole, the ledger says why."""
+    import dataclasses
+
+    from harness.config import with_overrides
+
+    base = dataclasses.replace(planted.profile(), anchors=dataclasses.replace(planted.profile().anchors,
+                                                                              split="confirmation"))
+    fresh = with_overrides(base, concept="/tmp/my-concept.jsonl")
+    assert fresh.anchors.whole_sets == ("concept",) and "took no part in discovery" in fresh.anchors.split_reason
+    sets = planted.prompt_sets()
+    a = planted.analysis()
+    a.profile, a.split = fresh, "confirmation"
+    assert a.group("concept").sum() == len(sets.concept)  # whole
+    assert a.group("neutral").sum() == len(sets.neutral) // 2  # the profile's own set stays halved
+    assert a.split_of("concept") == "all" and a.split_of("neutral") == "confirmation"
+
+
+def test_silent_pairs_are_not_offenders(world):
+    """A fine feature aligned with the anchor but silent on these prompts is not evaluable: never r = 0."""
+    pairs = world.pair_table()
+    silent = [p for p in pairs if p["silent"]]
+    assert silent, "the planted world has aligned rows that never fire"
+    assert all(p["correlation"] is None and p["category"] == "silent" and not p["sub_feature"] for p in silent)
+    spec = planted.profile().claims_of("empty_top_left")[0]
+    record = evaluate(spec, world)
+    assert all(o["fine"] not in {p["fine"] for p in silent} for o in record.details["offenders"])
+    assert record.details["n_silent"] >= 1
+
+
+def test_display_picks_never_enter_the_bh_family(world):
+    pairs = world.pair_table()
+    display = [p for p in pairs if not p["qualified"]]
+    assert display and all(p["q_value"] is None and not p["sub_feature"] for p in display)
