@@ -15,7 +15,7 @@ from harness.ledger import Ledger, diff_ledgers, read_ledger
 from harness.paths import atomic_write_text
 
 CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0",
-                    "silent": "#ffffff"}
+                    "silent": "#555555"}
 SILENT_X = -0.25  # silent features have no correlation: drawn in a strip left of the axis, hollow
 CATEGORY_MEANING = {
     "blue": "same direction and co-fire (sub-feature match)",
@@ -80,6 +80,33 @@ def figure_histograms(tables: dict) -> list[dict]:
                                             "showarrow": False, "xanchor": "left", "font": {"color": "#d62728"}}],
                               legend={"orientation": "h", "y": -0.2})})
     return out
+
+
+def figure_aligned_counts(tables: dict) -> dict | None:
+    """How many fine rows reach the cutoff: every coarse row vs null directions, anchors marked."""
+    counts = tables.get("aligned_counts")
+    if not counts:
+        return None
+    def density(hist):
+        total = max(1, sum(hist))
+        return [h / total for h in hist]
+    data = [
+        {"type": "bar", "x": list(range(len(counts["all_coarse"]))), "y": density(counts["all_coarse"]),
+         "name": "all coarse rows", "marker": {"color": "#1f77b4"}, "opacity": 0.7},
+        {"type": "bar", "x": list(range(len(counts["null"]))), "y": density(counts["null"]),
+         "name": "null directions (decoder covariance)", "marker": {"color": "#7f7f7f"}, "opacity": 0.7},
+    ]
+    shapes, annotations = [], []
+    for i, (name, value) in enumerate(counts["anchors"].items()):
+        shapes.append({"type": "line", "x0": value, "x1": value, "y0": 0, "y1": 1, "yref": "paper",
+                       "line": {"color": "#d62728", "width": 2}})
+        annotations.append({"x": value, "y": 1 - 0.08 * i, "yref": "paper", "text": name, "showarrow": False,
+                            "xanchor": "left", "font": {"color": "#d62728", "size": 11}})
+    return {"id": "aligned-counts", "data": data, "layout": _layout(
+        f"Fine rows with cosine >= {counts['cutoff']} per direction: anchors vs all coarse rows vs the null",
+        barmode="overlay", xaxis={"title": f"fine rows at or beyond {counts['cutoff']}"},
+        yaxis={"title": "share of directions", "type": "log"}, shapes=shapes, annotations=annotations,
+        legend={"orientation": "h", "y": -0.25})}
 
 
 def figure_scatter(tables: dict) -> dict | None:
@@ -184,6 +211,9 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
         if fig:
             figures.append(fig)
     figures += figure_histograms(tables) + figure_distributions(tables) + figure_steering(ledger.steering)
+    aligned = figure_aligned_counts(tables)
+    if aligned:
+        figures.append(aligned)
     by_id = {f["id"]: f for f in figures}
     families = []
     for claim in ledger.claims:
