@@ -148,12 +148,17 @@ def _centre_within(x: np.ndarray, strata: np.ndarray | None) -> np.ndarray:
 
 
 def _standardise(x: np.ndarray, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centred (within strata) columns scaled to unit norm, and a mask of columns with no variation."""
-    centred = _centre_within(x, strata)
+    """Centred (within strata) columns scaled to unit norm, and a mask of columns with no variation.
+
+    Columns are first divided by their largest magnitude, so tiny values (1e-274) do not underflow
+    when squared and huge ones do not overflow; a column is constant when what is left after
+    centring is rounding dust relative to that scale.
+    """
+    magnitude = np.abs(x).max(0)
+    scaled = x / np.where(magnitude > 0, magnitude, 1.0)
+    centred = _centre_within(scaled, strata)
     norms = np.sqrt((centred**2).sum(0))
-    # Relative tolerance: a column of equal non-zero values leaves rounding dust after centring.
-    scale = np.maximum(np.abs(x).max(0), 1e-300) * np.sqrt(x.shape[0]) * 1e-12
-    constant = norms <= scale
+    constant = norms <= np.sqrt(x.shape[0]) * 1e-12
     return centred / np.where(constant, 1, norms), constant
 
 

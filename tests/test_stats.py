@@ -215,7 +215,10 @@ def test_statistic_invariant_to_prompt_order(x, order_seed):
     a = two_sample_permutation_test(x, labels, statistic="selectivity", n_resamples=400, seed=0)
     b = two_sample_permutation_test(x[order], labels[order], statistic="selectivity", n_resamples=400, seed=0)
     np.testing.assert_allclose(a.statistic, b.statistic)
-    assert np.all(np.abs(a.p_value - b.p_value) <= [mc_tolerance(p, 400) for p in a.p_value])
+    # Two independent Monte Carlo estimates of the same p: their difference has sqrt(2) times the
+    # standard error of one (found by hypothesis: 0.589 vs 0.471 at p = 8/15, B = 400).
+    tolerance = [np.sqrt(2) * mc_tolerance(p, 400) for p in (a.p_value + b.p_value) / 2]
+    assert np.all(np.abs(a.p_value - b.p_value) <= tolerance)
 
 
 @settings(max_examples=30, deadline=None)
