@@ -10,6 +10,6 @@ from harness.claims_engine import evaluate
 CLAIM_FAMILY = "steering"
 
 
-def test_steering(claim, claims_run, record_claim):
-    record = record_claim(evaluate(claim, claims_run.analysis, steering=claims_run.steering_results))
+def test_steering(claim, analysis, steering_study, record_claim):
+    record = record_claim(evaluate(claim, analysis, steering=steering_study))
     assert record.verdict == "held", record.message

@@ -376,7 +376,7 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
                   progress_bar=None) -> dict:
     """Verdict counts over n independent datasets (SeedSequence children), each through `evaluate`."""
     index = CONDITIONS.index(condition)
-    counts = {"held": 0, "refuted": 0, "inconclusive": 0, "error": 0}
+    counts = {"held": 0, "refuted": 0, "inconclusive": 0, "not evaluated": 0}
     for child in np.random.SeedSequence([seed, index]).spawn(n_datasets):
         rng = np.random.default_rng(child)
         engine_seed = int(child.generate_state(1)[0])

@@ -414,7 +414,7 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     elif kind == "multi_vs_single":
         matched = study.get("matched") or {}
         if "multi" not in matched:
-            return make_record(spec, verdict="error", statistic_name="multi - single concept shift at matched KL",
+            return make_record(spec, verdict="not evaluated", statistic_name="multi - single concept shift at matched KL",
                                statistic=None, threshold=0.0, comparison=">",
                                reason="the anchor has no sub-features, so there is no multi-resolution direction",
                                details=details)
@@ -460,7 +460,36 @@ FAMILIES = {
 }
 
 
+# Which prompt groups each family tests; a group below the floor makes the claim not evaluable.
+TESTED_GROUPS = {
+    "selectivity": lambda spec: ("concept", spec.param("against")),
+    "loud_unselective": lambda spec: ("concept", "neutral"),
+    "sub_features": lambda spec: ("concept", "neutral"),
+    "go_gate": lambda spec: ("concept", "neutral"),
+    "empty_top_left": lambda spec: ("concept", "neutral"),
+    "reconstruction": lambda spec: ("concept", "neutral"),
+    "sparsity": lambda spec: ("concept", "neutral"),
+}
+
+
+def too_little_data(spec: ClaimSpec, a: Analysis) -> ClaimRecord | None:
+    """Too few prompts is not evidence: below `analysis.min_group_size` a claim is not evaluated."""
+    floor = a.profile.analysis.min_group_size
+    groups = TESTED_GROUPS.get(spec.family, lambda spec: ())(spec)
+    small = {g: int(a.group(g).sum()) for g in groups if int(a.group(g).sum()) < floor}
+    if not small:
+        return None
+    sizes = ", ".join(f"{n} {g.replace('_', '-')}" for g, n in small.items())
+    return make_record(spec, verdict="not evaluated", statistic_name="too few prompts", statistic=None,
+                       threshold=None, comparison=">=",
+                       reason=f"too few prompts to test: {sizes} (floor {floor} per set, analysis.min_group_size)",
+                       details={"group_sizes": small, "min_group_size": floor})
+
+
 def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = None) -> ClaimRecord:
+    small = too_little_data(spec, analysis)
+    if small is not None:
+        return small
     if spec.family == "steering":
         if steering is None:
             raise ConfigError(f"claim {spec.claim_id!r} needs the steering study; pass steering=")

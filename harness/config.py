@@ -50,10 +50,37 @@ def _reject_unknown(where: str, data: dict[str, Any], cls: type) -> None:
             raise choices_error(f"key in {where}", key, known)
 
 
+def _type_name(kind) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
+
+
+def check_type(where: str, value: Any, kind) -> None:
+    """Strict TOML types: no string for a number, no float for an integer, no bool for either."""
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(kind, True)
+    if not ok:
+        raise ConfigError(f"{where} = {value!r} must be {_type_name(kind)}, got {type(value).__name__}")
+
+
+def _check_field_types(cls: type, where: str, data: dict) -> None:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        kind = hints.get(key)
+        if kind in (int, float, str, bool):
+            check_type(f"{where}.{key}", value, kind)
+
+
 def _build(cls: type, where: str, data: Any, **extra: Any):
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a table, got {type(data).__name__} {data!r}")
     _reject_unknown(where, data, cls)
+    _check_field_types(cls, where, data)
     try:
         return cls(**data, **extra)
     except TypeError as exc:  # a missing required key
@@ -132,6 +159,15 @@ class PromptsConfig:
     near_miss: str = ""
     concept_name: str = "France"
     split_seed: int = 0
+    # Words that mark a text as about the concept: neutral and near-miss prompts may hold none.
+    # Empty: France's built-in list when concept_name is "France".
+    concept_words: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        words = self.concept_words
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
+            raise ConfigError(f"prompts.concept_words = {words!r} must be a list of non-empty strings")
+        object.__setattr__(self, "concept_words", tuple(words))
 
     def resolve(self, name: str) -> Path:
         value = getattr(self, name)
@@ -152,6 +188,8 @@ class AnalysisConfig:
     min_firing_prompts: int = 5
     # Null directions for the geometry claims (drawn with the fine decoder's covariance).
     null_directions: int = 1000
+    # A tested prompt group smaller than this makes its claims "not evaluated": too little data.
+    min_group_size: int = 10
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
@@ -203,6 +241,8 @@ class ClaimSpec:
         missing = [k for k, default in required.items() if default is REQUIRED and k not in self.params]
         if missing:
             raise ConfigError(f"claim {self.name!r} ({self.family}) is missing parameters {missing}")
+        for key, value in self.params.items():
+            check_param(f"claim {self.claim_id!r}: {key}", key, value)
 
     def __repr__(self) -> str:
         return f"ClaimSpec({self.claim_id!r})"
@@ -237,6 +277,41 @@ CLAIM_PARAMS: dict[str, dict[str, Any]] = {
     "go_gate": {"min_sub_features": 3},
     "steering": {"kind": REQUIRED},
 }
+
+
+# Parameter -> (type, valid values or (low, high) range, inclusive). Checked when the profile loads.
+FEATURE_PARAMS = ("feature", "anchor", "loud")
+PARAM_DOMAINS: dict[str, tuple[type, Any]] = {
+    "sae": (str, ("coarse", "fine")),
+    "feature": (int, (0, None)), "anchor": (int, (0, None)), "loud": (int, (0, None)),
+    "against": (str, ("neutral", "near_miss")),
+    "units": (str, ("residual", "activation")),
+    "kind": (str, ("beats_random", "specificity", "multi_vs_single", "concept_rate")),
+    "min_selectivity": (float, (0.0, 1.0)),
+    "max_l0_fraction": (float, (0.0, 1.0)),
+    "min_explained_variance": (float, (-1.0, 1.0)),
+    "min_ce_loss_score": (float, (-1.0, 1.0)),
+    "cutoff": (float, (-1.0, 1.0)), "min_cosine": (float, (-1.0, 1.0)), "red_max_cosine": (float, (0.0, 1.0)),
+    "quantile": (float, (0.5, 0.9999)),
+    "min_count": (int, (1, None)), "min_sub_features": (int, (1, None)),
+    "min_correlation": (float, (-1.0, 1.0)), "blue_min_correlation": (float, (-1.0, 1.0)),
+    "orange_min_correlation": (float, (-1.0, 1.0)),
+}
+
+
+def check_param(where: str, key: str, value: Any) -> None:
+    if key not in PARAM_DOMAINS:
+        return
+    kind, domain = PARAM_DOMAINS[key]
+    check_type(where, value, kind)
+    if isinstance(domain, tuple) and domain and isinstance(domain[0], str):
+        if value not in domain:
+            raise choices_error(where.split(": ")[0] + f" {key}", value, domain)
+        return
+    low, high = domain
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{where} = {value!r} is out of range; valid: {bounds}")
 
 
 @dataclass(frozen=True)
@@ -300,12 +375,31 @@ def anchors_path(profile_file: Path) -> Path:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """Load and validate a profile by name (fixtures/profiles/NAME.toml) or path."""
+    """Load and validate a profile by name (fixtures/profiles/NAME.toml) or path.
+
+    Every problem is one ConfigError that starts with the file it is in.
+    """
     path = profile_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        return _load_profile(path)
+    except ConfigError as exc:
+        message = str(exc)
+        if message.startswith(str(path)) or ".anchors.toml" in message.split(":")[0]:
+            raise
+        raise ConfigError(f"{path}: {message}") from exc
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from exc
+
+
+def _load_profile(path: Path) -> Profile:
+    data = _read_toml(path)
     top = {"name", "description", "model", "saes", "prompts", "analysis", "anchors", "claims",
            "steering", "discovery"}
     for key in data:
@@ -315,6 +409,8 @@ def load_profile(name_or_path: str) -> Profile:
         if key not in data:
             raise ConfigError(f"profile {path.name} is missing the required section {key!r}")
     saes_data = data["saes"]
+    if not isinstance(saes_data, dict):
+        raise ConfigError(f"saes must be a table with [saes.coarse] and [saes.fine]; got {saes_data!r}")
     for role in saes_data:
         if role not in SAE_ROLES:
             raise choices_error(f"SAE role in {path.name}", role, SAE_ROLES)
@@ -324,32 +420,49 @@ def load_profile(name_or_path: str) -> Profile:
     saes = {role: _build(SaeConfig, f"saes.{role}", saes_data[role], role=role) for role in SAE_ROLES}
 
     anchors_data = dict(data.get("anchors", {}))
-    claim_tables = list(data["claims"])
+    claim_tables = [(path, index, raw) for index, raw in enumerate(data["claims"])]
     side_file = anchors_path(path)
     if side_file.is_file():  # written by `python -m harness discover`: anchors and their claims
-        side = tomllib.loads(side_file.read_text())
-        anchors_data.update(side.get("anchors", {}))
-        claim_tables += side.get("claims", [])
+        side = _read_toml(side_file)
+        try:
+            anchors_data.update(side.get("anchors", {}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{side_file}: [anchors] must be a table") from exc
+        claim_tables += [(side_file, index, raw) for index, raw in enumerate(side.get("claims", []))]
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
     anchors = _build(Anchors, "anchors", anchors_data)
+    for role in SAE_ROLES:
+        for feature in getattr(anchors, role):
+            if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < saes[role].d_sae:
+                raise ConfigError(f"anchors.{role} id {feature!r} is not a feature of the {role} SAE; "
+                                  f"valid: 0..{saes[role].d_sae - 1}")
 
     claims = []
     seen: set[str] = set()
-    for index, raw in enumerate(claim_tables):
+    for source, index, raw in claim_tables:
+        where = f"{source}: claims[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a table")
         raw = dict(raw)
-        where = f"claims[{index}]"
         for key in ("family", "name", "statement"):
             if key not in raw:
                 raise ConfigError(f"{where} is missing {key!r}")
-        spec = ClaimSpec(
-            family=raw.pop("family"), name=raw.pop("name"), statement=raw.pop("statement"),
-            params=raw,
-        )
+        try:
+            spec = ClaimSpec(family=raw.pop("family"), name=raw.pop("name"), statement=raw.pop("statement"),
+                             params=raw)
+            _check_feature_ids(spec, saes)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
         if spec.claim_id in seen:
-            raise ConfigError(f"duplicate claim id {spec.claim_id!r} in {path.name}")
+            raise ConfigError(f"{where}: duplicate claim id {spec.claim_id!r}")
         seen.add(spec.claim_id)
         claims.append(spec)
 
+    steering = data.get("steering", {})
+    if steering:
+        from harness.steering import SteeringConfig
+
+        SteeringConfig.from_dict(steering)  # unknown keys and bad values fail here, not minutes later
     profile = Profile(
         name=data["name"],
         description=data.get("description", ""),
@@ -360,12 +473,24 @@ def load_profile(name_or_path: str) -> Profile:
         anchors=anchors,
         claims=tuple(claims),
         discovery=_build(DiscoveryConfig, "discovery", data.get("discovery", {})),
-        steering=data.get("steering", {}),
+        steering=steering,
         path=path,
     )
     if profile.name != path.stem and path.parent == PROFILES_DIR:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
     return profile
+
+
+def _check_feature_ids(spec: ClaimSpec, saes: dict[str, SaeConfig]) -> None:
+    """Feature ids against the SAE widths the profile declares (checked against the SAEs' own
+    configs by `harness.preflight` before any model loads)."""
+    role = spec.params.get("sae", "coarse")
+    for key in FEATURE_PARAMS:
+        if key in spec.params:
+            value = spec.params[key]
+            if role in saes and value >= saes[role].d_sae:
+                raise ConfigError(f"{key} {value} is not a feature of the {role} SAE; "
+                                  f"valid: 0..{saes[role].d_sae - 1}")
 
 
 def with_overrides(profile: Profile, **changes: Any) -> Profile:

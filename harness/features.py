@@ -189,6 +189,7 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
     start = 0
     for chunk in batched(prompts, batch_size):
         token_batch = tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
+        warn_truncated(model.tokenizer, chunk, profile.model.max_tokens)
         acts_BSD = resid_at_hook(model, token_batch.tokens_BS, hook, layer)
         keep_BS = token_batch.keep_BS.to(acts_BSD.device)
         if (keep_BS.sum(1) == 0).any():
@@ -230,6 +231,17 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
         n_tokens=n_tokens, l0_sum=l0_sum, sq_error=sq_error, resid_sum=resid_sum, resid_sq=resid_sq,
         resid_norm_sum=resid_norm_sum, meta={"ce_loss": ce, "ce_per_prompt": ce_per_prompt},
     )
+
+
+def warn_truncated(tokenizer, prompts, max_tokens: int) -> None:
+    """A prompt longer than model.max_tokens is read only in part: say so, with its id."""
+    import warnings
+
+    for p in prompts:
+        n = len(tokenizer(p.text, add_special_tokens=False)["input_ids"]) + 1
+        if n > max_tokens:
+            warnings.warn(f"prompt {p.id!r} has {n} tokens; only the first {max_tokens} are read "
+                          "(model.max_tokens in the profile)", stacklevel=2)
 
 
 def _segment_sum(values_T: torch.Tensor, row_T: torch.Tensor, n_rows: int) -> np.ndarray:
@@ -294,7 +306,7 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
     """
     hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
     key = tables_key(profile, prompt_sets, hashes)
-    path = (cache_root or cache_dir() / "features") / f"{profile.name}-{key}.npz"
+    path = (cache_root or cache_dir() / "features") / f"tables-{key}.npz"  # content only, not the profile's name
     tables = load_tables(path, key)
     if tables is not None:
         tables.meta["cache"] = "hit"
@@ -302,6 +314,12 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
     tables = compute_feature_tables(model_loader(), sae_loader(), profile, prompt_sets, progress=progress)
     tables.key = key
     tables.meta.update({"sae_hashes": hashes, "prompt_hashes": prompt_sets.hashes(), "path": str(path)})
-    save_tables(tables, path)
+    try:
+        save_tables(tables, path)
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(f"could not write the feature-table cache {path} ({exc.strerror}); this run keeps the "
+                      "tables in memory", stacklevel=2)
     tables.meta["cache"] = "miss"
     return tables

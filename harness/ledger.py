@@ -40,9 +40,10 @@ class ClaimRecord(BaseModel):
     q_value: float | None = None
     effect: Effect | None = None
     passed: bool = Field(description="verdict == 'held'")
-    verdict: Literal["held", "refuted", "inconclusive", "error"] = Field(
-        "error", description="held: the interval clears the threshold; refuted: it lies on the wrong side; "
-                             "inconclusive: it straddles; error: the claim could not be evaluated")
+    verdict: Literal["held", "refuted", "inconclusive", "not evaluated"] = Field(
+        "not evaluated", description="held: the interval clears the threshold; refuted: it lies on the wrong side; "
+                                     "inconclusive: it straddles; not evaluated: the claim was not run (deselected, "
+                                     "stopped early), could not be computed, or had too little data (see reason)")
     prompts_to_decide: int | None = Field(
         None, description="for an inconclusive claim: prompts per set that would decide it at 80% power, "
                           "from the observed effect and spread")
@@ -70,7 +71,7 @@ class ClaimRecord(BaseModel):
             more = (f"; about {self.prompts_to_decide} prompts per set would decide it at 80% power"
                     if self.prompts_to_decide else "")
             return f"INCONCLUSIVE (the interval straddles the threshold): {self.reason}{more}"
-        if self.verdict == "error":
+        if self.verdict == "not evaluated":
             return f"NOT EVALUATED: {self.reason}"
         return f"HELD: {self.reason}"
 
@@ -112,6 +113,8 @@ class Ledger(BaseModel):
     tables: dict[str, Any] = Field(default_factory=dict, description="data for the report's figures")
     steering: dict[str, Any] = Field(default_factory=dict)
     exit_status: int | None = None
+    partial: bool = Field(False, description="some declared claims were not run in this session (-k, -x, ...)")
+    profile_source: str = Field("", description="where the profile name came from (--profile, environment, ini, default)")
 
 
 def ledger_schema() -> dict:
@@ -136,14 +139,15 @@ def new_run_id() -> tuple[str, str]:
 
 
 def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
-    """GO only when every claim held, the GO gate included; the reason names what did not hold, and how."""
+    """GO only when every declared claim was evaluated and held, the GO gate included; the reason names
+    what did not hold, and how."""
     gate = [c for c in claims if c.family == "go_gate"]
     if not gate:
-        return "NO-GO", "no go_gate claim was evaluated"
+        return "NO-GO", "no go_gate claim was declared"
     if all(c.verdict == "held" for c in claims):
         return "GO", gate[0].reason or "every claim held"
     parts = []
-    for verdict in ("refuted", "inconclusive", "error"):
+    for verdict in ("refuted", "inconclusive", "not evaluated"):
         ids = [c.id for c in claims if c.verdict == verdict]
         if ids:
             parts.append(f"{len(ids)} {verdict}: " + ", ".join(ids[:6]) + (" ..." if len(ids) > 6 else ""))

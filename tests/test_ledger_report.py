@@ -59,7 +59,7 @@ def test_verdict_needs_every_claim_and_a_gate():
     assert decide_verdict([record("go_gate[go]", "go_gate", True)])[0] == "GO"
     verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False)])
     assert verdict == "NO-GO" and "sparsity[a]" in reason
-    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no go_gate claim was evaluated")
+    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no go_gate claim was declared")
 
 
 def test_report_tables_come_from_the_harness(ledger):

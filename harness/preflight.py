@@ -1,0 +1,125 @@
+"""Everything that can be checked before a model loads, checked then.
+
+`preflight(profile, ...)` reads the prompt files, the local SAEs' configs and weight headers,
+a baseline ledger and the output folder, and raises one ConfigError that names the file, the
+key, the bad value and the valid choices. The pytest plugin turns it into a usage error (exit
+4) and the CLI into `error: ...` (exit 2), before any weights are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import Profile
+from harness.errors import ConfigError
+from harness.prompts import PromptSets, load_prompt_sets
+
+
+@dataclass(frozen=True)
+class Preflight:
+    prompt_sets: PromptSets
+    baseline: Path | None
+    warnings: tuple[str, ...] = ()
+
+
+def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str | Path | None = None,
+              baseline_any_profile: bool = False) -> Preflight:
+    prompt_sets = load_prompt_sets(profile)
+    check_local_saes(profile)
+    baseline_path = check_baseline(profile, baseline, any_profile=baseline_any_profile) if baseline else None
+    if html:
+        check_output_dir(Path(html))
+    return Preflight(prompt_sets=prompt_sets, baseline=baseline_path)
+
+
+def check_local_saes(profile: Profile) -> None:
+    """A local SAE's cfg.json must match the profile (d_in, d_sae, hook) and its weights must be readable."""
+    for role, cfg in profile.saes.items():
+        if cfg.source != "local":
+            continue
+        folder = cfg.local_path
+        config_file = folder / "cfg.json"
+        if not config_file.is_file():
+            raise ConfigError(f"saes.{role}.path {cfg.path!r}: {folder} has no cfg.json (a SAELens folder holds "
+                              "cfg.json and sae_weights.safetensors); rebuild the embedded SAEs with "
+                              "`python -m harness train-saes --profile smollm2-135m`")
+        try:
+            sae_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{config_file}: not a readable JSON config ({exc})") from exc
+        d_in, d_sae = sae_cfg.get("d_in"), sae_cfg.get("d_sae")
+        hook = (sae_cfg.get("metadata") or {}).get("hook_name") or sae_cfg.get("hook_name")
+        if d_in != profile.model.d_model:
+            raise ConfigError(f"{config_file}: d_in {d_in} differs from model.d_model {profile.model.d_model} of "
+                              f"profile {profile.name!r}: this SAE reads another model's residual stream")
+        if d_sae != cfg.d_sae:
+            raise ConfigError(f"{config_file}: d_sae {d_sae} differs from saes.{role}.d_sae {cfg.d_sae} in the "
+                              "profile; make them agree")
+        if hook and hook != profile.model.hook:
+            raise ConfigError(f"{config_file}: hook_name {hook!r} differs from model.hook {profile.model.hook!r}: "
+                              "the SAE was trained on another point of the residual stream")
+        check_safetensors(folder / "sae_weights.safetensors", expect={"W_dec": (d_sae, d_in)})
+
+
+def check_safetensors(path: Path, *, expect: dict[str, tuple[int, ...]] | None = None) -> None:
+    """The header parses and the file is as long as the header says (a truncated copy fails here)."""
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len <= 0 or header_len > size - 8:
+                raise ValueError(f"header length {header_len} does not fit a file of {size} bytes")
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from exc
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise ConfigError(f"{path}: truncated or padded: the header describes {8 + header_len + end} bytes, the file "
+                          f"has {size}; copy or rebuild it")
+    for key, shape in (expect or {}).items():
+        if key in header and tuple(header[key]["shape"]) != tuple(shape):
+            raise ConfigError(f"{path}: {key} has shape {tuple(header[key]['shape'])}, expected {tuple(shape)}")
+
+
+def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool = False) -> Path:
+    """A baseline ledger must parse and come from the same profile, model and hook (unless allowed)."""
+    from pydantic import ValidationError
+
+    from harness.ledger import read_ledger
+
+    path = Path(baseline)
+    if not path.is_file():
+        raise ConfigError(f"--baseline {str(path)!r} does not exist; give a claims.json from an earlier run")
+    try:
+        ledger = read_ledger(path)
+    except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--baseline {str(path)!r} is not a claims ledger ({first})") from exc
+    if not any_profile:
+        mine = {"profile": profile.name, "model": profile.model.name, "hook": profile.model.hook}
+        theirs = {"profile": ledger.profile, "model": ledger.model, "hook": ledger.hook}
+        different = [k for k in mine if mine[k] != theirs[k]]
+        if different:
+            what = ", ".join(f"{k} {theirs[k]!r} (this run: {mine[k]!r})" for k in different)
+            raise ConfigError(f"--baseline {str(path)!r} comes from another {'/'.join(different)}: {what}; pass "
+                              "--baseline-any-profile to compare anyway")
+    return path
+
+
+def check_output_dir(out: Path) -> None:
+    """--html must name a folder we can write (created if missing)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--html {str(out)!r} is a file; give a folder (claims.json and index.html go inside)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--html {str(out)!r} is not a writable folder ({exc.strerror})") from exc
