@@ -21,9 +21,9 @@ from harness.stats import (
     benjamini_hochberg,
     bootstrap_interval,
     clopper_pearson,
-    correlation_interval,
     correlation_permutation_test,
     cosine_matrix,
+    partial_correlation_intervals,
     pearson,
     selectivity,
     two_sample_permutation_test,
@@ -229,6 +229,9 @@ class Analysis:
             return self._cache["pairs"]
         specs = {c.param("anchor"): c for c in self.profile.claims_of("sub_features")}
         default_cutoff = min([c.param("min_cosine") for c in specs.values()] or [0.3])
+        # Rows down to the lowest cosine any claim asks about are scanned (empty top-left may ask for
+        # less than the sub-feature cutoff); only rows at the anchor's own cutoff enter the BH family.
+        scan_cutoff = min([default_cutoff] + [c.param("min_cosine") for c in self.profile.claims_of("empty_top_left")])
         rows = self.evaluation_rows()
         strata = self.set_labels(rows)
         concept_in_rows = strata == "concept"
@@ -243,7 +246,7 @@ class Analysis:
             cos = self.anchor_cosines(anchor)
             coarse_col = self.acts("coarse")[rows, anchor]
             coarse_silent = int((coarse_col > 0).sum()) < m
-            qualified = np.flatnonzero(cos >= cutoff)
+            qualified = np.flatnonzero(cos >= min(cutoff, scan_cutoff))
             r_pooled_all = pearson(coarse_col, fine_acts)
             display = set(np.argsort(-cos)[:top].tolist()) | set(np.argsort(-np.nan_to_num(r_pooled_all, nan=-2))[:top]
                                                                  .tolist())
@@ -273,15 +276,24 @@ class Analysis:
             _, q = benjamini_hochberg([p["p_value"] for p in family], self.alpha)
             for pair, q_value in zip(family, q, strict=True):
                 pair["q_value"] = float(q_value)
-        level = 1 - self.alpha / max(1, len(family))  # Bonferroni over the family: for "offender" bounds
         for pair in pairs:
-            r = pair["partial_correlation"]
-            if r is not None:
-                low, high = correlation_interval(r, pair["n_prompts"], level=level, n_covariates=1)
-                pair["partial_ci"] = [float(low), float(high)]
             pair.update(classify_pair(pair, specs.get(pair["coarse"]), self.alpha))
         self._cache["pairs"] = pairs
         return pairs
+
+    def partial_correlation_bounds(self, pairs: list[dict], level: float) -> dict[tuple[int, int], tuple]:
+        """BCa intervals (prompts resampled within sets) of the within-set correlation of each pair."""
+        rows = self.evaluation_rows()
+        strata = self.set_labels(rows)
+        n_resamples = int(min(50_000, max(self.n_bootstrap, np.ceil(20 / ((1 - level) / 2)))))
+        out = {}
+        for anchor in sorted({p["coarse"] for p in pairs}):
+            fine = [p["fine"] for p in pairs if p["coarse"] == anchor]
+            r, low, high = partial_correlation_intervals(
+                self.acts("coarse")[rows, anchor], self.acts("fine")[rows][:, fine], strata, level=level,
+                n_resamples=n_resamples, seed=self.seed)
+            out.update({(anchor, f): (float(r[j]), float(low[j]), float(high[j])) for j, f in enumerate(fine)})
+        return out
 
     def sub_features(self, anchor: int) -> list[dict]:
         return [p for p in self.pair_table() if p["coarse"] == anchor and p["sub_feature"]]

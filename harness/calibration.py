@@ -257,6 +257,57 @@ def top_left_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
     return Trial(world, spec)
 
 
+# Zero-heavy co-firing: per set, parent ~ Bernoulli(rate) x Gamma(shape, mean / shape); the child fires on
+# its own the same way and, with probability `coupling`, adds lam x the parent's activation. lam is
+# solved so that the within-set correlation is exactly the floor (0.1) in the population.
+ZERO_HEAVY_SETS = (  # (parent rate, parent mean, child rate, child mean, coupling, gamma shape)
+    (0.15, 5.0, 0.10, 3.0, 0.5, 0.5),  # concept prompts
+    (0.03, 2.0, 0.05, 1.0, 0.5, 0.5),  # neutral prompts
+)
+
+
+def _moments(rate, mean, shape):
+    scale = mean / shape
+    m1 = rate * shape * scale
+    return m1, rate * shape * scale * scale * (shape + 1)
+
+
+def _within_set_r(lam: float) -> float:
+    cov = var_p = var_c = 0.0
+    for p_rate, p_mean, c_rate, c_mean, coupling, shape in ZERO_HEAVY_SETS:
+        m1, m2 = _moments(p_rate, p_mean, shape)
+        c1, c2 = _moments(c_rate, c_mean, shape)
+        var = m2 - m1 * m1
+        cov += lam * coupling * var
+        var_p += var
+        var_c += (c2 - c1 * c1) + lam * lam * (coupling * m2 - coupling * coupling * m1 * m1)
+    return cov / math.sqrt(var_p * var_c)
+
+
+def top_left_zero_heavy_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """One aligned child whose within-set correlation with the parent is exactly the floor, zero-heavy."""
+    from scipy.optimize import brentq
+
+    lam = brentq(lambda v: _within_set_r(v) - 0.1, 1e-6, 100.0)
+    anchor = unit_rows(rng.standard_normal(D_MODEL))
+    fine_dirs = _fine_dictionary(rng, anchor)
+    for row in range(1, len(CHILD_COSINES)):
+        fine_dirs[row] = unit_rows(fine_dirs[row] - (fine_dirs[row] @ anchor) * anchor)
+    parent, child = [], []
+    for (p_rate, p_mean, c_rate, c_mean, coupling, shape), n in zip(ZERO_HEAVY_SETS, (N_CONCEPT, N_NEUTRAL),
+                                                                    strict=True):
+        p = np.where(rng.random(n) < p_rate, rng.gamma(shape, p_mean / shape, n), 0.0)
+        c = np.where(rng.random(n) < c_rate, rng.gamma(shape, c_mean / shape, n), 0.0)
+        parent.append(p)
+        child.append(c + (rng.random(n) < coupling) * lam * p)
+    fine = np.zeros((N_CONCEPT + N_NEUTRAL, N_FINE))
+    fine[:, 0] = np.concatenate(child)
+    spec = _claim("empty_top_left", min_cosine=0.3, min_correlation=0.1)
+    world = synthetic_world(spec, coarse=np.concatenate(parent), fine=fine, coarse_dirs=anchor[None],
+                            fine_dirs=fine_dirs, seed=seed, settings=s)
+    return Trial(world, spec)
+
+
 # ---- loudness ------------------------------------------------------------------------------------
 def loud_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
     """The seed's C-11333 vs C-3999: mean 4.48 vs 3.67 on concept prompts, both firing on 80%.
@@ -355,6 +406,8 @@ CONDITIONS: tuple[Condition, ...] = (
        condition="effect", width=4 * N_FINE_GEOMETRY),
     _c("empty_top_left", "boundary", "fpr", top_left_trial, "one aligned child co-firing at exactly the floor "
        "(within-set r = 0.1)", condition="boundary"),
+    _c("empty_top_left", "boundary-zero-heavy", "fpr", top_left_zero_heavy_trial, "one aligned child at exactly "
+       "the floor, zero-heavy activations (parent fires on 15% / 3%, gamma shape 0.5)", condition="boundary"),
     _c("empty_top_left", "silent", "fpr", top_left_trial, "two aligned children co-fire (r 0.6), a third fires "
        "on 2 prompts only: must not be refuted", wrong="refuted", condition="silent"),
     _c("empty_top_left", "effect", "power", top_left_trial, "three aligned children co-firing at r 0.5",

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.analysis import Analysis
+from harness.analysis import FEW_FIRINGS, Analysis
 from harness.config import ClaimSpec
 from harness.errors import ConfigError, choices_error
 from harness.ledger import ClaimRecord, Effect
 from harness.stats import (
     Interval,
     bootstrap_interval,
-    correlation_interval,
     decide,
     paired_sign_flip_test,
     prompts_to_decide,
@@ -131,6 +130,14 @@ def loud_unselective_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
                 - selectivity(x[c, loud].mean(-1), x[n, loud].mean(-1)))
 
     gap = bootstrap_interval(sel_gap, [concept, neutral], n_resamples=a.n_bootstrap, seed=a.seed, level=a.level)
+    if int((x[neutral, anchor] > 0).sum()) < FEW_FIRINGS or int((x[neutral, loud] > 0).sum()) < FEW_FIRINGS:
+        # Few neutral firings: the bootstrap cannot see the firings that did not happen. Bound the gap
+        # by the two guarded selectivity intervals instead (anchor's lower minus loud's upper).
+        anchor_sel = a.selectivity_interval(role, anchor, "neutral")
+        loud_sel = a.selectivity_interval(role, loud, "neutral")
+        gap = Interval(gap.estimate, min(gap.low, anchor_sel.low - loud_sel.high),
+                       max(gap.high, anchor_sel.high - loud_sel.low), gap.level, "BCa + Clopper-Pearson",
+                       "few neutral firings: bounded by the guarded selectivity intervals")
     verdict = combine(decide(louder.low, louder.high, 0.0, ">"), decide(gap.low, gap.high, 0.0, ">"))
     what = "residual-stream write (activation x decoder norm)" if units == "residual" else "activation"
     raw = {f: float(x[concept, f].mean()) for f in (loud, anchor)}
@@ -283,8 +290,8 @@ def sub_features_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     subs, plausible = groups["sub_features"], _plausible(groups)
     if len(subs) >= min_count:
         verdict = "held"
-    elif plausible < min_count:
-        verdict = "refuted"
+    elif plausible + len(groups["silent"]) < min_count:
+        verdict = "refuted"  # even every plausible and every untestable row would not reach the count
     else:
         verdict = "inconclusive"
     qs = [p["q_value"] for p in groups["evaluable"] if p["q_value"] is not None]
@@ -306,20 +313,22 @@ def sub_features_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
 def empty_top_left_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     """No evaluable pair points the same way (cosine >= min_cosine) without co-firing.
 
-    An offender is a pair whose within-set correlation has its upper confidence bound (Bonferroni
-    over the evaluable pairs) below the floor; a pair with a silent feature is not evaluable and is
-    counted apart, never as an offender.
+    Each aligned, evaluable pair gets a BCa interval of its within-set correlation (prompts
+    resampled within sets; Bonferroni over the pairs). An offender is a pair whose upper bound lies
+    below the floor; held when every pair's lower bound clears it. A pair with a feature silent on
+    these prompts is not evaluable: counted apart, never an offender.
     """
     min_cos, floor = float(spec.param("min_cosine")), float(spec.param("min_correlation"))
     aligned = [p for p in a.pair_table() if p["cosine"] >= min_cos]
     silent = [p for p in aligned if p["silent"] or p["partial_correlation"] is None]
     evaluable = [p for p in aligned if not (p["silent"] or p["partial_correlation"] is None)]
     level = 1 - a.alpha / max(1, len(evaluable))
+    bounds = a.partial_correlation_bounds(evaluable, level) if evaluable else {}
     rows = []
     for p in evaluable:
-        low, high = correlation_interval(p["partial_correlation"], p["n_prompts"], level=level, n_covariates=1)
-        rows.append({**{k: p[k] for k in ("coarse", "fine", "cosine", "correlation", "partial_correlation")},
-                     "ci_low": float(low), "ci_high": float(high)})
+        r, low, high = bounds[(p["coarse"], p["fine"])]
+        rows.append({**{k: p[k] for k in ("coarse", "fine", "cosine", "correlation", "fine_fires")},
+                     "partial_correlation": r, "ci_low": low, "ci_high": high})
     offenders = [r for r in rows if r["ci_high"] < floor]
     cleared = [r for r in rows if r["ci_low"] >= floor]
     if not rows:
@@ -334,8 +343,9 @@ def empty_top_left_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     return make_record(
         spec, verdict=verdict, statistic_name="lowest within-set correlation among aligned, evaluable pairs",
         statistic=worst["partial_correlation"] if worst else None, threshold=floor, comparison=">=",
-        effect=(Effect(name="lowest within-set correlation (Bonferroni interval)", value=worst["partial_correlation"],
-                       ci_low=worst["ci_low"], ci_high=worst["ci_high"], ci_level=level) if worst else None),
+        effect=(Effect(name="lowest within-set correlation (BCa, Bonferroni over pairs)",
+                       value=worst["partial_correlation"], ci_low=worst["ci_low"], ci_high=worst["ci_high"],
+                       ci_level=level) if worst else None),
         reason=(f"{len(offenders)} of {len(rows)} evaluable pairs with cosine >= {min_cos} co-fire less than {floor} "
                 f"(upper bound below it); {len(cleared)} clear it; {len(silent)} aligned pairs involve a feature "
                 f"silent on these prompts (not evaluable)" + ("" if aligned else "; no aligned pairs at all")),
@@ -351,7 +361,8 @@ def go_gate_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     need = int(spec.param("min_sub_features"))
     groups = {int(anchor): _anchor_pairs(a, int(anchor)) for anchor in a.profile.anchors.coarse}
     counts = {anchor: len(g["sub_features"]) for anchor, g in groups.items()}
-    plausible = {anchor: _plausible(g) for anchor, g in groups.items()}
+    # Silent rows cannot be tested here, so they may still be sub-features: they count as possible.
+    plausible = {anchor: _plausible(g) + len(g["silent"]) for anchor, g in groups.items()}
     best_anchor = max(counts, key=counts.get) if counts else None
     best = counts.get(best_anchor, 0) if best_anchor is not None else 0
     if not counts:
@@ -438,9 +449,14 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
                   f"{study['perplexity'].get(anchor, float('nan')):.1f} vs {study['perplexity']['unsteered']:.1f}")
     interval = mean_interval(effect_values)
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
-    if interval.note:  # e.g. 0 of n concept words with and without steering: the data cannot decide
+    if interval.note:
+        # Every resample gave the same mean (e.g. 0 of n concept words either way, or 1 vs 0 on every
+        # prompt): the bootstrap says nothing about uncertainty. Only the exact sign-flip p can hold it.
         reason += f"; {interval.note}"
-        verdict = "inconclusive" if verdict != "held" else verdict
+        if verdict == "held" and not p_value < a.alpha:
+            verdict = "inconclusive"
+        elif verdict == "refuted":
+            verdict = "inconclusive"
     return make_record(
         spec, verdict=verdict, statistic_name=effect_name, statistic=interval.estimate, threshold=0.0,
         comparison=">", p_value=p_value, effect=_effect(effect_name, interval), reason=reason,

@@ -1,0 +1,181 @@
+"""The gate never lies: bad inputs are usage errors before any model loads (exit 4), setup failures
+stop once (exit 6), partial runs are never GO, and --html is left untouched when nothing can be decided.
+
+Every case runs the real `claims/` modules against the embedded profile (or a broken copy of it) in a
+pytester folder, and asserts the exit code, one error line naming the value, no traceback, and that
+the --html folder was not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.paths import PROFILES_DIR, REPO_ROOT, SAES_DIR
+
+PROFILE = (PROFILES_DIR / "smollm2-135m.toml").read_text()
+ANCHORS = (PROFILES_DIR / "smollm2-135m.anchors.toml").read_text()
+CONCEPT_LINE = json.dumps({"id": "c-x", "text": "The Eiffel Tower stands in Paris.", "set": "concept",
+                           "facet": "landmarks"})
+
+
+def profile_with(tmp: Path, old: str, new: str, *, anchors: str | None = ANCHORS) -> str:
+    """A copy of the embedded profile with one edit (paths inside resolve against fixtures/ as before)."""
+    assert old in PROFILE, old
+    path = tmp / "smollm2-135m.toml"
+    path.write_text(PROFILE.replace(old, new, 1))
+    if anchors is not None:
+        (tmp / "smollm2-135m.anchors.toml").write_text(anchors)
+    return str(path)
+
+
+def broken_sae(tmp: Path, *, truncate: bool = False, cfg_edit: tuple[str, str] | None = None) -> str:
+    folder = tmp / "sae-coarse"
+    shutil.copytree(SAES_DIR / "smollm2-135m" / "coarse", folder)
+    if truncate:
+        weights = folder / "sae_weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    if cfg_edit:
+        cfg = folder / "cfg.json"
+        cfg.write_text(cfg.read_text().replace(*cfg_edit))
+    return profile_with(tmp, 'path = "saes/smollm2-135m/coarse"', f'path = "{folder}"')
+
+
+def write(tmp: Path, name: str, content: str | bytes) -> str:
+    path = tmp / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+def neutral_with_concept(tmp: Path) -> str:
+    lines = (REPO_ROOT / "fixtures" / "prompts" / "neutral.jsonl").read_text().splitlines()
+    lines[3] = json.dumps({"id": "n-copied", "text": "The Eiffel Tower stands in Paris.", "set": "neutral",
+                           "facet": "x"})
+    return write(tmp, "neutral.jsonl", "\n".join(lines) + "\n")
+
+
+def other_profile_ledger(tmp: Path) -> str:
+    ledger = {"run_id": "x", "created_at": "t", "git_commit": "g", "library_versions": {}, "profile": "gemma-2-2b",
+              "model": "gemma-2-2b", "hook": "blocks.12.hook_resid_post", "seed": 0, "permutations": 10,
+              "split": "all", "saes": {}, "prompt_hashes": {}, "prompt_counts": {}, "verdict": "GO",
+              "verdict_reason": "", "claims": []}
+    return write(tmp, "other.json", json.dumps(ledger))
+
+
+# (case id, arguments builder(tmp) -> list[str], text the one error line must contain)
+USAGE_CASES = [
+    ("permutations-string", lambda t: ["--profile", profile_with(t, "permutations = 10000", 'permutations = "10000"')],
+     "analysis.permutations = '10000' must be an integer, got str"),
+    ("permutations-float", lambda t: ["--profile", profile_with(t, "permutations = 10000", "permutations = 999.5")],
+     "analysis.permutations = 999.5 must be an integer, got float"),
+    ("permutations-too-few", lambda t: ["--profile", profile_with(t, "permutations = 10000", "permutations = 10")],
+     "analysis.permutations 10 is too few; use >= 99"),
+    ("feature-beyond-width", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        "feature = 434\nmin_selectivity", "feature = 99999\nmin_selectivity", 1))],
+     "feature 99999 is not a feature of the coarse SAE; valid: 0..2047"),
+    ("feature-bool", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        "feature = 434\nmin_selectivity", "feature = true\nmin_selectivity", 1))],
+     "feature = True must be an integer, got bool"),
+    ("anchor-beyond-width", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        "coarse = [434, 1496, 1980]", "coarse = [434, 1496, 4000]"))],
+     "anchors.coarse id 4000 is not a feature of the coarse SAE; valid: 0..2047"),
+    ("sae-role-case", lambda t: ["--profile", profile_with(t, 'sae = "fine"', 'sae = "Fine"')],
+     "sae 'Fine'; valid choices: 'coarse', 'fine'"),
+    ("against-typo", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        'against = "near_miss"', 'against = "nearmiss"', 1))],
+     "against 'nearmiss'; valid choices: 'near_miss', 'neutral'"),
+    ("selectivity-out-of-range", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        "min_selectivity = 0.9", "min_selectivity = 55", 1))],
+     "min_selectivity = 55 is out of range; valid: [0.0, 1.0]"),
+    ("steering-key-typo", lambda t: ["--profile", profile_with(t, "kl_budget = 0.5", "kl_budgt = 0.5")],
+     "unknown key in [steering] 'kl_budgt'; valid choices:"),
+    ("anchors-syntax", lambda t: ["--profile", profile_with(t, "", "", anchors="[anchors\ncoarse = 1")],
+     "smollm2-135m.anchors.toml: not valid TOML"),
+    ("hook-differs-from-sae", lambda t: ["--profile", profile_with(t, 'hook = "blocks.14.hook_resid_post"',
+                                                                   'hook = "blocks.10.hook_resid_post"')],
+     "hook_name 'blocks.14.hook_resid_post' differs from model.hook 'blocks.10.hook_resid_post'"),
+    ("sae-d-in-differs", lambda t: ["--profile", broken_sae(t, cfg_edit=('"d_in": 576', '"d_in": 512'))],
+     "d_in 512 differs from model.d_model 576"),
+    ("sae-truncated", lambda t: ["--profile", broken_sae(t, truncate=True)],
+     "sae_weights.safetensors: truncated or padded"),
+    ("prompts-missing", lambda t: ["--concept-prompts", str(t / "nope.jsonl")], "nope.jsonl' does not exist"),
+    ("prompts-empty", lambda t: ["--concept-prompts", write(t, "empty.jsonl", "")], "holds no prompts"),
+    ("prompts-not-utf8", lambda t: ["--concept-prompts", write(t, "latin.jsonl", b'{"text": "caf\xe9"}\n')],
+     "is not UTF-8 text"),
+    ("prompts-bad-json", lambda t: ["--concept-prompts", write(t, "bad.jsonl", '{"id": 1\n')],
+     "bad.jsonl:1 is not valid JSON"),
+    ("prompts-duplicate", lambda t: ["--concept-prompts", write(t, "dup.jsonl", f"{CONCEPT_LINE}\n{CONCEPT_LINE}\n")],
+     "dup.jsonl:2 repeats id 'c-x'"),
+    ("neutral-mentions-concept", lambda t: ["--neutral-prompts", neutral_with_concept(t)],
+     "neutral prompt 'n-copied' (neutral.jsonl) mentions the concept (paris, eiffel)"),
+    ("baseline-not-json", lambda t: ["--baseline", write(t, "claims.json", "not json")], "is not a claims ledger"),
+    ("baseline-other-profile", lambda t: ["--baseline", other_profile_ledger(t)],
+     "comes from another profile/model/hook"),
+    ("html-is-a-file", lambda t: ["--html", write(t, "report.html", "")], "is a file; give a folder"),
+    ("unknown-profile", lambda t: ["--profile", "gemma-3"], "unknown profile 'gemma-3'; valid choices"),
+]
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    pytester.makeconftest('pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]')
+    shutil.copytree(REPO_ROOT / "claims", pytester.path / "claims")
+    html = pytester.path / "reports"
+    html.mkdir()
+    (html / "index.html").write_text("the previous report")
+    return pytester, html
+
+
+@pytest.mark.parametrize(("build", "expected"), [c[1:] for c in USAGE_CASES], ids=[c[0] for c in USAGE_CASES])
+def test_bad_input_is_one_usage_error_before_any_model_loads(suite, tmp_path, build, expected):
+    pytester, html = suite
+    args = build(tmp_path)
+    if "--html" not in args:
+        args += ["--html", str(html)]
+    result = pytester.runpytest_subprocess("claims", *args, "-p", "no:cacheprovider", timeout=120)
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    assert len(errors) == 1 and expected in errors[0], result.errlines
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert (html / "index.html").read_text() == "the previous report" and not (html / "claims.json").exists()
+
+
+def test_setup_failure_stops_once_with_exit_6(suite, tmp_path, monkeypatch):
+    """A model that cannot be loaded (not in the cache, hub offline): one message, exit 6, report untouched."""
+    pytester, html = suite
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SAE_CLAIMS_CACHE", str(tmp_path / "cache"))
+    profile = profile_with(tmp_path, 'source = "smollm2-gguf"', 'source = "huggingface"\nhf_id = "no-org/no-model"')
+    result = pytester.runpytest_subprocess("claims", "--profile", profile, "--html", str(html), "-p",
+                                           "no:cacheprovider", timeout=300)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == 6, output[-3000:]
+    assert output.count("not in the local Hugging Face cache") <= 2  # the exit line and the summary, once each
+    assert "setup failed while loading" in output and "Traceback" not in output
+    assert (html / "index.html").read_text() == "the previous report" and not (html / "claims.json").exists()
+
+
+def test_environment_profile_beats_the_ini_setting(suite):
+    """Documented precedence: --profile > $SAE_CLAIMS_PROFILE > ini claims_profile > default."""
+    import subprocess
+
+    pytester, _ = suite
+    env = dict(os.environ, SAE_CLAIMS_PROFILE="no-such-profile", PYTHONPATH=str(REPO_ROOT))
+    done = subprocess.run([sys.executable, "-m", "pytest", "claims", "--co", "-q", "-p", "no:cacheprovider",
+                           "-o", "claims_profile=smollm2-135m"], cwd=pytester.path, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 4
+    assert "unknown profile 'no-such-profile'" in done.stderr
+
+
+def test_header_names_the_profile_and_its_source(suite):
+    pytester, _ = suite
+    result = pytester.runpytest_subprocess("claims", "--co", "-p", "no:cacheprovider", "--profile",
+                                           "smollm2-135m", timeout=120)
+    result.stdout.fnmatch_lines(["claims profile: smollm2-135m (from --profile; *smollm2-135m.toml)"])
