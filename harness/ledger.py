@@ -18,6 +18,13 @@ from pydantic import BaseModel, Field, model_validator
 from harness.paths import REPO_ROOT, atomic_write_text
 
 SCHEMA_VERSION = "2"
+# The order claims are listed in (ledger, report, verdict reason); unknown families sort last.
+FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
+                "sub_features", "empty_top_left", "steering"]
+
+
+def claim_order(record) -> tuple:
+    return (FAMILY_ORDER.index(record.family) if record.family in FAMILY_ORDER else 99, record.id)
 
 
 class Effect(BaseModel):

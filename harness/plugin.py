@@ -219,7 +219,9 @@ class ClaimsSession:
                     statistic=None, threshold=None, passed=False, verdict="not evaluated",
                     reason="not run in this session (deselected with -k, stopped by -x or -m, or no module in "
                            f"claims/ for family {spec.family!r})")
-        return list(records.values()), partial
+        from harness.ledger import claim_order
+
+        return sorted(records.values(), key=claim_order), partial
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -113,13 +113,19 @@ def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool 
 
 
 def check_output_dir(out: Path) -> None:
-    """--html must name a folder we can write (created if missing)."""
+    """--html must name a folder we can write; nothing is created here (a failed run leaves no trace)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--html {str(out)!r} is a file; give a folder (claims.json and index.html go inside)")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--html {str(out)!r} cannot be created: {str(existing)!r} is a file")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"--html {str(out)!r} is not a writable folder ({exc.strerror})") from exc
+        raise ConfigError(f"--html {str(out)!r} is not writable ({exc.strerror} in {str(existing)!r})") from exc

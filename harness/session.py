@@ -18,7 +18,7 @@ import numpy as np
 from harness.analysis import Analysis
 from harness.config import Profile
 from harness.features import cached_feature_tables, decoder_directions, load_sae, sae_hash
-from harness.ledger import ClaimRecord, Ledger, SaeRecord, decide_verdict, git_commit, new_run_id
+from harness.ledger import ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, git_commit, new_run_id
 from harness.model import load_model, resolve_device
 from harness.prompts import load_prompt_sets
 
@@ -49,8 +49,6 @@ def _valid_study(path: Path) -> dict | None:
     return study if finite(study["per_prompt"]) else None
 
 
-FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
-                "sub_features", "empty_top_left", "steering"]
 
 
 @dataclass
@@ -248,8 +246,7 @@ class ClaimsRun:
                 versions[name] = "not installed"
         from harness import __version__
         versions["harness"] = __version__
-        claims = sorted(self.records.values(), key=lambda c: (FAMILY_ORDER.index(c.family)
-                                                               if c.family in FAMILY_ORDER else 99, c.id))
+        claims = sorted(self.records.values(), key=claim_order)
         verdict, reason = decide_verdict(claims)
         try:
             tables = self.report_tables()

@@ -71,3 +71,36 @@ def test_unknown_profile_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("claims", "--profile", "gemma-3", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown profile 'gemma-3'; valid choices: *'smollm2-135m'*"])
+
+
+def test_partial_run_is_never_go(pytester):
+    """-k selects the gate and one family: every selected claim holds, yet the run is partial: NO-GO, exit 1."""
+    make_suite(pytester, effect=True)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q", "-k",
+                                           "go_gate or sparsity")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["NO-GO: partial run: *not evaluated*"])
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    assert ledger["verdict"] == "NO-GO" and ledger["partial"] and ledger["exit_status"] == 1
+    not_run = [c for c in ledger["claims"] if c["verdict"] == "not evaluated"]
+    assert {c["family"] for c in not_run} >= {"selectivity", "geometry", "sub_features"}
+    assert "partial run" in (pytester.path / "out" / "index.html").read_text()
+
+
+def test_a_failed_load_stops_the_session_once(pytester):
+    """The planted world whose analysis cannot be built: exit 6, one message, no report written."""
+    pytester.makeconftest(CONFTEST.format(effect=True) + """
+    from harness.errors import MissingResourceError
+    def broken():
+        raise MissingResourceError("SAE weights are truncated")
+    type(run).analysis = property(lambda self: broken())
+    run.__dict__.pop("analysis", None)
+""")
+    claims = pytester.mkdir("claims")
+    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
+        shutil.copy(module, claims / module.name)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 6
+    output = result.stdout.str()
+    assert output.count("SAE weights are truncated") <= 2 and "SETUP FAILED (exit 6)" in output
+    assert not (pytester.path / "out").exists()
