@@ -70,7 +70,15 @@ def cmd_discover(args) -> int:
     from harness.discovery import write_discovery
     from harness.session import ClaimsRun
 
-    profile = load_profile(args.profile)
+    from harness.config import with_overrides
+    from harness.preflight import preflight
+
+    def absolute(value):
+        return str(Path(value).resolve()) if value else None
+
+    profile = with_overrides(load_profile(args.profile), concept=absolute(args.concept_prompts),
+                             neutral=absolute(args.neutral_prompts), near_miss=absolute(args.near_miss_prompts))
+    preflight(profile)  # bad prompt files or SAE folders fail here, before the model loads
     path, found = write_discovery(ClaimsRun(profile))
     print(json.dumps({"written": path, "anchors": found["anchors"], "loud": found["loud"],
                       "discovery_table": found["discovery_table"]}, indent=2))
@@ -80,9 +88,21 @@ def cmd_discover(args) -> int:
 def cmd_report(args) -> int:
     from harness.report import render_report
 
+    from pydantic import ValidationError
+
+    from harness.ledger import read_ledger
+
     ledger = Path(args.ledger)
-    if not ledger.is_file():
-        raise HarnessError(f"ledger {str(ledger)!r} does not exist")
+    for what, path in (("ledger", ledger), ("--baseline", Path(args.baseline) if args.baseline else None)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise HarnessError(f"{what} {str(path)!r} does not exist")
+        try:
+            read_ledger(path)
+        except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HarnessError(f"{what} {str(path)!r} is not a claims ledger ({first})") from exc
     out = Path(args.out) if args.out else ledger.with_name("index.html")
     render_report(ledger, out, baseline=args.baseline)
     print(out)
@@ -134,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     discover = sub.add_parser("discover", help="pick anchors on the discovery half; write them as pre-registered claims")
     _profile_arg(discover)
+    for name in ("concept", "neutral", "near-miss"):
+        discover.add_argument(f"--{name}-prompts", default=None, metavar="FILE",
+                              help=f"JSONL of {name} prompts instead of the profile's (as for pytest claims/)")
     discover.set_defaults(func=cmd_discover)
 
     report = sub.add_parser("report", help="re-render a claims.json into HTML without running anything")
