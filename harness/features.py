@@ -311,6 +311,10 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
     if tables is not None:
         tables.meta["cache"] = "hit"
         return tables
+    if path.is_file():
+        import warnings
+
+        warnings.warn(f"feature-table cache {path} is unreadable or incomplete: rebuilding it", stacklevel=2)
     tables = compute_feature_tables(model_loader(), sae_loader(), profile, prompt_sets, progress=progress)
     tables.key = key
     tables.meta.update({"sae_hashes": hashes, "prompt_hashes": prompt_sets.hashes(), "path": str(path)})

@@ -32,6 +32,7 @@ SETUP_FAILED_KEY = pytest.StashKey[str]()
 EXIT_SETUP_FAILED = 6
 RECORD_KEY = pytest.StashKey[ClaimRecord]()
 PROPERTY = "claim_record"
+STEERING_PROPERTY = "claims_steering"  # the steering study's summary, carried to the xdist controller
 DEFAULT_PROFILE = "smollm2-135m"
 PROFILE_ENV = "SAE_CLAIMS_PROFILE"
 
@@ -179,6 +180,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                              statistic_name="error", statistic=None, threshold=None, passed=False,
                              verdict="not evaluated",
                              reason=f"could not be evaluated: {message.splitlines()[0][:300] if message else 'error'}")
+    if "steering_study" in getattr(item, "fixturenames", ()) and RUN_KEY in item.config.stash:
+        summary = item.config.stash[RUN_KEY].steering_for_ledger()
+        if summary:
+            import json
+
+            report.user_properties.append((STEERING_PROPERTY, json.dumps(summary, default=float)))
     if record is not None:
         update = {"duration_s": round(report.duration, 3), "nodeid": item.nodeid}
         if report.failed and record.verdict == "held":  # the test body failed after recording a held claim
@@ -196,6 +203,7 @@ class ClaimsSession:
         self.config = config
         self.records: dict[str, ClaimRecord] = {}
         self.collected_claims = 0
+        self.steering: dict = {}  # from a worker's report under xdist
         self.summary: tuple | None = None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -206,6 +214,10 @@ class ClaimsSession:
             if name == PROPERTY:
                 record = ClaimRecord.model_validate_json(value)
                 self.records[record.id] = record
+            elif name == STEERING_PROPERTY:
+                import json
+
+                self.steering = json.loads(value)
 
     def declared_records(self) -> tuple[list[ClaimRecord], bool]:
         """A record for every declared claim: those not run in this session are 'not evaluated'."""
@@ -251,7 +263,8 @@ class ClaimsSession:
             run = get_run(self.config)
             for record in records:
                 run.record(record)
-            ledger = run.ledger(exit_status=int(session.exitstatus), steering=run.steering_for_ledger())
+            ledger = run.ledger(exit_status=int(session.exitstatus),
+                                steering=run.steering_for_ledger() or self.steering)
             ledger = ledger.model_copy(update={"partial": partial, "verdict_reason": reason,
                                                "profile_source": self.config.stash.get(SOURCE_KEY, "")})
             baseline = self.config.getoption("claims_baseline")

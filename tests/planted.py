@@ -148,3 +148,32 @@ def claims_run(*, effect: bool = True) -> ClaimsRun:
     run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions,
                                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     return run
+
+
+STEERING_CLAIMS = [("steering", "anchor-beats-random", {"kind": "beats_random"}),
+                   ("steering", "anchor-specificity", {"kind": "specificity"})]
+
+
+def steering_study(n: int = 40, seed: int = 0) -> dict:
+    """A steering study's results as `steering_study` returns them, with a planted concept shift."""
+    rng = np.random.default_rng(seed)
+    shift = rng.normal(0.6, 0.3, n)
+    return {
+        "directions": [{"kind": "anchor", "name": f"coarse-{ANCHOR}"}, {"kind": "random", "name": "random-0"}],
+        "chosen_alpha": {f"coarse-{ANCHOR}": 0.2, "random-0": 0.2},
+        "per_prompt": {f"coarse-{ANCHOR}": {"shift": shift.tolist(), "other_shift": (shift - 0.4).tolist(),
+                                            "kl": [0.3] * n}},
+        "random_same_alpha_shift": rng.normal(0.0, 0.2, n).tolist(),
+        "dose_response": {f"coarse-{ANCHOR}": {"alpha": [0.1, 0.2], "concept_shift": [0.3, 0.6], "kl": [0.1, 0.3]}},
+        "examples": [],
+    }
+
+
+def claims_run_with_steering(*, effect: bool = True) -> ClaimsRun:
+    run = claims_run(effect=effect)
+    extra = tuple(ClaimSpec(family=f, name=n, statement=f"planted {f} {n}", params=p) for f, n, p in STEERING_CLAIMS)
+    run.profile = dataclasses.replace(run.profile, claims=run.profile.claims + extra)
+    run.__dict__["steering_results"] = steering_study()
+    run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions,
+                                              decoder_norms=run.decoder_norms, sae_info=run.sae_info)
+    return run

@@ -121,3 +121,46 @@ def test_baseline_anchors_are_remapped_into_a_changed_sae(tmp_path, ledger):
     moved = rows[("fine", 10)]
     assert moved["new"] == int(np.flatnonzero(order == 10)[0]) and moved["cosine"] > 0.999
     assert rows[("coarse", planted.ANCHOR)]["same_id"]
+
+
+# ---------------------------------------------------------------- writes that cannot lose a run
+def test_outputs_are_staged_and_runs_keep_their_full_id(tmp_path):
+    from harness.session import write_outputs
+
+    run = planted.claims_run()
+    for spec in run.profile.claims:
+        run.record(evaluate(spec, run.analysis))
+    first, second = run.ledger(), run.ledger()
+    assert first.run_id != second.run_id  # two runs in the same second still get two folders
+    for ledger in (first, second):
+        write_outputs(ledger, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        f"{ledger.run_id}-{ledger.profile}" for ledger in (first, second))
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # no temp file or folder left
+    assert json.loads((tmp_path / "claims.json").read_text())["run_id"] == second.run_id
+
+
+def test_stale_temp_folders_are_cleaned_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    from harness.paths import clean_stale_temp
+
+    stale, fresh = tmp_path / ".model.tmp-abc", tmp_path / ".model.tmp-def"
+    stale.mkdir()
+    fresh.mkdir()
+    (tmp_path / "model").mkdir()
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert clean_stale_temp(tmp_path) == [stale]
+    assert fresh.exists() and (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("content", ["{}", '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [NaN]}}}',
+                                     "not json", '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [1.0]}}}'])
+def test_steering_cache_is_validated_on_read(tmp_path, content):
+    from harness.session import _valid_study
+
+    path = tmp_path / "steering.json"
+    path.write_text(content)
+    assert (_valid_study(path) is not None) == content.endswith("[1.0]}}}")

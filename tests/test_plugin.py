@@ -104,3 +104,36 @@ def test_a_failed_load_stops_the_session_once(pytester):
     output = result.stdout.str()
     assert output.count("SAE weights are truncated") <= 2 and "SETUP FAILED (exit 6)" in output
     assert not (pytester.path / "out").exists()
+
+
+XDIST_CONFTEST = """
+import pytest
+from harness.plugin import PROFILE_KEY, RUN_KEY
+from tests import planted
+
+pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]
+
+def pytest_configure(config):
+    run = planted.claims_run_with_steering(effect=True)
+    config.stash[PROFILE_KEY] = run.profile
+    config.stash[RUN_KEY] = run
+"""
+
+
+def test_xdist_ledger_equals_the_serial_one(pytester):
+    """Two workers: the controller's ledger (claims, verdict, steering section) equals a serial run's."""
+    pytester.makeconftest(XDIST_CONFTEST)
+    claims = pytester.mkdir("claims")
+    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
+        shutil.copy(module, claims / module.name)
+    serial = pytester.runpytest_subprocess("claims", "--html=serial", "-p", "no:cacheprovider", "-q")
+    parallel = pytester.runpytest_subprocess("claims", "--html=parallel", "-p", "no:cacheprovider", "-q", "-n", "2")
+    assert serial.ret == parallel.ret == 0, parallel.stdout.str()[-2000:]
+
+    def essence(folder):
+        ledger = json.loads((pytester.path / folder / "claims.json").read_text())
+        claims = {c["id"]: (c["verdict"], c["statistic"], c["p_value"], c["reason"]) for c in ledger["claims"]}
+        return ledger["verdict"], ledger["partial"], claims, ledger["steering"]
+
+    assert essence("serial") == essence("parallel")
+    assert essence("parallel")[3]["dose_response"]  # the steering section reached the controller
