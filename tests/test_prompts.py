@@ -79,3 +79,17 @@ def test_no_evaluation_prompt_in_training_text(sets):
     leaked = [p.id for p in sets.all() if p.text.lower() in corpus]
     assert leaked == []
     assert info["paragraphs"] > 10_000
+
+
+def test_a_truncated_prompt_warns_with_its_id():
+    from harness.features import warn_truncated
+    from harness.prompts import Prompt
+
+    class Words:  # a tokenizer that makes one token per word
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": text.split()}
+
+    long = Prompt(id="p-long", text="word " * 80, set="concept", facet="x")
+    short = Prompt(id="p-short", text="a short one", set="concept", facet="x")
+    with pytest.warns(UserWarning, match=r"prompt 'p-long' has 81 tokens; only the first 64 are read"):
+        warn_truncated(Words(), [long, short], 64)
