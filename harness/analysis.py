@@ -381,7 +381,8 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
     if guard < low:
         low = guard
         notes.append(f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, "
-                     f"up to {rate_o:.3f})")
+                     f"up to {rate_o:.3f}, at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} "
+                     "mean firing magnitude)")
     if not fires_c.size:
         rate_c = float(clopper_pearson(0, concept.size, level=level)[1])
         high = max(high, float(selectivity(rate_c * float(fires_o.mean()), other.mean())))
