@@ -341,11 +341,15 @@ class Analysis:
         column = self.acts(role)[:, feature]
         return {name: column[self.group(name)].round(4).tolist() for name in ("concept", "neutral", "near_miss")}
 
-    def top_prompts(self, role: str, feature: int, prompt_texts: dict[str, str], n: int = 5) -> list[dict]:
+    def top_prompts(self, role: str, feature: int, prompt_texts: dict[str, str], n: int = 5,
+                    prompt_meta: dict[str, dict] | None = None) -> list[dict]:
+        """The prompts the feature fires hardest on, with the researcher's own fields beside them."""
         column = self.acts(role)[:, feature]
         order = np.argsort(-column)[:n]
+        meta = prompt_meta or {}
         return [{"id": self.tables.prompt_ids[i], "set": self.tables.prompt_sets[i],
-                 "text": prompt_texts.get(self.tables.prompt_ids[i], ""), "activation": float(column[i])}
+                 "text": prompt_texts.get(self.tables.prompt_ids[i], ""), "activation": float(column[i]),
+                 "meta": meta.get(self.tables.prompt_ids[i], {})}
                 for i in order if column[i] > 0]
 
 

@@ -1,7 +1,10 @@
-"""Prompt sets: JSONL with facet labels, validated, hashed, split by facet.
+"""Prompt sets: validated, hashed, split by facet.
 
-One record per line: {"id", "text", "set", "facet", "country"}; `set` is one of
-concept / neutral / near_miss. Users can bring their own files in the same format.
+A prompt file is JSONL or plain text. JSONL: one object per line; only `text` is required.
+`id` defaults to the file's stem and line number, `set` comes from the file's role (concept /
+neutral / near_miss; a record that names another set is an error), `facet` is optional, and any
+other fields are kept as metadata (shown beside top-activating prompts). A `.txt` file holds one
+prompt per line. Duplicates within or across sets are errors.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from harness.config import Profile
 from harness.errors import ConfigError, choices_error
 
 PROMPT_SETS = ("concept", "neutral", "near_miss")
-REQUIRED_KEYS = ("id", "text", "set", "facet")
-OPTIONAL_KEYS = ("country",)
+KNOWN_KEYS = ("id", "text", "set", "facet", "country")
 
 # Words that mark a text as being about France; neutral and near-miss prompts must have none.
 FRANCE_WORDS = (
@@ -35,12 +37,37 @@ class Prompt:
     id: str
     text: str
     set: str
-    facet: str
+    facet: str = ""
     country: str = ""
+    meta: tuple[tuple[str, str], ...] = ()  # the researcher's own fields, kept as (key, JSON value)
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        return {k: json.loads(v) for k, v in self.meta}
+
+
+def _records(path: Path, content: str):
+    """(line number, record dict) per non-empty line, for JSONL or plain text."""
+    plain = path.suffix.lower() == ".txt"
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if plain:
+            yield number, {"text": line}
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path.name}:{number} is not valid JSON: {exc} (a .txt file holds one prompt per "
+                              "line)") from exc
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path.name}:{number} must be a JSON object with a \"text\", got "
+                              f"{type(record).__name__}")
+        yield number, record
 
 
 def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
-    """Read and validate one JSONL prompt file; every problem names the line and the value."""
+    """Read and validate one prompt file (JSONL or .txt); every problem names the line and the value."""
     if expected_set not in PROMPT_SETS:
         raise choices_error("prompt set", expected_set, PROMPT_SETS)
     path = Path(path)
@@ -50,42 +77,32 @@ def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
     seen_ids: set[str] = set()
     seen_texts: set[str] = set()
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     except UnicodeDecodeError as exc:
         raise ConfigError(f"prompt file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:
         raise ConfigError(f"prompt file {str(path)!r} cannot be read: {exc.strerror}") from exc
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, record in _records(path, content):
         where = f"{path.name}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where} is not valid JSON: {exc}") from exc
-        if not isinstance(record, dict):
-            raise ConfigError(f"{where} must be a JSON object, got {type(record).__name__}")
-        for key in record:
-            if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
-                raise choices_error(f"key at {where}", key, REQUIRED_KEYS + OPTIONAL_KEYS)
-        missing = [k for k in REQUIRED_KEYS if k not in record]
-        if missing:
-            raise ConfigError(f"{where} is missing keys {missing}")
-        if record["set"] != expected_set:
-            raise ConfigError(f"{where} has set {record['set']!r}; this file is for {expected_set!r}")
+        if "text" not in record:
+            raise ConfigError(f"{where} has no \"text\" (keys: {sorted(record)})")
         if not isinstance(record["text"], str):
             raise ConfigError(f"{where} has a text that is not a string: {record['text']!r}")
+        if record.get("set", expected_set) != expected_set:
+            raise ConfigError(f"{where} has set {record['set']!r}; this file is for {expected_set!r}")
         text = record["text"].strip()
         if not text:
             raise ConfigError(f"{where} has an empty text")
-        if record["id"] in seen_ids:
-            raise ConfigError(f"{where} repeats id {record['id']!r}")
+        prompt_id = str(record.get("id", f"{path.stem}-{number}"))
+        if prompt_id in seen_ids:
+            raise ConfigError(f"{where} repeats id {prompt_id!r}")
         if text.lower() in seen_texts:
             raise ConfigError(f"{where} repeats the text {text!r}")
-        seen_ids.add(record["id"])
+        seen_ids.add(prompt_id)
         seen_texts.add(text.lower())
-        prompts.append(Prompt(id=str(record["id"]), text=text, set=expected_set,
-                              facet=str(record["facet"]), country=str(record.get("country", ""))))
+        meta = tuple((k, json.dumps(v, ensure_ascii=False)) for k, v in record.items() if k not in KNOWN_KEYS)
+        prompts.append(Prompt(id=prompt_id, text=text, set=expected_set, facet=str(record.get("facet", "")),
+                              country=str(record.get("country", "")), meta=meta))
     if not prompts:
         raise ConfigError(f"prompt file {str(path)!r} holds no prompts")
     return prompts

@@ -169,18 +169,20 @@ class ClaimsRun:
         a = self.analysis
         anchors = self.profile.anchors
         texts = {p.id: p.text for p in self.prompt_sets.all()}
+        metas = {p.id: p.metadata for p in self.prompt_sets.all() if p.meta}
         coarse = [int(c) for c in anchors.coarse]
         tables: dict = {
             "anchors": {"coarse": coarse, "fine": [int(f) for f in anchors.fine], "source": anchors.source,
                         "registered_on": anchors.registered_on, "split": anchors.split},
             "ranked_features": {role: a.ranked_features(role) for role in ("coarse", "fine")},
             "distributions": {f"coarse-{c}": a.distributions("coarse", c) for c in coarse},
-            "top_prompts": {f"coarse-{c}": a.top_prompts("coarse", c, texts) for c in coarse},
+            "top_prompts": {f"coarse-{c}": a.top_prompts("coarse", c, texts, prompt_meta=metas) for c in coarse},
             "quality": self.quality,
             "l0": {role: a.tables.l0(role, a.evaluation_rows()) for role in ("coarse", "fine")},
         }
         tables["distributions"].update({f"fine-{f}": a.distributions("fine", f) for f in anchors.fine})
-        tables["top_prompts"].update({f"fine-{f}": a.top_prompts("fine", f, texts) for f in anchors.fine})
+        tables["top_prompts"].update({f"fine-{f}": a.top_prompts("fine", f, texts, prompt_meta=metas)
+                                      for f in anchors.fine})
         if coarse:
             tables["cosine_heatmap"] = a.cosine_heatmap(coarse)
             tables["pairs"] = a.pair_table()

@@ -55,8 +55,8 @@ def test_split_is_seeded_and_stratified(sets):
 
 def test_bad_prompt_files_are_named(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"id": "a", "text": "x", "set": "concept", "facet": "f", "mood": 1}) + "\n")
-    with pytest.raises(ConfigError, match=r"unknown key at mine.jsonl:1 'mood'; valid choices: .*'text'"):
+    path.write_text(json.dumps({"id": "a", "set": "concept"}) + "\n")
+    with pytest.raises(ConfigError, match=r"mine.jsonl:1 has no \"text\" \(keys: \['id', 'set'\]\)"):
         load_prompt_file(path, "concept")
     path.write_text(json.dumps({"id": "a", "text": "x", "set": "neutral", "facet": "f"}) + "\n")
     with pytest.raises(ConfigError, match=r"mine.jsonl:1 has set 'neutral'; this file is for 'concept'"):
@@ -93,3 +93,17 @@ def test_a_truncated_prompt_warns_with_its_id():
     short = Prompt(id="p-short", text="a short one", set="concept", facet="x")
     with pytest.warns(UserWarning, match=r"prompt 'p-long' has 81 tokens; only the first 64 are read"):
         warn_truncated(Words(), [long, short], 64)
+
+
+def test_bring_your_own_prompts_in_plain_formats(tmp_path):
+    """A .txt file (one prompt per line) or JSONL where only `text` is required; own fields kept."""
+    txt = tmp_path / "mine.txt"
+    txt.write_text("\ufeffWhat do people eat in Lyon?\n\nTell me about the Loire valley.\r\n")
+    prompts = load_prompt_file(txt, "concept")
+    assert [(p.id, p.text, p.set, p.facet) for p in prompts] == [
+        ("mine-1", "What do people eat in Lyon?", "concept", ""), ("mine-3", "Tell me about the Loire valley.",
+                                                                   "concept", "")]
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text(json.dumps({"text": "Bonjour", "source": "survey", "rating": 4}) + "\n")
+    (prompt,) = load_prompt_file(jsonl, "concept")
+    assert prompt.id == "mine-1" and prompt.metadata == {"source": "survey", "rating": 4}
