@@ -104,8 +104,22 @@ def guarded_setup(config: pytest.Config, what: str, load):
     """
     if SETUP_FAILED_KEY in config.stash:
         pytest.exit(config.stash[SETUP_FAILED_KEY], returncode=EXIT_SETUP_FAILED)
+    import contextlib
+    import sys
+    import time
+
+    # Long steps (model conversion, activation capture, the steering study) draw progress bars; show
+    # them on the terminal despite pytest's capture, and say how long each step took.
+    capture = config.pluginmanager.getplugin("capturemanager")
+    visible = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
     try:
-        return load()
+        with visible:
+            start = time.perf_counter()
+            value = load()
+            elapsed = time.perf_counter() - start
+            if elapsed > 2:
+                print(f"[claims] {what}: ready in {elapsed:.1f} s", file=sys.stderr, flush=True)
+        return value
     except Exception as exc:  # noqa: BLE001 - loading fails in many ways; each is one setup failure
         first = str(exc).splitlines()[0] if str(exc) else ""
         message = f"setup failed while loading {what}: {type(exc).__name__}: {first}"
