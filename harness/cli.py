@@ -76,7 +76,7 @@ def cmd_discover(args) -> int:
     def absolute(value):
         return str(Path(value).resolve()) if value else None
 
-    profile = with_overrides(load_profile(args.profile), concept=absolute(args.concept_prompts),
+    profile = with_overrides(load_profile(args.profile, require_anchors=False), concept=absolute(args.concept_prompts),
                              neutral=absolute(args.neutral_prompts), near_miss=absolute(args.near_miss_prompts))
     preflight(profile)  # bad prompt files or SAE folders fail here, before the model loads
     path, found = write_discovery(ClaimsRun(profile))

@@ -164,6 +164,8 @@ class PromptsConfig:
     concept_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.split_seed < 0:
+            raise ConfigError(f"prompts.split_seed {self.split_seed} must be >= 0")
         words = self.concept_words
         if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
             raise ConfigError(f"prompts.concept_words = {words!r} must be a list of non-empty strings")
@@ -193,6 +195,15 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        if self.seed < 0:
+            raise ConfigError(f"analysis.seed {self.seed} must be >= 0")
+        if self.bootstrap < 99:
+            raise ConfigError(f"analysis.bootstrap {self.bootstrap} is too few; use >= 99")
+        if self.min_group_size < 2:
+            raise ConfigError(f"analysis.min_group_size {self.min_group_size} must be >= 2")
+        if self.batch_size < 1 or self.top_fine_matches < 0:
+            raise ConfigError(f"analysis.batch_size {self.batch_size} must be >= 1 and analysis.top_fine_matches "
+                              f"{self.top_fine_matches} >= 0")
         if self.min_firing_prompts < 2:
             raise ConfigError(f"analysis.min_firing_prompts {self.min_firing_prompts} must be >= 2")
         if self.null_directions < 99:
@@ -360,6 +371,8 @@ def available_profiles() -> list[str]:
 
 def profile_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
+    if candidate.is_dir():
+        raise ConfigError(f"profile {name_or_path!r} is a folder; give a profile name or a .toml file")
     if candidate.suffix == ".toml":
         if not candidate.is_file():
             raise ConfigError(f"profile file {str(candidate)!r} does not exist")
@@ -374,17 +387,19 @@ def anchors_path(profile_file: Path) -> Path:
     return profile_file.with_name(profile_file.stem + ".anchors.toml")
 
 
-def load_profile(name_or_path: str) -> Profile:
+def load_profile(name_or_path: str, *, require_anchors: bool = True) -> Profile:
     """Load and validate a profile by name (fixtures/profiles/NAME.toml) or path.
 
-    Every problem is one ConfigError that starts with the file it is in.
+    Every problem is one ConfigError that starts with the file it is in. `require_anchors=False`
+    (for `discover`, which writes them) accepts a profile whose gate and steering claims have no
+    anchors yet.
     """
     path = profile_path(name_or_path)
     try:
-        return _load_profile(path)
+        return _load_profile(path, require_anchors=require_anchors)
     except ConfigError as exc:
         message = str(exc)
-        if message.startswith(str(path)) or ".anchors.toml" in message.split(":")[0]:
+        if message.startswith(str(path)) or ".anchors.toml" in message.split(": ")[0]:
             raise
         raise ConfigError(f"{path}: {message}") from exc
 
@@ -398,7 +413,7 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot be read ({exc})") from exc
 
 
-def _load_profile(path: Path) -> Profile:
+def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     data = _read_toml(path)
     top = {"name", "description", "model", "saes", "prompts", "analysis", "anchors", "claims",
            "steering", "discovery"}
@@ -430,12 +445,16 @@ def _load_profile(path: Path) -> Profile:
             raise ConfigError(f"{side_file}: [anchors] must be a table") from exc
         claim_tables += [(side_file, index, raw) for index, raw in enumerate(side.get("claims", []))]
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
-    anchors = _build(Anchors, "anchors", anchors_data)
-    for role in SAE_ROLES:
-        for feature in getattr(anchors, role):
-            if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < saes[role].d_sae:
-                raise ConfigError(f"anchors.{role} id {feature!r} is not a feature of the {role} SAE; "
-                                  f"valid: 0..{saes[role].d_sae - 1}")
+    anchors_file = side_file if side_file.is_file() and "anchors" in _read_toml(side_file) else path
+    try:
+        anchors = _build(Anchors, "anchors", anchors_data)
+        for role in SAE_ROLES:
+            for feature in getattr(anchors, role):
+                if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < saes[role].d_sae:
+                    raise ConfigError(f"anchors.{role} id {feature!r} is not a feature of the {role} SAE; "
+                                      f"valid: 0..{saes[role].d_sae - 1}")
+    except ConfigError as exc:
+        raise ConfigError(f"{anchors_file}: {exc}") from exc
 
     claims = []
     seen: set[str] = set()
@@ -478,6 +497,11 @@ def _load_profile(path: Path) -> Profile:
     )
     if profile.name != path.stem and path.parent == PROFILES_DIR:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
+    needs_anchors = sorted({c.family for c in claims} & {"go_gate", "steering"})
+    if require_anchors and needs_anchors and not anchors.coarse:
+        raise ConfigError(f"claims of families {needs_anchors} need coarse anchors, and the profile has none (no "
+                          f"[anchors] and no {side_file.name} beside it); run `python -m harness discover --profile "
+                          f"{path}` or declare [anchors]")
     return profile
 
 

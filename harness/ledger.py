@@ -180,7 +180,9 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
         row = {"id": claim_id, "before": before.statistic, "after": after.statistic,
                "passed_before": before.passed, "passed_after": after.passed,
                "verdict_before": before.verdict, "verdict_after": after.verdict}
-        if before.verdict != after.verdict:
+        # A schema-1 baseline knew only held / failed: compare on that, or every failure would "flip".
+        changed = (before.passed != after.passed) if baseline.schema_version == "1" else (before.verdict != after.verdict)
+        if changed:
             flipped.append(row)
         elif _moved_beyond_interval(before, after):
             moved.append(row)
@@ -188,7 +190,8 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
             unchanged.append(claim_id)
     return {
         "baseline_run_id": baseline.run_id, "baseline_created_at": baseline.created_at,
-        "baseline_verdict": baseline.verdict, "flipped": flipped, "moved": moved,
+        "baseline_verdict": baseline.verdict, "baseline_schema": baseline.schema_version, "flipped": flipped,
+        "moved": moved,
         "unchanged": unchanged, "only_in_baseline": sorted(set(old) - set(new)),
         "only_in_current": sorted(set(new) - set(old)),
         "sae_changed": {role: current.saes[role].hash != baseline.saes[role].hash

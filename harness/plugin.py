@@ -74,6 +74,11 @@ def get_profile(config: pytest.Config):
         def absolute(value):
             return str(Path(value).resolve()) if value else None
         name, source = _profile_name(config)
+        seed, permutations = config.getoption("claims_seed"), config.getoption("claims_permutations")
+        if seed is not None and seed < 0:
+            raise pytest.UsageError(f"--claims-seed {seed} must be >= 0")
+        if permutations is not None and permutations < 99:
+            raise pytest.UsageError(f"--claims-permutations {permutations} is too few; use >= 99")
         try:
             profile = with_overrides(
                 load_profile(name),

@@ -105,6 +105,8 @@ def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool 
     from harness.ledger import read_ledger
 
     path = Path(baseline)
+    if path.is_dir():
+        raise ConfigError(f"--baseline {str(path)!r} is a folder; give the claims.json inside it")
     if not path.is_file():
         raise ConfigError(f"--baseline {str(path)!r} does not exist; give a claims.json from an earlier run")
     try:

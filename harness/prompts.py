@@ -93,7 +93,8 @@ def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
         text = record["text"].strip()
         if not text:
             raise ConfigError(f"{where} has an empty text")
-        prompt_id = str(record.get("id", f"{path.stem}-{number}"))
+        # Generated ids carry the set: two files named prompts.txt for two sets never collide.
+        prompt_id = str(record.get("id", f"{expected_set}:{path.stem}-{number}"))
         if prompt_id in seen_ids:
             raise ConfigError(f"{where} repeats id {prompt_id!r}")
         if text.lower() in seen_texts:
@@ -131,10 +132,14 @@ def load_prompt_sets(profile: Profile) -> PromptSets:
     for name in PROMPT_SETS:
         value = getattr(profile.prompts, name)
         sets[name] = tuple(load_prompt_file(profile.prompts.resolve(name), name)) if value else ()
-    ids = [p.id for prompts in sets.values() for p in prompts]
-    if len(ids) != len(set(ids)):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"prompt ids repeat across sets: {dupes[:5]}")
+    owner: dict[str, str] = {}
+    for name, prompts in sets.items():
+        for p in prompts:
+            if p.id in owner:
+                files = [profile.prompts.resolve(n).name for n in (owner[p.id], name)]
+                raise ConfigError(f"prompt id {p.id!r} is in both the {owner[p.id]} set ({files[0]}) and the {name} "
+                                  f"set ({files[1]}); ids must be unique across sets")
+            owner[p.id] = name
     seen: dict[str, str] = {}
     for name, prompts in sets.items():
         for p in prompts:

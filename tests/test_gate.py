@@ -118,6 +118,20 @@ USAGE_CASES = [
      "comes from another profile/model/hook"),
     ("html-is-a-file", lambda t: ["--html", write(t, "report.html", "")], "is a file; give a folder"),
     ("unknown-profile", lambda t: ["--profile", "gemma-3"], "unknown profile 'gemma-3'; valid choices"),
+    # found by a newcomer's try (a helper with ~40 realistic mistakes)
+    ("claims-seed-negative", lambda t: ["--claims-seed", "-1"], "--claims-seed -1 must be >= 0"),
+    ("claims-permutations-few", lambda t: ["--claims-permutations", "5"], "--claims-permutations 5 is too few"),
+    ("split-seed-negative", lambda t: ["--profile", profile_with(t, "split_seed = 0", "split_seed = -1")],
+     "prompts.split_seed -1 must be >= 0"),
+    ("bootstrap-zero", lambda t: ["--profile", profile_with(t, "bootstrap = 2000", "bootstrap = 0")],
+     "analysis.bootstrap 0 is too few; use >= 99"),
+    ("profile-without-anchors", lambda t: ["--profile", profile_with(t, "", "", anchors=None)],
+     "need coarse anchors, and the profile has none"),
+    ("fine-anchor-names-the-anchors-file", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        "fine = [635, 3726, 4825]", "fine = [635, 3726, 16384]"))],
+     "smollm2-135m.anchors.toml: anchors.fine id 16384 is not a feature of the fine SAE; valid: 0..16383"),
+    ("baseline-is-a-folder", lambda t: ["--baseline", str(t)], "is a folder; give the claims.json inside it"),
+    ("profile-is-a-folder", lambda t: ["--profile", str(t)], "is a folder; give a profile name or a .toml file"),
 ]
 
 

@@ -101,9 +101,9 @@ def test_bring_your_own_prompts_in_plain_formats(tmp_path):
     txt.write_text("\ufeffWhat do people eat in Lyon?\n\nTell me about the Loire valley.\r\n")
     prompts = load_prompt_file(txt, "concept")
     assert [(p.id, p.text, p.set, p.facet) for p in prompts] == [
-        ("mine-1", "What do people eat in Lyon?", "concept", ""), ("mine-3", "Tell me about the Loire valley.",
+        ("concept:mine-1", "What do people eat in Lyon?", "concept", ""), ("concept:mine-3", "Tell me about the Loire valley.",
                                                                    "concept", "")]
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text(json.dumps({"text": "Bonjour", "source": "survey", "rating": 4}) + "\n")
     (prompt,) = load_prompt_file(jsonl, "concept")
-    assert prompt.id == "mine-1" and prompt.metadata == {"source": "survey", "rating": 4}
+    assert prompt.id == "concept:mine-1" and prompt.metadata == {"source": "survey", "rating": 4}
