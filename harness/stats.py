@@ -366,20 +366,6 @@ def clopper_pearson(k, n, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarra
                                                                                      nan=1.0)
 
 
-def correlation_interval(r, n, *, level: float = 0.95, n_covariates: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher-z interval for (partial) correlations r from n observations, vectorised; NaN stays NaN.
-
-    A partial correlation given c covariates (here: prompt-set dummies) uses n - 3 - c degrees.
-    """
-    from scipy.stats import norm
-
-    r = np.asarray(r, dtype=np.float64)
-    dof = np.asarray(n, dtype=np.float64) - 3 - n_covariates
-    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
-    half = norm.ppf(0.5 + level / 2) / np.sqrt(np.maximum(dof, 1))
-    return np.tanh(z - half), np.tanh(z + half)
-
-
 # ---- verdicts ------------------------------------------------------------------------------------
 VERDICTS = ("held", "refuted", "inconclusive")
 
