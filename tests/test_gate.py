@@ -139,7 +139,9 @@ USAGE_CASES = [
 def suite(pytester: pytest.Pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     pytester.makeconftest('pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]')
-    shutil.copytree(REPO_ROOT / "claims", pytester.path / "claims")
+    from tests.test_plugin import copy_claims
+
+    copy_claims(pytester)
     html = pytester.path / "reports"
     html.mkdir()
     (html / "index.html").write_text("the previous report")

@@ -33,11 +33,21 @@ def repo_on_path(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
 
 
+# The project's own claim modules, named: a module a researcher adds to claims/ never changes these tests.
+BUILT_IN_MODULES = ("test_empty_top_left.py", "test_geometry.py", "test_go_gate.py", "test_loud_unselective.py",
+                    "test_reconstruction.py", "test_selectivity.py", "test_sparsity.py", "test_steering.py",
+                    "test_sub_features.py")
+
+
+def copy_claims(pytester: pytest.Pytester) -> None:
+    claims = pytester.mkdir("claims")
+    for name in BUILT_IN_MODULES:
+        shutil.copy(REPO_ROOT / "claims" / name, claims / name)
+
+
 def make_suite(pytester: pytest.Pytester, effect: bool) -> None:
     pytester.makeconftest(CONFTEST.format(effect=effect))
-    claims = pytester.mkdir("claims")
-    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
-        shutil.copy(module, claims / module.name)
+    copy_claims(pytester)
 
 
 def test_go_run_writes_ledger_and_exits_zero(pytester):
@@ -96,9 +106,7 @@ def test_a_failed_load_stops_the_session_once(pytester):
     type(run).analysis = property(lambda self: broken())
     run.__dict__.pop("analysis", None)
 """)
-    claims = pytester.mkdir("claims")
-    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
-        shutil.copy(module, claims / module.name)
+    copy_claims(pytester)
     result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
     assert result.ret == 6
     output = result.stdout.str()
@@ -123,9 +131,7 @@ def pytest_configure(config):
 def test_xdist_ledger_equals_the_serial_one(pytester):
     """Two workers: the controller's ledger (claims, verdict, steering section) equals a serial run's."""
     pytester.makeconftest(XDIST_CONFTEST)
-    claims = pytester.mkdir("claims")
-    for module in REPO_ROOT.joinpath("claims").glob("test_*.py"):
-        shutil.copy(module, claims / module.name)
+    copy_claims(pytester)
     serial = pytester.runpytest_subprocess("claims", "--html=serial", "-p", "no:cacheprovider", "-q")
     parallel = pytester.runpytest_subprocess("claims", "--html=parallel", "-p", "no:cacheprovider", "-q", "-n", "2")
     assert serial.ret == parallel.ret == 0, parallel.stdout.str()[-2000:]
