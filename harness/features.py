@@ -117,7 +117,17 @@ def sae_hash(sae_cfg: SaeConfig) -> str:
             if path.is_file():
                 digest.update(path.read_bytes())
         return digest.hexdigest()[:16]
-    return hashlib.sha256(f"{sae_cfg.source}:{sae_cfg.release}:{sae_cfg.sae_id}:{sae_cfg.d_sae}".encode()).hexdigest()[:16]
+    revision = ""
+    if sae_cfg.source == "pretrained":
+        from harness.model import hub_revision
+
+        try:
+            entry = registry_entry(sae_cfg.release, sae_cfg.sae_id)
+            revision = hub_revision(entry["repo_id"], f"{entry['path']}/params.npz", weights_glob=f"{entry['path']}/*")
+        except MissingResourceError:
+            revision = "unknown release"
+    return hashlib.sha256(f"{sae_cfg.source}:{sae_cfg.release}:{sae_cfg.sae_id}:{sae_cfg.d_sae}:{revision}".encode()
+                          ).hexdigest()[:16]
 
 
 def decoder_directions(sae) -> torch.Tensor:
@@ -162,8 +172,11 @@ class FeatureTables:
 
 
 def tables_key(profile: Profile, prompt_sets: PromptSets, sae_hashes: dict[str, str]) -> str:
+    from importlib.metadata import version
+
     payload = {
         "format": TABLE_FORMAT, "harness": __version__, "model": weights_hash(profile.model),
+        "libraries": {name: version(name) for name in ("sae-lens", "transformers", "transformer-lens")},
         "hook": profile.model.hook, "max_tokens": profile.model.max_tokens, "dtype": profile.model.dtype,
         "saes": sae_hashes, "prompts": prompt_sets.hashes(), "pooling": profile.analysis.pooling,
     }

@@ -196,4 +196,25 @@ def weights_hash(model_cfg: ModelConfig) -> str:
         digest.update(str(path.stat().st_size).encode())
         digest.update(CONVERTED_FORMAT_VERSION.encode())
         return digest.hexdigest()[:16]
-    return hashlib.sha256(f"{model_cfg.source}:{model_cfg.hf_id}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{model_cfg.source}:{model_cfg.hf_id}:{hub_revision(model_cfg.hf_id)}".encode()
+                          ).hexdigest()[:16]
+
+
+def hub_revision(repo_id: str, filename: str = "config.json", *, cache_dir: str | Path | None = None,
+                 weights_glob: str = "*.safetensors") -> str:
+    """What identifies a hub snapshot in the local cache: the commit it resolves to and the sizes of its
+    weight files. A new revision of the same id is a new key, so tables are never reused across it.
+    'uncached' when the file is not in the local cache (it is downloaded on load)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    except Exception:  # noqa: BLE001 - a broken cache is an uncached one
+        found = None
+    if not isinstance(found, str):
+        return "uncached"
+    snapshot = Path(found).parent
+    while snapshot.parent.name != "snapshots" and snapshot.parent != snapshot:
+        snapshot = snapshot.parent
+    sizes = sorted((p.relative_to(snapshot).as_posix(), p.stat().st_size) for p in snapshot.rglob(weights_glob))
+    return f"{snapshot.name}:{sizes}"
