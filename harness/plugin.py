@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--baseline-any-profile", dest="claims_baseline_any", action="store_true", default=False,
                     help="allow a --baseline from another profile, model or hook")
     group.addoption("--concept-prompts", dest="claims_concept", default=None, metavar="FILE",
-                    help="JSONL of concept prompts to use instead of the profile's")
+                    help="concept prompts (JSONL with at least \"text\", or .txt, one per line) instead of the profile's")
     group.addoption("--neutral-prompts", dest="claims_neutral", default=None, metavar="FILE")
     group.addoption("--near-miss-prompts", dest="claims_near_miss", default=None, metavar="FILE")
     group.addoption("--claims-seed", dest="claims_seed", type=int, default=None,
