@@ -31,7 +31,6 @@ from harness.stats import (
 
 AGAINST = ("neutral", "near_miss")
 FEW_FIRINGS = 10
-SPLITS = ("all", "discovery", "confirmation")
 
 
 def split_rows(tables: FeatureTables, prompt_sets: PromptSets, seed: int) -> dict[str, np.ndarray]:
@@ -83,12 +82,12 @@ class Analysis:
         return f"Analysis(profile={self.profile.name!r}, split={self.split!r}, seed={self.seed})"
 
     # ---- prompt groups -------------------------------------------------------------------
-    def group(self, name: str) -> np.ndarray:
-        whole = name in self.profile.anchors.whole_sets and self.split != "discovery"
-        return self.masks[f"{name}_{'all' if whole else self.split}"]
-
     def split_of(self, name: str) -> str:
+        """Which half of a set the claims test: fresh prompts are used whole (discovery still halves them)."""
         return "all" if name in self.profile.anchors.whole_sets and self.split != "discovery" else self.split
+
+    def group(self, name: str) -> np.ndarray:
+        return self.masks[f"{name}_{self.split_of(name)}"]
 
     def evaluation_rows(self) -> np.ndarray:
         return self.group("concept") | self.group("neutral")

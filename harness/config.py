@@ -195,21 +195,13 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
-        if self.seed < 0:
-            raise ConfigError(f"analysis.seed {self.seed} must be >= 0")
-        if self.bootstrap < 99:
-            raise ConfigError(f"analysis.bootstrap {self.bootstrap} is too few; use >= 99")
-        if self.min_group_size < 2:
-            raise ConfigError(f"analysis.min_group_size {self.min_group_size} must be >= 2")
-        if self.batch_size < 1 or self.top_fine_matches < 0:
-            raise ConfigError(f"analysis.batch_size {self.batch_size} must be >= 1 and analysis.top_fine_matches "
-                              f"{self.top_fine_matches} >= 0")
-        if self.min_firing_prompts < 2:
-            raise ConfigError(f"analysis.min_firing_prompts {self.min_firing_prompts} must be >= 2")
-        if self.null_directions < 99:
-            raise ConfigError(f"analysis.null_directions {self.null_directions} is too few; use >= 99")
-        if self.permutations < 99:
-            raise ConfigError(f"analysis.permutations {self.permutations} is too few; use >= 99")
+        for name, least in (("seed", 0), ("batch_size", 1), ("top_fine_matches", 0), ("min_firing_prompts", 2),
+                            ("min_group_size", 2)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"analysis.{name} {getattr(self, name)} must be >= {least}")
+        for name in ("permutations", "bootstrap", "null_directions"):  # Monte Carlo draws
+            if getattr(self, name) < 99:
+                raise ConfigError(f"analysis.{name} {getattr(self, name)} is too few; use >= 99")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"analysis.alpha {self.alpha} must lie in (0, 1)")
 
@@ -437,6 +429,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     anchors_data = dict(data.get("anchors", {}))
     claim_tables = [(path, index, raw) for index, raw in enumerate(data["claims"])]
     side_file = anchors_path(path)
+    side: dict = {}
     if side_file.is_file():  # written by `python -m harness discover`: anchors and their claims
         side = _read_toml(side_file)
         try:
@@ -445,7 +438,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
             raise ConfigError(f"{side_file}: [anchors] must be a table") from exc
         claim_tables += [(side_file, index, raw) for index, raw in enumerate(side.get("claims", []))]
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
-    anchors_file = side_file if side_file.is_file() and "anchors" in _read_toml(side_file) else path
+    anchors_file = side_file if "anchors" in side else path
     try:
         anchors = _build(Anchors, "anchors", anchors_data)
         for role in SAE_ROLES:
