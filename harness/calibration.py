@@ -354,13 +354,53 @@ def sparsity_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
 
 
 # ---- steering ------------------------------------------------------------------------------------
-def steering_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
-    """Specificity at the boundary: per-prompt concept and other-concept shifts with equal means."""
-    shift = rng.normal(0.7, 0.5, N_NEUTRAL)
-    other = shift + rng.standard_t(4, N_NEUTRAL) * 0.4
-    study = {"directions": [{"kind": "anchor", "name": "coarse-0"}], "chosen_alpha": {"coarse-0": 0.2},
-             "per_prompt": {"coarse-0": {"shift": shift.tolist(), "other_shift": other.tolist(), "kl": []}}}
-    spec = _claim("steering", kind="specificity")
+N_CONTROLS = 99
+
+
+def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_control: dict | None = None,
+                    kinds: dict | None = None, kl: dict | None = None) -> dict:
+    """The parts of a steering study (harness.steering.steering_study) that steering claims read."""
+    kinds = kinds or {}
+    return {"directions": [{"name": n, "kind": kinds.get(n, n)} for n in per_prompt if n != "prompting"],
+            "chosen_alpha": {n: 0.2 for n in per_prompt}, "per_prompt": per_prompt, "kl_budget": 0.5,
+            "kl_reached": kl or {n: 0.5 for n in per_prompt},
+            "controls": {"prompts": 12, "on_control_prompts": on_control or {},
+                         "by_kind": {k: {"concept_shift": list(v), "kl": [0.5] * len(v), "names": [], "alpha": []}
+                                     for k, v in (controls or {}).items()}},
+            "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}}
+
+
+def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: str = "specificity") -> Trial:
+    """Steering claims at the boundary of their null, built as the study builds them."""
+    n = N_NEUTRAL
+    noise = rng.standard_t(4, n) * 0.4
+    kind = claim_kind
+    if kind == "specificity":
+        # 2 x 2: the France direction moves both lexicons exactly as much more as the Germany direction does.
+        fr = rng.normal(0.7, 0.5, n)
+        study = _steering_study({"anchor": {"concept": fr.tolist(), "other": (fr - 0.3 + noise).tolist(), "kl": []},
+                                 "other": {"concept": (0.1 + rng.normal(0, 0.3, n)).tolist(),
+                                           "other": rng.normal(0.4, 0.3, n).tolist(),
+                                           "kl": []}})
+        # centre the per-prompt difference in differences on exactly 0 (the boundary)
+        pp = study["per_prompt"]
+        did = (np.array(pp["anchor"]["concept"]) - pp["anchor"]["other"]) - (np.array(pp["other"]["concept"])
+                                                                             - pp["other"]["other"])
+        pp["other"]["concept"] = (np.array(pp["other"]["concept"]) + did.mean()).tolist()
+    elif kind == "beats_random":
+        # The anchor shifts France words (that part holds) but is one more draw from the controls' distribution.
+        draws = rng.normal(0.3, 0.2, 2 * N_CONTROLS + 1)
+        study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []}},
+                                controls={"random": draws[1:N_CONTROLS + 1], "random_row": draws[N_CONTROLS + 1:]},
+                                on_control={"anchor": float(draws[0])})
+    else:  # multi_vs_single: no difference on average, exchangeable with the control mixtures, matched KL
+        anchor = rng.normal(0.6, 0.3, n)
+        draws = rng.normal(0.6, 0.2, 20)
+        study = _steering_study({"anchor": {"concept": anchor.tolist(), "other": [0] * n, "kl": []},
+                                 "multi": {"concept": (anchor + noise - noise.mean()).tolist(), "other": [0] * n,
+                                           "kl": []}},
+                                controls={"control_mixture": draws[1:]}, on_control={"multi": float(draws[0])})
+    spec = _claim("steering", kind=kind)
     return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
 
 
@@ -420,8 +460,12 @@ CONDITIONS: tuple[Condition, ...] = (
        condition="boundary"),
     _c("sparsity", "boundary", "fpr", sparsity_trial, "a JumpReLU SAE with L0 / width exactly the 1% limit",
        condition="boundary"),
-    _c("steering", "boundary", "fpr", steering_trial, "specificity: concept and other-concept shifts with equal "
-       "means", condition="boundary"),
+    _c("steering", "boundary", "fpr", steering_trial, "specificity: 2 x 2 difference in differences exactly 0 "
+       "(heavy-tailed per-prompt noise)", condition="boundary", claim_kind="specificity"),
+    _c("steering", "boundary-rank", "fpr", steering_trial, "beats_random: the anchor shifts France words but is "
+       "one more draw among 99 random directions and 99 random rows", condition="boundary", claim_kind="beats_random"),
+    _c("steering", "boundary-multi", "fpr", steering_trial, "multi_vs_single: multi = single on average and "
+       "exchangeable with 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single"),
 )
 
 

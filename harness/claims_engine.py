@@ -383,80 +383,157 @@ def go_gate_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     )
 
 
-STEERING_KINDS = ("beats_random", "specificity", "multi_vs_single", "concept_rate")
+STEERING_KINDS = ("beats_random", "specificity", "multi_vs_single", "concept_rate", "versus_baseline")
+STEERING_BASELINES = ("diffmean", "prompting")
+KL_MATCH_TOLERANCE = 0.25  # matched methods must land within this fraction of the KL budget of each other
+
+
+def rank_against_controls(value: float, controls, alpha: float) -> tuple[str, float, int]:
+    """Exact rank test of one direction among exchangeable controls: p = (1 + #controls >= value) / (N + 1).
+    held when p <= alpha; refuted when the value is no better than the controls' median; else inconclusive
+    (also when N is too small for any p <= alpha)."""
+    controls = np.asarray(controls, dtype=float)
+    beaten_by = int(np.sum(controls >= value))
+    p = (1 + beaten_by) / (len(controls) + 1)
+    if p <= alpha:
+        return "held", p, beaten_by
+    if len(controls) and value <= float(np.median(controls)):
+        return "refuted", p, beaten_by
+    return "inconclusive", p, beaten_by
 
 
 def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
-    """Paired comparisons across the confirmation prompts on the steering study's per-prompt scores,
-    each decided on a BCa interval of the mean paired difference (p from sign flips, reported)."""
+    """Steering claims on word-level scores at matched fluency cost (see harness/steering.py).
+
+    Every kind decides on a BCa interval of a per-prompt mean over the confirmation prompts (p from
+    sign flips, reported); `beats_random` and `multi_vs_single` must also beat their controls by an
+    exact rank test."""
     kind = spec.param("kind")
     if kind not in STEERING_KINDS:
         raise choices_error("steering kind", kind, STEERING_KINDS)
-    names = {d["kind"]: d["name"] for d in study["directions"]}
+    names = {}
+    for d in study["directions"]:
+        names.setdefault(d["kind"], d["name"])
     anchor = names["anchor"]
     per = study["per_prompt"]
-    details: dict = {"kind": kind, "alpha": study["chosen_alpha"].get(anchor)}
+    kl = study.get("kl_reached", {})
+    budget = study.get("kl_budget")
+    concept = study.get("lexicons", {}).get("concept", {}).get("name", "concept")
+    details: dict = {"kind": kind, "alpha": study["chosen_alpha"].get(anchor), "kl_budget": budget,
+                     "kl_reached": {anchor: kl.get(anchor)}}
 
     def mean_interval(values) -> Interval:
         values = np.asarray(values, dtype=np.float64)
         return bootstrap_interval(lambda idx: values[idx].mean(-1), [np.arange(len(values))],
                                   n_resamples=a.n_bootstrap, seed=a.seed, level=a.level)
 
+    def not_evaluated(reason: str, name: str) -> ClaimRecord:
+        return make_record(spec, verdict="not evaluated", statistic_name=name, statistic=None, threshold=0.0,
+                           comparison=">", reason=reason, details=details)
+
+    def concept_of(name):
+        return np.asarray(per[name]["concept"], dtype=np.float64)
+
     extra_verdicts: list[str] = []
+    p_value = None
     if kind == "beats_random":
-        shift = np.array(per[anchor]["shift"])
-        versus = shift - np.array(study["random_same_alpha_shift"])
-        base_interval = mean_interval(shift)
-        extra_verdicts.append(decide(base_interval.low, base_interval.high, 0.0, ">"))
-        test = paired_sign_flip_test(versus, n_resamples=a.n_permutations, seed=a.seed)
-        p_value, effect_values = float(test.p_value[0]), versus
-        effect_name = "concept shift minus random directions' shift at alpha* (nats)"
-        reason = (f"{anchor} raises concept log-mass by {_interval_text(base_interval)} nats, "
-                  f"{versus.mean():.3f} more than random directions of equal norm (p = {p_value:.2g})")
-        details.update(mean_shift=float(shift.mean()), mean_random_shift=float(np.mean(study["random_same_alpha_shift"])),
-                       shift_interval=base_interval.as_dict(), kl=float(np.mean(per[anchor]["kl"])))
+        effect_values = concept_of(anchor)
+        effect_name = f"{concept}-word log-prob shift, anchor at matched KL (nats)"
+        controls = study["controls"]
+        mine = controls["on_control_prompts"][anchor]
+        ranks = {}
+        for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
+            shifts = controls["by_kind"].get(control_kind, {}).get("concept_shift", [])
+            verdict, p, beaten = rank_against_controls(mine, shifts, a.alpha)
+            extra_verdicts.append(verdict)
+            ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
+                                   "median": float(np.median(shifts)) if shifts else None}
+        p_value = max(r["p"] for r in ranks.values())
+        reason = (f"{anchor} shifts {concept}-word log-prob by {{interval}} nats at KL {kl.get(anchor, float('nan')):.2f}; "
+                  + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
+                              f"median {r['median']:.3f})" for r in ranks.values())
+                  + f" [on {controls['prompts']} prompts]")
+        details.update(ranks=ranks, anchor_on_control_prompts=mine)
     elif kind == "specificity":
-        diff = np.array(per[anchor]["shift"]) - np.array(per[anchor]["other_shift"])
-        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed)
-        p_value, effect_values = float(test.p_value[0]), diff
-        effect_name = "concept shift minus other-concept shift (nats)"
-        reason = (f"{anchor} raises concept tokens {np.mean(per[anchor]['shift']):.3f} vs other-concept tokens "
-                  f"{np.mean(per[anchor]['other_shift']):.3f} nats (paired p = {p_value:.2g})")
+        if "other" not in names:
+            return not_evaluated("no other concept in [steering] (other_concept), so no 2 x 2 design",
+                                 "difference in differences")
+        other = names["other"]
+        fr_dir = concept_of(anchor) - np.asarray(per[anchor]["other"])
+        de_dir = concept_of(other) - np.asarray(per[other]["other"])
+        effect_values = fr_dir - de_dir
+        other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
+        effect_name = f"difference in differences: ({concept} - {other_name} words) under {anchor} minus under {other}"
+        reason = (f"2 x 2 at matched KL: {anchor} moves {concept} words {np.mean(concept_of(anchor)):.3f} and "
+                  f"{other_name} words {np.mean(per[anchor]['other']):.3f}; {other} moves them "
+                  f"{np.mean(concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
+                  f"difference in differences {{interval}}")
+        details.update(other_direction=other, kl_reached={anchor: kl.get(anchor), other: kl.get(other)})
     elif kind == "multi_vs_single":
-        matched = study.get("matched") or {}
-        if "multi" not in matched:
-            return make_record(spec, verdict="not evaluated", statistic_name="multi - single concept shift at matched KL",
-                               statistic=None, threshold=0.0, comparison=">",
-                               reason="the anchor has no sub-features, so there is no multi-resolution direction",
-                               details=details)
-        diff = np.array(matched["multi"]["shift"]) - np.array(matched["anchor"]["shift"])
-        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed, alternative="greater")
-        p_value, effect_values = float(test.p_value[0]), diff
-        effect_name = "multi minus single concept shift at matched KL (nats)"
-        reason = (f"at KL {matched['multi']['kl']:.3f} vs {matched['anchor']['kl']:.3f} nats, multi-resolution shifts "
-                  f"{np.mean(matched['multi']['shift']):.3f} vs single {np.mean(matched['anchor']['shift']):.3f} "
-                  f"(paired p = {p_value:.2g})")
-        details.update(matched={k: {"alpha": v["alpha"], "kl": v["kl"]} for k, v in matched.items()})
-    else:  # concept_rate
-        steered = np.array(study["concept_hits"][anchor], dtype=float)
-        base = np.array(study["concept_hits"]["unsteered"], dtype=float)
-        diff = steered - base
-        test = paired_sign_flip_test(diff, n_resamples=a.n_permutations, seed=a.seed)
-        p_value, effect_values = float(test.p_value[0]), diff
-        effect_name = "concept-word rate, steered minus unsteered"
-        reason = (f"{steered.mean():.0%} of steered continuations contain a concept word vs {base.mean():.0%} "
-                  f"unsteered (n = {len(steered)}, paired p = {p_value:.2g}); perplexity under the unsteered model "
-                  f"{study['perplexity'].get(anchor, float('nan')):.1f} vs {study['perplexity']['unsteered']:.1f}")
+        if "multi" not in names:
+            return not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
+                                 "multi-resolution direction", "multi - single")
+        multi = names["multi"]
+        effect_values = concept_of(multi) - concept_of(anchor)
+        effect_name = f"multi minus single {concept}-word shift at matched KL (nats)"
+        controls = study["controls"]
+        mixtures = controls["by_kind"].get("control_mixture", {}).get("concept_shift", [])
+        verdict, p, beaten = rank_against_controls(controls["on_control_prompts"][multi], mixtures, a.alpha)
+        extra_verdicts.append(verdict)
+        p_value = p
+        gap = abs(kl.get(multi, np.nan) - kl.get(anchor, np.nan))
+        matched = bool(np.isfinite(gap) and gap <= KL_MATCH_TOLERANCE * budget)
+        if not matched:
+            extra_verdicts.append("inconclusive")
+        aligned = names.get("aligned_mixture")
+        reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(anchor, float('nan')):.2f} (anchor)"
+                  f"{'' if matched else ' - not matched within ' + format(KL_MATCH_TOLERANCE * budget, '.2f')}, "
+                  f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
+                  f"do as well (rank p = {p:.2g})"
+                  + (f"; anchor + aligned non-sub-features: {np.mean(concept_of(aligned)):.3f}" if aligned else ""))
+        details.update(kl_reached={anchor: kl.get(anchor), multi: kl.get(multi)}, kl_matched=matched,
+                       rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
+                       sub_features=study.get("meta", {}).get("sub_features"))
+    elif kind == "concept_rate":
+        shares = study["samples"]["concept_share"]
+        steered, base = np.asarray(shares[anchor], dtype=float), np.asarray(shares["unsteered"], dtype=float)
+        effect_values = steered - base
+        effect_name = f"share of {concept} words in sampled continuations, steered minus unsteered"
+        reason = (f"{steered.mean():.1%} of the words in steered continuations are {concept} words vs "
+                  f"{base.mean():.1%} unsteered ({len(steered)} prompts x {study['samples']['max_new_tokens']} "
+                  f"tokens); difference {{interval}}")
+    else:  # versus_baseline
+        baseline = spec.param("baseline")
+        if baseline not in STEERING_BASELINES:
+            raise choices_error("steering baseline", baseline, STEERING_BASELINES)
+        base_name = names.get("diffmean") if baseline == "diffmean" else "prompting"
+        if base_name not in per:
+            return not_evaluated(f"the study has no {baseline} baseline", "anchor - baseline")
+        effect_values = concept_of(anchor) - concept_of(base_name)
+        effect_name = f"anchor minus {baseline} {concept}-word shift (nats)"
+        reason = (f"{anchor} shifts {concept} words {np.mean(concept_of(anchor)):.3f} at KL "
+                  f"{kl.get(anchor, float('nan')):.2f}; {base_name} {np.mean(concept_of(base_name)):.3f} at KL "
+                  f"{kl.get(base_name, float('nan')):.2f}"
+                  f"{' (an instruction has no coefficient: its KL is what it is)' if baseline == 'prompting' else ''}; "
+                  f"anchor minus baseline {{interval}}")
+        details.update(baseline=base_name, kl_reached={anchor: kl.get(anchor), base_name: kl.get(base_name)})
+    effect_values = np.asarray(effect_values, dtype=np.float64)
+    flip_p = float(paired_sign_flip_test(effect_values, n_resamples=a.n_permutations, seed=a.seed).p_value[0])
+    p_value = flip_p if p_value is None else max(p_value, flip_p)
     interval = mean_interval(effect_values)
+    reason = reason.replace("{interval}", _interval_text(interval))
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
     if interval.note:
-        # Every resample gave the same mean (e.g. 0 of n concept words either way, or 1 vs 0 on every
-        # prompt): the bootstrap says nothing about uncertainty. Only the exact sign-flip p can hold it.
+        # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says
+        # nothing about uncertainty. Only the exact sign-flip p can hold it.
         reason += f"; {interval.note}"
-        if verdict == "held" and not p_value < a.alpha:
+        if verdict == "held" and not flip_p < a.alpha:
             verdict = "inconclusive"
         elif verdict == "refuted":
             verdict = "inconclusive"
+    steerability = study.get("steerability", {}).get(anchor)
+    if steerability:
+        details["anchor_wrong_way_share"] = steerability["wrong_way"]
     return make_record(
         spec, verdict=verdict, statistic_name=effect_name, statistic=interval.estimate, threshold=0.0,
         comparison=">", p_value=p_value, effect=_effect(effect_name, interval), reason=reason,

@@ -278,7 +278,8 @@ CLAIM_PARAMS: dict[str, dict[str, Any]] = {
                      "red_max_cosine": 0.1},
     "empty_top_left": {"min_cosine": 0.3, "min_correlation": 0.1},
     "go_gate": {"min_sub_features": 3},
-    "steering": {"kind": REQUIRED},
+    # baseline: only for kind "versus_baseline".
+    "steering": {"kind": REQUIRED, "baseline": "diffmean"},
 }
 
 
@@ -289,7 +290,8 @@ PARAM_DOMAINS: dict[str, tuple[type, Any]] = {
     "feature": (int, (0, None)), "anchor": (int, (0, None)), "loud": (int, (0, None)),
     "against": (str, ("neutral", "near_miss")),
     "units": (str, ("residual", "activation")),
-    "kind": (str, ("beats_random", "specificity", "multi_vs_single", "concept_rate")),
+    "kind": (str, ("beats_random", "specificity", "multi_vs_single", "concept_rate", "versus_baseline")),
+    "baseline": (str, ("diffmean", "prompting")),
     "min_selectivity": (float, (0.0, 1.0)),
     "max_l0_fraction": (float, (0.0, 1.0)),
     "min_explained_variance": (float, (-1.0, 1.0)),

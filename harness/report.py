@@ -178,28 +178,109 @@ def figure_graph(tables: dict) -> dict | None:
         height=max(380, 22 * len(fine)))}
 
 
+# One colour per steering method, in every steering plot.
+METHOD_COLOURS = {"anchor": "#d62728", "multi": "#9467bd", "fine": "#e377c2", "aligned_mixture": "#bcbd22",
+                  "control_mixture": "#8c564b", "diffmean": "#1f77b4", "prompting": "#2ca02c",
+                  "other": "#ff7f0e", "other_diffmean": "#ffbb78", "random": "#7f7f7f", "random_row": "#c7c7c7",
+                  "unsteered": "#17becf"}
+
+
+def _method_style(kind: str) -> dict:
+    return {"color": METHOD_COLOURS.get(kind, "#333333")}
+
+
 def figure_steering(steering: dict) -> list[dict]:
     figures = []
     curves = steering.get("dose_response", {})
+    summary = steering.get("summary", {})
+    lexicons = steering.get("lexicons", {})
+    concept = lexicons.get("concept", {}).get("name", "concept")
+    other = lexicons.get("other", {}).get("name", "other")
+    prompting = summary.get("prompting")
     if curves:
         traces = []
-        band = steering.get("random_band")
+        band = steering.get("random_band") or {}
         if band:
             traces.append({"type": "scatter", "x": band["alpha"] + band["alpha"][::-1],
                            "y": band["high"] + band["low"][::-1], "fill": "toself", "fillcolor": "rgba(127,127,127,0.2)",
-                           "line": {"width": 0}, "name": "random directions (min-max)", "hoverinfo": "skip"})
+                           "line": {"width": 0}, "name": f"{band.get('n', '')} random directions (5-95%)",
+                           "hoverinfo": "skip"})
         for name, curve in curves.items():
             traces.append({"type": "scatter", "mode": "lines+markers", "x": curve["alpha"], "y": curve["concept_shift"],
-                           "name": name})
+                           "name": name, "line": _method_style(curve.get("kind", ""))})
+        if prompting:
+            alphas = next(iter(curves.values()))["alpha"]
+            traces.append({"type": "scatter", "mode": "lines", "x": [alphas[0], alphas[-1]],
+                           "y": [prompting["concept_shift"]] * 2, "name": "prompting (no coefficient)",
+                           "line": {**_method_style("prompting"), "dash": "dash"}})
         figures.append({"id": "dose", "data": traces, "layout": _layout(
-            "Dose-response: concept shift (log-prob mass on held-out concept tokens)",
-            xaxis={"title": "alpha (multiples of the mean residual norm)"}, yaxis={"title": "concept shift (nats)"},
-            legend={"orientation": "h", "y": -0.25}, height=440)})
+            f"Dose-response: {concept}-word log-prob shift (control prompts)",
+            xaxis={"title": "alpha (multiples of the mean residual norm)", "type": "log"},
+            yaxis={"title": "shift from unsteered (nats)"}, legend={"orientation": "h", "y": -0.3}, height=460)})
         traces = [{"type": "scatter", "mode": "lines+markers", "x": curve["kl"], "y": curve["concept_shift"], "name": name,
-                   "text": [f"alpha {a}" for a in curve["alpha"]]} for name, curve in curves.items()]
+                   "text": [f"alpha {a:g}" for a in curve["alpha"]], "line": _method_style(curve.get("kind", ""))}
+                  for name, curve in curves.items()]
+        for kind, block in (steering.get("controls", {}).get("by_kind") or {}).items():
+            traces.append({"type": "scatter", "mode": "markers", "x": block["kl"], "y": block["concept_shift"],
+                           "name": f"{kind.replace('_', ' ')} at matched KL ({len(block['kl'])})",
+                           "marker": {**_method_style(kind), "size": 5, "opacity": 0.6}, "text": block["names"]})
+        if prompting:
+            traces.append({"type": "scatter", "mode": "markers", "x": [prompting["kl"]], "y": [prompting["concept_shift"]],
+                           "name": "prompting", "marker": {**_method_style("prompting"), "size": 12, "symbol": "star"}})
+        budget = steering.get("kl_budget")
+        shapes = [{"type": "line", "x0": budget, "x1": budget, "yref": "paper", "y0": 0, "y1": 1,
+                   "line": {"dash": "dot", "color": "#999"}}] if budget else []
         figures.append({"id": "pareto", "data": traces, "layout": _layout(
-            "Pareto: concept shift vs fluency cost", xaxis={"title": "fluency cost: mean KL from unsteered (nats)"},
-            yaxis={"title": "concept shift (nats)"}, legend={"orientation": "h", "y": -0.25}, height=440)})
+            f"Pareto: {concept}-word shift vs fluency cost", xaxis={"title": "KL from unsteered next-token distribution (nats)",
+                                                               "type": "log"},
+            yaxis={"title": "shift from unsteered (nats)"}, legend={"orientation": "h", "y": -0.3}, height=460,
+            shapes=shapes)})
+    controls = steering.get("controls", {})
+    if controls.get("by_kind"):
+        traces = []
+        for kind, block in controls["by_kind"].items():
+            traces.append({"type": "histogram", "x": block["concept_shift"], "name": kind.replace("_", " "),
+                           "opacity": 0.6, "marker": _method_style(kind), "nbinsx": 30})
+        shapes, notes = [], []
+        for name, value in controls.get("on_control_prompts", {}).items():
+            kind = summary.get(name, {}).get("kind", "")
+            if kind in ("anchor", "multi", "diffmean"):
+                shapes.append({"type": "line", "x0": value, "x1": value, "yref": "paper", "y0": 0, "y1": 1,
+                               "line": {**_method_style(kind), "width": 3}})
+                notes.append({"x": value, "yref": "paper", "y": 1.02, "text": name.split(":")[0], "showarrow": False,
+                              "font": {"size": 10, **_method_style(kind)}})
+        figures.append({"id": "controls", "data": traces, "layout": _layout(
+            f"Controls at matched KL: {concept}-word shift ({controls.get('prompts')} prompts); lines: anchor, multi, DiffMean",
+            barmode="overlay", xaxis={"title": "shift from unsteered (nats)"}, yaxis={"title": "directions"},
+            shapes=shapes, annotations=notes, legend={"orientation": "h", "y": -0.25}, height=400)})
+    if summary:
+        names = [n for n in summary if summary[n].get("kind") not in ("unsteered",)]
+        colours = [METHOD_COLOURS.get(summary[n].get("kind", ""), "#333") for n in names]
+        figures.append({"id": "twobytwo", "data": [
+            {"type": "bar", "x": names, "y": [summary[n]["concept_shift"] for n in names], "name": f"{concept} words",
+             "marker": {"color": colours}},
+            {"type": "bar", "x": names, "y": [summary[n]["other_shift"] for n in names], "name": f"{other} words",
+             "marker": {"color": colours, "pattern": {"shape": "/"}}}],
+            "layout": _layout(f"Targeting: {concept} vs {other} words at matched KL (confirmation prompts)",
+                              barmode="group", yaxis={"title": "shift from unsteered (nats)"}, height=420,
+                              xaxis={"tickangle": -25}, legend={"orientation": "h", "y": 1.08})})
+        figures.append({"id": "steerability", "data": [
+            {"type": "bar", "x": names, "y": [summary[n]["wrong_way"] for n in names], "marker": {"color": colours},
+             "name": "moved the wrong way"}],
+            "layout": _layout(f"Per-prompt steerability: share of prompts whose {concept}-word log-prob went down",
+                              yaxis={"title": "share of prompts", "range": [0, 1]}, xaxis={"tickangle": -25},
+                              height=380)})
+        sampled = [n for n in summary if summary[n].get("concept_share") is not None]
+        if sampled:
+            figures.append({"id": "shares", "data": [
+                {"type": "bar", "x": sampled, "y": [summary[n]["concept_share"] for n in sampled], "name": concept,
+                 "marker": {"color": [METHOD_COLOURS.get(summary[n].get("kind", ""), "#333") for n in sampled]}},
+                {"type": "bar", "x": sampled, "y": [summary[n].get("other_share") for n in sampled], "name": other,
+                 "marker": {"color": [METHOD_COLOURS.get(summary[n].get("kind", ""), "#333") for n in sampled],
+                            "pattern": {"shape": "/"}}}],
+                "layout": _layout(f"Sampled continuations: share of words from each lexicon", barmode="group",
+                                  yaxis={"title": "share of words", "tickformat": ".1%"}, xaxis={"tickangle": -25},
+                                  height=400, legend={"orientation": "h", "y": 1.08})})
     return figures
 
 

@@ -23,7 +23,7 @@ from harness.model import load_model, resolve_device
 from harness.prompts import load_prompt_sets
 
 
-STUDY_KEYS = ("directions", "per_prompt", "chosen_alpha")
+STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_alpha", "controls", "samples", "summary")
 
 
 def _valid_study(path: Path) -> dict | None:
@@ -46,7 +46,7 @@ def _valid_study(path: Path) -> dict | None:
             return all(finite(v) for v in value)
         return True
 
-    return study if finite(study["per_prompt"]) else None
+    return study if finite(study) else None
 
 
 
@@ -232,8 +232,8 @@ class ClaimsRun:
         """What the report shows of the study (per-prompt arrays stay in the cache)."""
         if "steering_results" not in self.__dict__:
             return {}
-        study = self.steering_results
-        return {k: v for k, v in study.items() if k not in ("per_prompt", "random_same_alpha_shift", "concept_hits")}
+        from harness.steering import ledger_view
+        return ledger_view(self.steering_results)
 
     def ledger(self, exit_status: int | None = None, steering: dict | None = None) -> Ledger:
         from importlib.metadata import PackageNotFoundError, version

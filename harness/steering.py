@@ -1,19 +1,27 @@
-"""Phase 2: steering along SAE decoder directions, judge-free.
+"""Phase 2: does steering along the SAE's directions change what the model writes?
 
-The intervention adds alpha * unit(direction) * R at the profile's hook, where R is the
-mean residual norm at the hook over the neutral prompts' kept tokens. By default it is
-added at every position, generated tokens included; `prompt_only=True` limits it to the
-prompt's positions.
+The seed's question: does multi-resolution steering (the coarse anchor plus its fine
+sub-features) give better, more targeted output than single-resolution steering? Answered
+judge-free, against controls and baselines, every method at the same fluency cost.
 
-Scores (all on neutral prompts, which contain no concept words):
-- concept shift: change in the log of the next-token probability mass on the concept
-  tokens at the prompt's last position (nats), steered minus unsteered;
-- concept rate: share of sampled continuations (fixed seeds) containing a concept word;
-- fluency cost: mean KL(steered || unsteered) of the next-token distributions over the
-  prompt's positions, and the perplexity of the steered text under the unsteered model.
-
-Each direction's coefficient is chosen on the discovery half (the largest alpha whose KL
-stays within the profile's budget) and evaluated on the confirmation half.
+- Intervention: alpha x unit(direction) x R added after the hook's block (R: mean residual
+  norm at the hook over neutral prompts), at the reply's positions (`positions = "reply"`:
+  from the prompt's last token on, as in contrastive activation addition) or at every position
+  (`"all"`). Prompts go in through the model's chat template when it has one.
+- Scores, on neutral prompts (which contain no concept word):
+  - concept score: log-probability that the next word is a concept word, each word summed over
+    all its tokens, over its spelling variants (with / without a leading space, capitalised at the
+    reply's start);
+    reported as the shift from the unsteered model (nats);
+  - concept share: the share of words in a sampled continuation that are concept words;
+  - fluency cost: KL(steered || unsteered) of the next-token distribution at the prompt's last
+    token.
+- Matching: each direction's coefficient is interpolated on the discovery half to reach the
+  profile's KL budget; the KL actually reached on the confirmation half is reported.
+- Controls: random directions and random decoder rows (p from the anchor's rank), the anchor
+  mixed with random fine rows (and with aligned rows that are not sub-features) at the
+  sub-features' weights, another concept's direction and words (a 2 x 2 design), DiffMean and
+  prompting baselines.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,20 +38,32 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import ConfigError
-from harness.residuals import tokenize_batch
+from harness.steering_engine import POSITIONS, SteeringEngine, hook_layer
+
+MIN_UNIT_CHARS = 3  # no scored word shorter than this: single letters are not words
+RENAMED_KEYS = {"random_seeds": "random_directions", "prompt_only": "positions"}
 
 
 @dataclass(frozen=True)
 class SteeringConfig:
-    alphas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
-    kl_budget: float = 0.5
-    random_seeds: int = 3
+    # alpha is in units of the mean residual norm at the hook (neutral prompts).
+    alphas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+    kl_budget: float = 0.5  # the fluency cost every method is matched to (nats)
+    positions: str = "reply"
+    chat_template: bool = True
     concept_words: tuple[str, ...] = ()
     other_concept: str = ""
     other_concept_words: tuple[str, ...] = ()
-    prompt_only: bool = False
-    generation_prompts: int = 16
-    max_new_tokens: int = 12
+    instruction: str = "Talk about {concept}."
+    random_directions: int = 99
+    random_rows: int = 99
+    control_mixtures: int = 19
+    calibration_prompts: int = 12  # discovery prompts on which every coefficient is interpolated
+    control_prompts: int = 12  # confirmation prompts on which the controls are ranked
+    band_directions: int = 19  # random directions drawn at every alpha for the dose-response band
+    multi_coarse_weight: float = 0.5
+    generation_prompts: int = 64
+    max_new_tokens: int = 32
     examples: int = 3
     temperature: float = 1.0
 
@@ -52,8 +72,20 @@ class SteeringConfig:
             raise ConfigError(f"steering.alphas {list(self.alphas)} must be positive and increasing")
         if self.kl_budget <= 0:
             raise ConfigError(f"steering.kl_budget {self.kl_budget} must be > 0")
+        if self.positions not in POSITIONS:
+            from harness.errors import choices_error
+            raise choices_error("steering.positions", self.positions, POSITIONS)
         if not self.concept_words:
             raise ConfigError("steering.concept_words is empty; list the concept's words to score")
+        check_lexicons(self.concept_words, self.other_concept_words)
+        for key in ("random_directions", "random_rows", "control_mixtures", "calibration_prompts",
+                    "control_prompts", "generation_prompts", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"steering.{key} = {getattr(self, key)} must be >= 1")
+        if not 0 < self.multi_coarse_weight < 1:
+            raise ConfigError(f"steering.multi_coarse_weight = {self.multi_coarse_weight} must be in (0, 1)")
+        if self.temperature <= 0:
+            raise ConfigError(f"steering.temperature = {self.temperature} must be > 0")
 
     @classmethod
     def from_dict(cls, data: dict) -> SteeringConfig:
@@ -63,6 +95,8 @@ class SteeringConfig:
         known = set(cls.__dataclass_fields__)
         kinds = {"alphas": float, "concept_words": str, "other_concept_words": str}
         for key, value in data.items():
+            if key in RENAMED_KEYS:
+                raise ConfigError(f"steering.{key} is gone; use steering.{RENAMED_KEYS[key]} (see README, Steering)")
             if key not in known:
                 raise choices_error("key in [steering]", key, known)
             if key in kinds:
@@ -76,34 +110,65 @@ class SteeringConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-@contextmanager
-def steering_hook(model, hook: str, vector_D: torch.Tensor, *, prompt_length: int | None = None) -> Iterator[None]:
-    """Add `vector_D` to the residual stream at `hook` inside the block; removed on exit, always.
-
-    prompt_length: when given, add only at the first `prompt_length` positions (prompt-only
-    steering); otherwise at every position, generated tokens included.
-    """
-    def add(acts, hook=None):
-        vector = vector_D.to(acts.dtype).to(acts.device)
-        if prompt_length is None:
-            return acts + vector
-        acts = acts.clone()
-        acts[:, :prompt_length] += vector
-        return acts
-
-    with model.hooks(fwd_hooks=[(hook, add)]):
-        yield
+# ---- lexicons -----------------------------------------------------------------------------------
+def word_variants(word: str) -> list[str]:
+    """The spellings scored for a word: as written, with and without a leading space (mid-sentence and
+    at the reply's start), and capitalised at the reply's start."""
+    return sorted({word, f" {word}", word[:1].upper() + word[1:]})
 
 
-def word_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
-    """First token of each word, with and without a leading space and capitalised: the set scored."""
-    ids = set()
-    for word in words:
-        for variant in {word, f" {word}", word.capitalize(), f" {word.capitalize()}"}:
-            tokens = tokenizer(variant, add_special_tokens=False)["input_ids"]
-            if tokens:
-                ids.add(int(tokens[0]))
-    return sorted(ids)
+def check_lexicons(concept: Sequence[str], other: Sequence[str]) -> None:
+    """Whole words only (no unit under MIN_UNIT_CHARS characters), and the two lexicons share nothing."""
+    for name, words in (("concept_words", concept), ("other_concept_words", other)):
+        for word in words:
+            if len(word.strip()) < MIN_UNIT_CHARS:
+                raise ConfigError(f"steering.{name} item {word!r} is shorter than {MIN_UNIT_CHARS} characters; "
+                                  f"score whole words, not letters")
+    shared = {w.casefold() for w in concept} & {w.casefold() for w in other}
+    if shared:
+        raise ConfigError(f"steering.concept_words and other_concept_words share {sorted(shared)}; "
+                          f"the 2 x 2 design needs disjoint lexicons")
+
+
+@dataclass
+class Lexicon:
+    words: tuple[str, ...]
+    variants: list[str]  # the scored units as text
+    units: list[tuple[int, ...]]  # their token ids
+
+    @classmethod
+    def build(cls, tokenizer, words: Sequence[str]) -> Lexicon:
+        variants, units = [], []
+        for word in words:
+            for variant in word_variants(word):
+                ids = tuple(tokenizer(variant, add_special_tokens=False)["input_ids"])
+                if ids and ids not in units:
+                    variants.append(variant)
+                    units.append(ids)
+        return cls(words=tuple(words), variants=variants, units=units)
+
+
+def log_mass(unit_logprob: np.ndarray) -> np.ndarray:
+    """log P(next word is any unit of the lexicon) from per-unit log-probs (last axis)."""
+    top = unit_logprob.max(-1, keepdims=True)
+    return (top + np.log(np.exp(unit_logprob - top).sum(-1, keepdims=True)))[..., 0]
+
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+
+
+def word_share(text: str, words: Sequence[str]) -> float:
+    """Share of the words in `text` that are lexicon words (multi-word entries count once per word)."""
+    tokens = [t.casefold() for t in _WORD.findall(text)]
+    if not tokens:
+        return 0.0
+    lexicon = {w.casefold() for w in words if " " not in w.strip()}
+    hits = sum(t in lexicon for t in tokens)
+    lowered = " ".join(tokens)
+    for phrase in (w for w in words if " " in w.strip()):
+        parts = [p.casefold() for p in _WORD.findall(phrase)]
+        hits += len(parts) * len(re.findall(rf"(?<!\w){re.escape(' '.join(parts))}(?!\w)", lowered))
+    return hits / len(tokens)
 
 
 def contains_word(text: str, words: Sequence[str]) -> bool:
@@ -111,119 +176,52 @@ def contains_word(text: str, words: Sequence[str]) -> bool:
     return any(re.search(rf"(?<![\w]){re.escape(w.lower())}(?![\w])", lowered) for w in words)
 
 
+# ---- prompts ------------------------------------------------------------------------------------
+def encode_prompts(tokenizer, texts: Sequence[str], *, chat_template: bool, max_tokens: int) -> tuple[list, bool]:
+    """Token ids per prompt, through the chat template when asked for and the tokenizer has one."""
+    use_template = bool(chat_template and getattr(tokenizer, "chat_template", None))
+    out = []
+    for text in texts:
+        if use_template:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                                add_generation_prompt=True)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        else:
+            bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+            ids = bos + list(tokenizer(text, add_special_tokens=False)["input_ids"])[: max_tokens - 1]
+        out.append([int(t) for t in ids])
+    return out, use_template
+
+
+# ---- directions ---------------------------------------------------------------------------------
 @dataclass
 class Direction:
     name: str
-    kind: str  # anchor, fine, multi, random, other
+    kind: str  # anchor, fine, multi, aligned_mixture, control_mixture, diffmean, other, other_diffmean,
+    #            random, random_row
     vector: np.ndarray  # unit vector [d_model]
     components: list = field(default_factory=list)
 
 
+NAMED_KINDS = ("anchor", "fine", "multi", "aligned_mixture", "diffmean", "other", "other_diffmean")
+CONTROL_KINDS = ("random", "random_row", "control_mixture")
+
+
 def unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+    return np.asarray(v, dtype=np.float64) / max(float(np.linalg.norm(v)), 1e-12)
 
 
-@torch.no_grad()
-def next_token_scores(model, texts: Sequence[str], hook: str, vector: torch.Tensor | None, concept_ids, other_ids,
-                      max_tokens: int, batch_size: int = 16, reference: list | None = None):
-    """Per prompt: log mass on concept and other-concept tokens at the last position, and the
-    next-token log-probs over all real positions (kept when `reference` is None, for KL)."""
-    out = {"concept": [], "other": [], "kl": []}
-    kept_logprobs = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenize_batch(model.tokenizer, texts[start:start + batch_size], max_tokens)
-        tokens = batch.tokens_BS.to(next(model.parameters()).device)
-        if vector is None:
-            logits = model(tokens)
-        else:
-            # Scoring reads the prompt's own positions, so prompt-only and every-position agree here.
-            with steering_hook(model, hook, vector):
-                logits = model(tokens)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for i, length in enumerate(batch.lengths_B.tolist()):
-            lp = logprobs[i, :length]
-            out["concept"].append(torch.logsumexp(lp[-1, concept_ids], 0).item())
-            out["other"].append(torch.logsumexp(lp[-1, other_ids], 0).item() if other_ids else 0.0)
-            if reference is None:
-                kept_logprobs.append(lp)
-            else:
-                ref = reference[start + i]
-                out["kl"].append((lp.exp() * (lp - ref)).sum(-1).mean().item())
-    if reference is None:
-        return out, kept_logprobs
-    return out, None
+def mixture(dirs: dict, anchor: int, fine: Sequence[int], weight: float) -> np.ndarray:
+    """weight x anchor's decoder row + (1 - weight) x the mean of the fine rows (the multi-resolution direction)."""
+    combo = weight * dirs["coarse"][anchor]
+    for f in fine:
+        combo = combo + (1 - weight) / len(fine) * dirs["fine"][f]
+    return unit(combo)
 
 
-@torch.no_grad()
-def sample_continuations(model, texts: Sequence[str], hook: str, vector: torch.Tensor | None, *, seed: int,
-                         max_new_tokens: int, temperature: float, prompt_only: bool) -> list[str]:
-    """Seeded sampling, prompts of equal token length batched together (no padding, exact)."""
-    tokenizer = model.tokenizer
-    device = next(model.parameters()).device
-    encoded = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"]] for t in texts]
-    results: dict[int, str] = {}
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    for length in sorted(by_length):
-        members = by_length[length]
-        tokens = torch.tensor([encoded[i] for i in members], device=device)
-        for _ in range(max_new_tokens):
-            if vector is None:
-                logits = model(tokens)[:, -1].float()
-            else:
-                # The whole sequence is recomputed each step, so generated positions are steered too
-                # unless prompt_only limits the vector to the prompt's positions.
-                with steering_hook(model, hook, vector, prompt_length=length if prompt_only else None):
-                    logits = model(tokens)[:, -1].float()
-            probs = torch.softmax(logits / temperature, dim=-1).cpu()
-            nxt = torch.multinomial(probs, 1, generator=generator).to(device)
-            tokens = torch.cat([tokens, nxt], dim=1)
-        for row, i in enumerate(members):
-            results[i] = tokenizer.decode(tokens[row, length:].tolist(), skip_special_tokens=True)
-    return [results[i] for i in range(len(texts))]
-
-
-@torch.no_grad()
-def perplexity_under(model, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
-    """Perplexity of each continuation given its prompt, under the (unsteered) model."""
-    tokenizer = model.tokenizer
-    device = next(model.parameters()).device
-    out = []
-    for prompt, continuation in zip(prompts, continuations, strict=True):
-        p_ids = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-        c_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        if not c_ids:
-            out.append(float("nan"))
-            continue
-        tokens = torch.tensor([p_ids + c_ids], device=device)
-        logprobs = torch.log_softmax(model(tokens)[0, :-1].float(), dim=-1)
-        targets = tokens[0, 1:]
-        nll = -logprobs[len(p_ids) - 1:, :].gather(-1, targets[len(p_ids) - 1:, None])[:, 0]
-        out.append(float(torch.exp(nll.mean())))
-    return out
-
-
-def steering_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def choose_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], budget: float) -> float:
-    """The largest swept alpha whose mean KL (discovery half) is within the budget; else the smallest."""
-    allowed = [a for a, kl in zip(alphas, kl_by_alpha, strict=True) if kl <= budget]
-    return max(allowed) if allowed else min(alphas)
-
-
-def matched_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], target_kl: float) -> float:
-    """Alpha at which the (monotone-ised) KL curve reaches target_kl, by log-linear interpolation."""
-    kls = np.maximum.accumulate(np.asarray(kl_by_alpha, dtype=float))
-    log_alphas = np.log(np.asarray(alphas, dtype=float))
-    if target_kl <= kls[0]:
-        return float(alphas[0])
-    if target_kl >= kls[-1]:
-        return float(alphas[-1])
-    return float(np.exp(np.interp(target_kl, kls, log_alphas)))
+def mean_residual(tables, rows: np.ndarray) -> np.ndarray:
+    """Mean over prompts of each prompt's mean residual at the hook (kept tokens)."""
+    return (tables.resid_sum[rows] / np.maximum(tables.n_tokens[rows], 1)[:, None]).mean(0)
 
 
 def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, role: str = "coarse") -> int:
@@ -235,134 +233,327 @@ def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray,
     return int(np.argmax(sel))
 
 
-def build_directions(run, cfg: SteeringConfig, multi_coarse_weight: float = 0.5) -> tuple[list[Direction], dict]:
-    """Anchor, its best fine match, the multi-resolution combination, random controls, another concept."""
-    a, dirs = run.analysis, run.directions
+def discovery_sub_features(run, anchor: int) -> list[int]:
+    """The anchor's sub-features chosen on the discovery half only (the confirmation half stays fresh)."""
+    from harness.analysis import Analysis
+    discovery = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions, split="discovery",
+                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)
+    return [p["fine"] for p in discovery.sub_features(anchor)]
+
+
+def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tuple[list[Direction], dict]:
+    a, dirs, tables = run.analysis, run.directions, run.tables
     if not run.profile.anchors.coarse:
         raise ConfigError("steering needs a coarse anchor; run `python -m harness discover` first")
     anchor = int(run.profile.anchors.coarse[0])
-    fine = int(np.argmax(a.anchor_cosines(anchor)))
-    subs = [p["fine"] for p in a.sub_features(anchor)]
+    cos = a.anchor_cosines(anchor)
+    fine = int(np.argmax(cos))
+    subs = discovery_sub_features(run, anchor)
+    masks = a.masks
     out = [Direction(f"coarse-{anchor}", "anchor", unit(dirs["coarse"][anchor]), [anchor]),
            Direction(f"fine-{fine}", "fine", unit(dirs["fine"][fine]), [fine])]
+    w = cfg.multi_coarse_weight
     if subs:
-        combo = multi_coarse_weight * dirs["coarse"][anchor]
-        for f in subs:
-            combo = combo + (1 - multi_coarse_weight) / len(subs) * dirs["fine"][f]
-        out.append(Direction(f"multi: coarse-{anchor} + {len(subs)} sub-features", "multi", unit(combo), [anchor, *subs]))
-    rng = np.random.default_rng([run.profile.analysis.seed, 0x72616E64])
-    for i in range(cfg.random_seeds):
-        out.append(Direction(f"random-{i}", "random", unit(rng.standard_normal(dirs["coarse"].shape[1]))))
-    meta = {"anchor": anchor, "fine": fine, "sub_features": subs, "multi_coarse_weight": multi_coarse_weight}
+        out.append(Direction(f"multi: coarse-{anchor} + {len(subs)} sub-features", "multi",
+                             mixture(dirs, anchor, subs, w), [anchor, *subs]))
+        not_subs = np.setdiff1d(np.arange(dirs["fine"].shape[0]), subs)
+        aligned = not_subs[np.argsort(-cos[not_subs])[: len(subs)]]
+        out.append(Direction(f"anchor + {len(subs)} aligned non-sub-features", "aligned_mixture",
+                             mixture(dirs, anchor, aligned.tolist(), w), [anchor, *aligned.tolist()]))
+        for i in range(cfg.control_mixtures):
+            rows = rng.choice(not_subs, size=len(subs), replace=False)
+            out.append(Direction(f"anchor + {len(subs)} random fine rows #{i}", "control_mixture",
+                                 mixture(dirs, anchor, rows.tolist(), w), [anchor, *rows.tolist()]))
+    diffmean = mean_residual(tables, masks["concept_discovery"]) - mean_residual(tables, masks["neutral_discovery"])
+    out.append(Direction("DiffMean", "diffmean", unit(diffmean)))
+    meta = {"anchor": anchor, "fine": fine, "sub_features": subs, "sub_features_from": "discovery half",
+            "multi_coarse_weight": w}
     if cfg.other_concept:
         near = [p for p in run.prompt_sets.near_miss if p.country == cfg.other_concept]
         if len(near) < 5:
             raise ConfigError(f"steering.other_concept {cfg.other_concept!r} has {len(near)} near-miss prompts; need 5+")
         ids = {p.id for p in near}
-        rows_other_concept = np.array([pid in ids for pid in run.tables.prompt_ids])
-        other = _selective_feature(run.tables, rows_other_concept, a.masks["neutral_discovery"])
+        rows_other = np.array([pid in ids for pid in tables.prompt_ids])
+        other = _selective_feature(tables, rows_other & masks["near_miss_discovery"], masks["neutral_discovery"])
         out.append(Direction(f"coarse-{other} ({cfg.other_concept})", "other", unit(dirs["coarse"][other]), [other]))
+        other_mean = mean_residual(tables, rows_other & masks["near_miss_discovery"])
+        out.append(Direction(f"DiffMean ({cfg.other_concept})", "other_diffmean",
+                             unit(other_mean - mean_residual(tables, masks["neutral_discovery"]))))
         meta["other_feature"] = other
+    d = dirs["coarse"].shape[1]
+    for i in range(cfg.random_directions):
+        out.append(Direction(f"random-{i}", "random", unit(rng.standard_normal(d))))
+    rows = rng.choice(np.setdiff1d(np.arange(dirs["coarse"].shape[0]), [anchor]), size=cfg.random_rows,
+                      replace=cfg.random_rows > dirs["coarse"].shape[0] - 1)
+    for i, row in enumerate(rows):
+        out.append(Direction(f"coarse row {int(row)}", "random_row", unit(dirs["coarse"][row]), [int(row)]))
     return out, meta
 
 
+# ---- coefficients -------------------------------------------------------------------------------
+def matched_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], target_kl: float) -> float:
+    """Alpha at which the (monotone-ised) KL curve reaches target_kl, by log-log interpolation;
+    the end of the grid when the target lies outside it."""
+    kls = np.maximum.accumulate(np.maximum(np.asarray(kl_by_alpha, dtype=float), 1e-12))
+    log_alphas = np.log(np.asarray(alphas, dtype=float))
+    if target_kl <= kls[0]:
+        return float(alphas[0])
+    if target_kl >= kls[-1]:
+        return float(alphas[-1])
+    return float(np.exp(np.interp(np.log(target_kl), np.log(kls), log_alphas)))
+
+
+def secant_alpha(alpha0: float, kl0: float, alpha1: float, kl1: float, target: float, bounds: tuple) -> float:
+    """Alpha reaching `target` on the power law through two probes (KL ~ c alpha^p), within bounds."""
+    kl0, kl1 = max(kl0, 1e-12), max(kl1, 1e-12)
+    if abs(np.log(alpha1 / alpha0)) < 1e-9 or abs(np.log(kl1 / kl0)) < 1e-9:
+        power = 2.0  # KL grows quadratically in a small push
+    else:
+        power = float(np.clip(np.log(kl1 / kl0) / np.log(alpha1 / alpha0), 0.5, 4.0))
+    alpha = alpha1 * (target / kl1) ** (1 / power)
+    return float(np.clip(alpha, *bounds))
+
+
+def steering_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _subset(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(index, size=min(n, len(index)), replace=False))
+
+
+# ---- the study ----------------------------------------------------------------------------------
 def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
-    """The whole sweep, choice of coefficients, matched comparison, sampling and examples."""
-    profile, tables, model = run.profile, run.tables, None
+    """Calibrate, score, rank against controls, compare with baselines, sample. See module docstring."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 2)
+        clock = now
+
+    profile, tables = run.profile, run.tables
     neutral = list(run.prompt_sets.neutral)
-    texts = [p.text for p in neutral]
     for p in neutral:
-        if contains_word(p.text, cfg.concept_words):
-            raise ConfigError(f"neutral prompt {p.id!r} contains a concept word; concept tokens must be held apart")
+        if contains_word(p.text, cfg.concept_words) or contains_word(p.text, cfg.other_concept_words):
+            raise ConfigError(f"neutral prompt {p.id!r} contains a steering lexicon word; the scored words must "
+                              f"be absent from the prompts")
     rows = np.flatnonzero(tables.rows("neutral"))
-    discovery = run.analysis.masks["neutral_discovery"][rows]
-    confirmation = ~discovery
+    discovery_rows = run.analysis.masks["neutral_discovery"][rows]
+    seeds = np.random.SeedSequence([profile.analysis.seed, 0x5354454552])  # "STEER"
+    rng_dirs, rng_prompts = (np.random.default_rng(s) for s in seeds.spawn(2))
+    discovery, confirmation = np.flatnonzero(discovery_rows), np.flatnonzero(~discovery_rows)
+    calibration = _subset(discovery, cfg.calibration_prompts, rng_prompts)
+    control = _subset(confirmation, cfg.control_prompts, rng_prompts)
+    generation = _subset(confirmation, cfg.generation_prompts, rng_prompts)
     radius = tables.mean_resid_norm(tables.rows("neutral"))
-    directions, meta = build_directions(run, cfg)
+    directions, meta = build_directions(run, cfg, rng_dirs)
     model = run.model
-    hook, max_tokens = profile.model.hook, profile.model.max_tokens
-    concept_ids = word_token_ids(model.tokenizer, cfg.concept_words)
-    other_ids = word_token_ids(model.tokenizer, cfg.other_concept_words) if cfg.other_concept_words else []
-    base, reference = next_token_scores(model, texts, hook, None, concept_ids, other_ids, max_tokens)
-    base_concept, base_other = np.array(base["concept"]), np.array(base["other"])
-
-    def measure(direction: Direction, alpha: float) -> dict:
-        vector = torch.tensor(direction.vector * alpha * radius, dtype=torch.float32)
-        scores, _ = next_token_scores(model, texts, hook, vector, concept_ids, other_ids, max_tokens,
-                                      reference=reference)
-        return {"shift": np.array(scores["concept"]) - base_concept,
-                "other_shift": np.array(scores["other"]) - base_other, "kl": np.array(scores["kl"])}
-
-    bar = tqdm(total=len(directions) * len(cfg.alphas), desc="steering sweep", disable=not progress)
-    sweep: dict[str, list[dict]] = {}
-    for direction in directions:
-        sweep[direction.name] = []
-        for alpha in cfg.alphas:
-            sweep[direction.name].append(measure(direction, alpha))
-            bar.update()
-    bar.close()
-    chosen = {d.name: choose_alpha(cfg.alphas, [float(m["kl"][discovery].mean()) for m in sweep[d.name]],
-                                   cfg.kl_budget) for d in directions}
-    by_kind = {d.kind: d for d in directions}
-    per_prompt: dict[str, dict] = {}
+    tokenizer = model.tokenizer
+    texts = [p.text for p in neutral]
+    encoded, used_template = encode_prompts(tokenizer, texts, chat_template=cfg.chat_template,
+                                            max_tokens=profile.model.max_tokens)
+    concept_name = profile.prompts.concept_name
+    instruction = cfg.instruction.format(concept=concept_name)
+    instructed, _ = encode_prompts(tokenizer, [f"{instruction}\n{t}" for t in texts], chat_template=cfg.chat_template,
+                                   max_tokens=profile.model.max_tokens + 16)
+    concept_lex = Lexicon.build(tokenizer, cfg.concept_words)
+    other_lex = Lexicon.build(tokenizer, cfg.other_concept_words) if cfg.other_concept_words else None
+    units = concept_lex.units + (other_lex.units if other_lex else [])
+    n_concept = len(concept_lex.units)
+    engine = SteeringEngine(model, hook_layer(profile.model.hook), positions=cfg.positions)
+    by_kind: dict[str, list[Direction]] = {}
     for d in directions:
-        m = sweep[d.name][list(cfg.alphas).index(chosen[d.name])]
-        per_prompt[d.name] = {k: v[confirmation].tolist() for k, v in m.items()}
-    anchor = by_kind["anchor"]
-    anchor_alpha_index = list(cfg.alphas).index(chosen[anchor.name])
-    random_same_alpha = np.mean([sweep[d.name][anchor_alpha_index]["shift"][confirmation]
-                                 for d in directions if d.kind == "random"], axis=0)
-    matched = {}
-    if "multi" in by_kind:
-        for kind in ("anchor", "multi"):
-            d = by_kind[kind]
-            alpha = matched_alpha(cfg.alphas, [float(m["kl"][discovery].mean()) for m in sweep[d.name]], cfg.kl_budget)
-            m = measure(d, alpha)
-            matched[kind] = {"alpha": alpha, "shift": m["shift"][confirmation].tolist(),
-                             "kl": float(m["kl"][confirmation].mean())}
-    curves = {d.name: {"alpha": list(cfg.alphas),
-                       "concept_shift": [float(m["shift"][confirmation].mean()) for m in sweep[d.name]],
-                       "other_shift": [float(m["other_shift"][confirmation].mean()) for m in sweep[d.name]],
-                       "kl": [float(m["kl"][confirmation].mean()) for m in sweep[d.name]]}
-              for d in directions if d.kind != "random"}
-    random_curves = np.array([[float(m["shift"][confirmation].mean()) for m in sweep[d.name]]
-                              for d in directions if d.kind == "random"])
-    band = {"alpha": list(cfg.alphas), "low": random_curves.min(0).tolist(), "high": random_curves.max(0).tolist()}
-    curves["random (mean of seeds)"] = {
-        "alpha": list(cfg.alphas), "concept_shift": random_curves.mean(0).tolist(),
-        "other_shift": [float(np.mean([sweep[d.name][i]["other_shift"][confirmation].mean()
-                                       for d in directions if d.kind == "random"])) for i in range(len(cfg.alphas))],
-        "kl": [float(np.mean([sweep[d.name][i]["kl"][confirmation].mean() for d in directions if d.kind == "random"]))
-               for i in range(len(cfg.alphas))]}
+        by_kind.setdefault(d.kind, []).append(d)
+    named = [d for d in directions if d.kind in NAMED_KINDS]
+    controls = [d for d in directions if d.kind in CONTROL_KINDS]
+    alphas = np.asarray(cfg.alphas, dtype=float)
+    bar = tqdm(total=6, desc="steering study", disable=not progress)
 
-    # Sampling: a fixed set of confirmation prompts, fixed seeds.
-    gen_texts = [t for t, keep in zip(texts, confirmation, strict=True) if keep][: cfg.generation_prompts]
-    sampled = {"unsteered": sample_continuations(model, gen_texts, hook, None, seed=profile.analysis.seed,
-                                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                                 prompt_only=cfg.prompt_only)}
-    sample_dirs = [d for d in directions if d.kind != "random"] + [d for d in directions if d.kind == "random"][:1]
-    for d in tqdm(sample_dirs, desc="steering samples", disable=not progress):
-        alpha = chosen[anchor.name] if d.kind == "random" else chosen[d.name]
-        vector = torch.tensor(d.vector * alpha * radius, dtype=torch.float32)
-        sampled[d.name] = sample_continuations(model, gen_texts, hook, vector, seed=profile.analysis.seed,
-                                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                               prompt_only=cfg.prompt_only)
-    rates = {name: [int(contains_word(t, cfg.concept_words)) for t in outs] for name, outs in sampled.items()}
-    ppl = {name: perplexity_under(model, gen_texts, outs) for name, outs in sampled.items()}
-    examples = {name: [{"prompt": gen_texts[i], "unsteered": sampled["unsteered"][i], "steered": outs[i]}
-                       for i in range(min(cfg.examples, len(gen_texts)))]
-                for name, outs in sampled.items() if name != "unsteered"}
-    return {
-        "description": (f"alpha x unit(direction) x {radius:.1f} (mean residual norm at {hook} on neutral prompts), "
-                        f"added at {'prompt positions only' if cfg.prompt_only else 'every position, generated tokens included'}. "
-                        f"Coefficients chosen on the discovery half of the neutral prompts (largest alpha with mean KL "
-                        f"<= {cfg.kl_budget} nats), scores on the confirmation half ({int(confirmation.sum())} prompts)."),
-        "radius": radius, "alphas": list(cfg.alphas), "kl_budget": cfg.kl_budget, "meta": meta,
-        "concept_token_ids": concept_ids, "other_token_ids": other_ids,
-        "directions": [{"name": d.name, "kind": d.kind, "components": d.components} for d in directions],
-        "chosen_alpha": chosen, "per_prompt": per_prompt, "random_same_alpha_shift": random_same_alpha.tolist(),
-        "matched": matched, "dose_response": curves, "random_band": band,
-        "concept_rate": {k: float(np.mean(v)) for k, v in rates.items()}, "concept_hits": rates,
-        "perplexity": {k: float(np.nanmedian(v)) for k, v in ppl.items()}, "examples": examples,
-        "sample_alpha": {d.name: (chosen[anchor.name] if d.kind == "random" else chosen[d.name]) for d in sample_dirs},
+    def vectors(dirs: Sequence[Direction], coefs) -> np.ndarray:
+        coefs = np.broadcast_to(np.asarray(coefs, dtype=float), (len(dirs),))
+        return np.stack([d.vector * c * radius for d, c in zip(dirs, coefs, strict=True)]).astype(np.float32)
+
+    def pick(index: np.ndarray) -> list:
+        return [encoded[i] for i in index]
+
+    lap("setup")
+    # 1. Prepare: layers up to the hook, once per prompt set.
+    prep_cal = engine.prepare(pick(calibration))
+    prep_conf = engine.prepare(pick(confirmation), units)
+    prep_ctrl = engine.prepare(pick(control), concept_lex.units)
+    prep_prompting = engine.prepare([instructed[i] for i in confirmation], units)
+    bar.update()
+    lap("prepare")
+
+    # 2. Named directions: KL at every alpha on the calibration prompts -> matched alpha.
+    grid = [(d, a) for d in named for a in alphas]
+    kl_grid = engine.score(prep_cal, vectors([d for d, _ in grid], [a for _, a in grid]))["kl"].mean(1)
+    kl_grid = kl_grid.reshape(len(named), len(alphas))
+    chosen = {d.name: matched_alpha(alphas, kl_grid[i], cfg.kl_budget) for i, d in enumerate(named)}
+    calibration_curves = {d.name: kl_grid[i].tolist() for i, d in enumerate(named)}
+    bar.update()
+    lap("calibrate named")
+
+    # 3. Named directions at their matched alpha on the confirmation half.
+    base_conf = prep_conf_base = np.concatenate([b.base_units_BU.numpy() for b in prep_conf.batches])
+    order = np.concatenate([b.index for b in prep_conf.batches])
+    base_units = np.empty_like(prep_conf_base)
+    base_units[order] = base_conf
+    base_concept = log_mass(base_units[:, :n_concept])
+    base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
+    scored = engine.score(prep_conf, vectors(named, [chosen[d.name] for d in named]))
+    per_prompt: dict[str, dict] = {}
+    for i, d in enumerate(named):
+        u = scored["unit_logprob"][i]
+        per_prompt[d.name] = {
+            "concept": (log_mass(u[:, :n_concept]) - base_concept).tolist(),
+            "other": ((log_mass(u[:, n_concept:]) - base_other) if other_lex else np.zeros(len(confirmation))).tolist(),
+            "kl": scored["kl"][i].tolist()}
+    # Prompting: the instruction in the user's turn, unsteered; its "KL" is from the plain prompt.
+    p_units = np.empty_like(base_units)
+    p_last = []
+    for batch in prep_prompting.batches:
+        p_units[batch.index] = batch.base_units_BU.numpy()
+    plain_last = {int(i): b.base_last_BV[j] for b in prep_conf.batches for j, i in enumerate(b.index)}
+    for b in prep_prompting.batches:
+        for j, i in enumerate(b.index):
+            lp = b.base_last_BV[j]
+            p_last.append((int(i), float((lp.exp() * (lp - plain_last[int(i)])).sum())))
+    prompting_kl = np.array([kl for _, kl in sorted(p_last)])
+    per_prompt["prompting"] = {
+        "concept": (log_mass(p_units[:, :n_concept]) - base_concept).tolist(),
+        "other": ((log_mass(p_units[:, n_concept:]) - base_other) if other_lex else np.zeros(len(confirmation))).tolist(),
+        "kl": prompting_kl.tolist()}
+    bar.update()
+    lap("score named")
+
+    # 4. Controls: two KL probes each on the calibration prompts, then the concept score at the
+    #    interpolated alpha on the control prompts; the anchor and multi are ranked among them.
+    anchor = by_kind["anchor"][0]
+    alpha0 = chosen[anchor.name]
+    probe0 = engine.score(prep_cal, vectors(controls, alpha0))["kl"].mean(1)
+    alpha1 = np.array([secant_alpha(alpha0, k, alpha0, k, cfg.kl_budget, (alphas[0] / 4, alphas[-1] * 4))
+                       for k in probe0])
+    probe1 = engine.score(prep_cal, vectors(controls, alpha1))["kl"].mean(1)
+    control_alpha = np.array([secant_alpha(alpha0, k0, a1, k1, cfg.kl_budget, (alphas[0] / 4, alphas[-1] * 4))
+                              for k0, a1, k1 in zip(probe0, alpha1, probe1, strict=True)])
+    ctrl_scores = engine.score(prep_ctrl, vectors(controls, control_alpha))
+    ctrl_base = np.empty((len(control), n_concept))
+    for b in prep_ctrl.batches:
+        ctrl_base[b.index] = b.base_units_BU.numpy()
+    ctrl_shift = (log_mass(ctrl_scores["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1)
+    in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
+    control_summary = {
+        "prompts": int(len(control)),
+        "on_control_prompts": {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf]))
+                               for d in named},
+        "by_kind": {kind: {"names": [d.name for d in controls if d.kind == kind],
+                           "concept_shift": [float(s) for d, s in zip(controls, ctrl_shift, strict=True) if d.kind == kind],
+                           "kl": [float(k) for d, k in zip(controls, ctrl_scores["kl"].mean(1), strict=True)
+                                  if d.kind == kind],
+                           "alpha": [float(a) for d, a in zip(controls, control_alpha, strict=True) if d.kind == kind]}
+                    for kind in CONTROL_KINDS if any(d.kind == kind for d in controls)},
     }
+    bar.update()
+    lap("controls")
+
+    # 5. Dose-response on the control prompts: named directions and a band of random directions.
+    band_dirs = by_kind.get("random", [])[: cfg.band_directions]
+    dose_dirs = [d for d in named] + band_dirs
+    grid = [(d, a) for d in dose_dirs for a in alphas]
+    dose = engine.score(prep_ctrl, vectors([d for d, _ in grid], [a for _, a in grid]))
+    dose_shift = (log_mass(dose["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1).reshape(len(dose_dirs), -1)
+    dose_kl = dose["kl"].mean(1).reshape(len(dose_dirs), -1)
+    curves = {d.name: {"kind": d.kind, "alpha": alphas.tolist(), "concept_shift": dose_shift[i].tolist(),
+                       "kl": dose_kl[i].tolist()} for i, d in enumerate(named)}
+    band = {}
+    if band_dirs:
+        shifts, kls = dose_shift[len(named):], dose_kl[len(named):]
+        band = {"alpha": alphas.tolist(), "low": np.quantile(shifts, 0.05, axis=0).tolist(),
+                "high": np.quantile(shifts, 0.95, axis=0).tolist(), "median": np.median(shifts, 0).tolist(),
+                "kl": np.median(kls, 0).tolist(), "n": len(band_dirs)}
+    bar.update()
+    lap("dose-response")
+
+    # 6. Samples: unsteered, prompting and the main directions at their matched alpha.
+    gen_prompts = [encoded[i] for i in generation]
+    stop = [t for t in (tokenizer.eos_token_id, getattr(tokenizer, "pad_token_id", None)) if t is not None]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if used_template else None
+    if isinstance(im_end, int) and im_end >= 0:
+        stop.append(im_end)
+    sample_kinds = ["anchor", "multi", "diffmean", "other", "control_mixture"]
+    conditions: dict[str, tuple] = {"unsteered": (gen_prompts, None)}
+    conditions["prompting"] = ([instructed[i] for i in generation], None)
+    for kind in sample_kinds:
+        for d in by_kind.get(kind, [])[:1]:
+            alpha = chosen.get(d.name)
+            if alpha is None:  # a control mixture: its own interpolated alpha
+                alpha = float(control_alpha[controls.index(d)])
+            conditions[d.name] = (gen_prompts, d.vector * alpha * radius)
+    texts_out: dict[str, list[str]] = {}
+    for name, (prompts, vector) in tqdm(conditions.items(), desc="steering samples", disable=not progress):
+        ids = engine.sample(prompts, vector, seed=profile.analysis.seed, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, stop_ids=stop)
+        texts_out[name] = [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+    concept_share = {k: [word_share(t, cfg.concept_words) for t in v] for k, v in texts_out.items()}
+    other_share = {k: [word_share(t, cfg.other_concept_words) for t in v] for k, v in texts_out.items()}
+    examples = [{"prompt": texts[generation[i]], **{k: v[i] for k, v in texts_out.items()}}
+                for i in range(min(cfg.examples, len(generation)))]
+    bar.update()
+    bar.close()
+    lap("samples")
+
+    steerability = {name: {"wrong_way": float(np.mean(np.asarray(v["concept"]) < 0)),
+                           "n": len(v["concept"])} for name, v in per_prompt.items()}
+    kl_reached = {name: float(np.mean(v["kl"])) for name, v in per_prompt.items()}
+    kinds = {d.name: d.kind for d in named} | {"prompting": "prompting"}
+    summary = {name: {"kind": kinds[name], "alpha": chosen.get(name), "kl": kl_reached[name],
+                      "concept_shift": float(np.mean(v["concept"])), "other_shift": float(np.mean(v["other"])),
+                      "wrong_way": steerability[name]["wrong_way"],
+                      "concept_share": float(np.mean(concept_share[name])) if name in concept_share else None,
+                      "other_share": float(np.mean(other_share[name])) if name in other_share else None}
+               for name, v in per_prompt.items()}
+    summary["unsteered"] = {"kind": "unsteered", "alpha": 0.0, "kl": 0.0, "concept_shift": 0.0, "other_shift": 0.0,
+                            "wrong_way": None, "concept_share": float(np.mean(concept_share["unsteered"])),
+                            "other_share": float(np.mean(other_share["unsteered"]))}
+    where = "the reply's positions (from the prompt's last token on)" if cfg.positions == "reply" else "every position"
+    return {
+        "version": 2,
+        "description": (
+            f"alpha x unit(direction) x {radius:.1f} (mean residual norm at {profile.model.hook} on neutral prompts), "
+            f"added at {where}; prompts {'in the chat template' if used_template else 'as plain text'}. "
+            f"Each coefficient is interpolated on {len(calibration)} discovery prompts to reach KL {cfg.kl_budget} nats "
+            f"(next-token distribution at the prompt's last token); scores on the {len(confirmation)} confirmation "
+            f"prompts; controls ranked on {len(control)} of them."),
+        "radius": radius, "alphas": alphas.tolist(), "kl_budget": cfg.kl_budget, "positions": cfg.positions,
+        "chat_template": used_template, "meta": meta,
+        "lexicons": {"concept": {"name": concept_name, "words": list(cfg.concept_words), "units": concept_lex.variants,
+                                 "base_log_mass": float(np.mean(base_concept))},
+                     "other": {"name": cfg.other_concept, "words": list(cfg.other_concept_words),
+                               "units": other_lex.variants if other_lex else [],
+                               "base_log_mass": float(np.mean(base_other)) if other_lex else None}},
+        "directions": [{"name": d.name, "kind": d.kind, "components": d.components,
+                        "alpha": chosen.get(d.name), "kl_reached": kl_reached.get(d.name)} for d in named],
+        "instruction": instruction,
+        "chosen_alpha": chosen, "calibration_kl": calibration_curves, "per_prompt": per_prompt,
+        "kl_reached": kl_reached, "controls": control_summary, "dose_response": curves, "random_band": band,
+        "steerability": steerability, "summary": summary,
+        "samples": {"prompts": len(generation), "max_new_tokens": cfg.max_new_tokens,
+                    "concept_share": concept_share, "other_share": other_share},
+        "examples": examples, "timings": timings,
+        "n_prompts": {"calibration": len(calibration), "confirmation": len(confirmation), "control": len(control),
+                      "generation": len(generation)},
+    }
+
+
+def ledger_view(study: dict) -> dict:
+    """What the ledger and report keep of a study: everything but the per-prompt arrays."""
+    view = {k: v for k, v in study.items() if k not in ("per_prompt",)}
+    samples = dict(study.get("samples", {}))
+    samples.pop("concept_share", None)
+    samples.pop("other_share", None)
+    view["samples"] = samples
+    return view

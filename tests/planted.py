@@ -155,17 +155,44 @@ STEERING_CLAIMS = [("steering", "anchor-beats-random", {"kind": "beats_random"})
 
 
 def steering_study(n: int = 40, seed: int = 0) -> dict:
-    """A steering study's results as `steering_study` returns them, with a planted concept shift."""
+    """A steering study's results in the shape `harness.steering.steering_study` returns, with a planted
+    concept shift that beats 99 random directions and rows."""
     rng = np.random.default_rng(seed)
+    anchor, other = f"coarse-{ANCHOR}", "coarse-7 (Germany)"
     shift = rng.normal(0.6, 0.3, n)
+    per_prompt = {anchor: {"concept": shift.tolist(), "other": (shift - 0.4).tolist(), "kl": [0.5] * n},
+                  other: {"concept": rng.normal(0.0, 0.2, n).tolist(), "other": rng.normal(0.5, 0.2, n).tolist(),
+                          "kl": [0.5] * n},
+                  "DiffMean": {"concept": (shift + 0.3).tolist(), "other": [0.0] * n, "kl": [0.5] * n},
+                  "prompting": {"concept": (shift + 1.0).tolist(), "other": [0.0] * n, "kl": [1.2] * n}}
+    kinds = {anchor: "anchor", other: "other", "DiffMean": "diffmean", "prompting": "prompting"}
+    controls = {kind: {"names": [f"{kind}-{i}" for i in range(99)], "concept_shift": rng.normal(0.0, 0.1, 99).tolist(),
+                       "kl": rng.normal(0.5, 0.05, 99).tolist(), "alpha": [0.2] * 99}
+                for kind in ("random", "random_row")}
+    shares = {"unsteered": [0.0] * 16, anchor: rng.uniform(0, 0.2, 16).tolist()}
+    summary = {name: {"kind": kinds[name], "alpha": 0.2, "kl": float(np.mean(v["kl"])),
+                      "concept_shift": float(np.mean(v["concept"])), "other_shift": float(np.mean(v["other"])),
+                      "wrong_way": float(np.mean(np.asarray(v["concept"]) < 0)),
+                      "concept_share": float(np.mean(shares[name])) if name in shares else None,
+                      "other_share": 0.0 if name in shares else None} for name, v in per_prompt.items()}
     return {
-        "directions": [{"kind": "anchor", "name": f"coarse-{ANCHOR}"}, {"kind": "random", "name": "random-0"}],
-        "chosen_alpha": {f"coarse-{ANCHOR}": 0.2, "random-0": 0.2},
-        "per_prompt": {f"coarse-{ANCHOR}": {"shift": shift.tolist(), "other_shift": (shift - 0.4).tolist(),
-                                            "kl": [0.3] * n}},
-        "random_same_alpha_shift": rng.normal(0.0, 0.2, n).tolist(),
-        "dose_response": {f"coarse-{ANCHOR}": {"alpha": [0.1, 0.2], "concept_shift": [0.3, 0.6], "kl": [0.1, 0.3]}},
-        "examples": [],
+        "version": 2, "description": "planted", "kl_budget": 0.5, "alphas": [0.1, 0.2],
+        "directions": [{"kind": kinds[k], "name": k} for k in per_prompt if k != "prompting"],
+        "chosen_alpha": {anchor: 0.2, other: 0.2, "DiffMean": 0.2},
+        "kl_reached": {k: float(np.mean(v["kl"])) for k, v in per_prompt.items()},
+        "per_prompt": per_prompt,
+        "controls": {"prompts": 12, "on_control_prompts": {anchor: 0.6, other: 0.0, "DiffMean": 0.9},
+                     "by_kind": controls},
+        "lexicons": {"concept": {"name": "France", "words": ["France", "Paris"], "units": []},
+                     "other": {"name": "Germany", "words": ["Germany", "Berlin"], "units": []}},
+        "dose_response": {anchor: {"kind": "anchor", "alpha": [0.1, 0.2], "concept_shift": [0.3, 0.6], "kl": [0.1, 0.5]}},
+        "random_band": {"alpha": [0.1, 0.2], "low": [-0.1, -0.2], "high": [0.1, 0.2], "median": [0, 0], "kl": [0.1, 0.5],
+                        "n": 19},
+        "steerability": {k: {"wrong_way": v["wrong_way"], "n": n} for k, v in summary.items()},
+        "summary": summary,
+        "samples": {"prompts": 16, "max_new_tokens": 32, "concept_share": shares, "other_share": shares},
+        "examples": [{"prompt": "She folded the towels.", "unsteered": "Okay.", anchor: "Bonjour, Paris!"}],
+        "timings": {"prepare": 1.0},
     }
 
 

@@ -55,7 +55,9 @@ def test_datasets_are_independent_streams():
 
 def test_cli_rows_and_table():
     rows = calibrate(n_datasets=5, seed=0, settings=SETTINGS, families=["steering", "sparsity"], progress=False)
-    assert [(r["family"], r["condition"]) for r in rows] == [("sparsity", "boundary"), ("steering", "boundary")]
+    assert [(r["family"], r["condition"]) for r in rows] == [("sparsity", "boundary"), ("steering", "boundary"),
+                                                                 ("steering", "boundary-rank"),
+                                                                 ("steering", "boundary-multi")]
     for row in rows:
         assert {"family", "condition", "fpr", "n_datasets", "mc_se", "alpha"} <= set(row)
     assert format_table(rows).count("\n| ") == len(rows) + 1

@@ -156,11 +156,17 @@ def test_stale_temp_folders_are_cleaned_fresh_ones_kept(tmp_path):
     assert fresh.exists() and (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize("content", ["{}", '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [NaN]}}}',
-                                     "not json", '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [1.0]}}}'])
-def test_steering_cache_is_validated_on_read(tmp_path, content):
-    from harness.session import _valid_study
+@pytest.mark.parametrize("case", ["valid", "empty", "nan", "not json", "old schema"])
+def test_steering_cache_is_validated_on_read(tmp_path, case):
+    import json
 
+    from harness.session import _valid_study
+    from tests.planted import steering_study
+
+    study = steering_study()
+    content = {"valid": json.dumps(study), "empty": "{}", "not json": "not json",
+               "nan": json.dumps(study).replace("0.5", "NaN", 1),
+               "old schema": '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [1.0]}}}'}[case]
     path = tmp_path / "steering.json"
     path.write_text(content)
-    assert (_valid_study(path) is not None) == content.endswith("[1.0]}}}")
+    assert (_valid_study(path) is not None) == (case == "valid")

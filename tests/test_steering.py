@@ -1,140 +1,211 @@
-"""Steering: the hook adds exactly the intended vector and nothing after it exits; the scores
-are right on small hand-computed cases."""
+"""Steering: the fast engine computes exactly what a plain forward with the vector added computes;
+KV-cached sampling draws the same tokens as full recomputation; lexicons score whole words; the
+coefficient and rank helpers do what their claims rely on."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
+from harness.claims_engine import rank_against_controls
 from harness.errors import ConfigError
-from harness.residuals import TokenBatch
 from harness.steering import (
+    MIN_UNIT_CHARS,
+    Lexicon,
     SteeringConfig,
-    choose_alpha,
-    contains_word,
+    check_lexicons,
+    log_mass,
     matched_alpha,
-    next_token_scores,
-    steering_hook,
+    secant_alpha,
+    word_share,
+    word_variants,
 )
+from harness.steering_engine import SteeringEngine, hook_layer, word_trie
+
+LAYER = 1
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=12, d_head=4, n_heads=4, d_vocab=20,
-                                  act_fn="relu", normalization_type="LN")
-    return HookedTransformer(cfg).eval()
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
 
 
-def capture(model, tokens, hook):
-    seen = {}
-
-    def keep(acts, hook=None):
-        seen["acts"] = acts.detach().clone()
-        return acts
-
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, keep)])
-    return seen["acts"], logits
+PROMPTS = [[1, 5, 7, 3, 9, 2], [1, 4, 4], [1, 8, 2, 6, 3, 3, 7, 11, 12], [1, 30]]
+UNITS = [(5,), (7, 8), (7, 9, 10), (20, 21), (7, 8, 33)]
 
 
-def test_hook_adds_exactly_the_vector_at_every_position(tiny):
-    tokens = torch.tensor([[1, 5, 7, 3, 2]])
-    hook = "blocks.0.hook_resid_post"
-    plain, plain_logits = capture(tiny, tokens, hook)
-    vector = torch.randn(16)
-    with steering_hook(tiny, hook, vector):
-        steered, steered_logits = capture(tiny, tokens, hook)
-    torch.testing.assert_close(steered - plain, vector.expand_as(plain))
-    assert not torch.allclose(steered_logits, plain_logits)
-    after, after_logits = capture(tiny, tokens, hook)
-    torch.testing.assert_close(after, plain)  # nothing left behind
-    torch.testing.assert_close(after_logits, plain_logits)
-    assert not any(hp.fwd_hooks for hp in tiny.hook_dict.values())
+def plain_scores(model, prompt, unit, vector, positions):
+    """Reference: one ordinary forward of prompt + unit with the vector added after layer LAYER."""
+    n = len(prompt)
+    tokens = torch.tensor([prompt + list(unit)])
+    start = n - 1 if positions == "reply" else 0
+
+    def add(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        gate = (torch.arange(hidden.shape[1]) >= start).float()
+        hidden = hidden + vector[None, None] * gate[None, :, None]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    with torch.no_grad():
+        base = torch.log_softmax(model(tokens).logits.float(), -1)[0]
+        handle = model.model.layers[LAYER].register_forward_hook(add)
+        try:
+            steered = torch.log_softmax(model(tokens).logits.float(), -1)[0]
+        finally:
+            handle.remove()
+    kl = float((steered[n - 1].exp() * (steered[n - 1] - base[n - 1])).sum())
+    logprob = float(sum(steered[n - 1 + k, unit[k]] for k in range(len(unit))))
+    return kl, logprob
 
 
-def test_hook_is_removed_even_when_the_block_raises(tiny):
-    tokens = torch.tensor([[1, 2, 3]])
-    hook = "blocks.1.hook_resid_post"
-    plain, _ = capture(tiny, tokens, hook)
-    with pytest.raises(RuntimeError), steering_hook(tiny, hook, torch.ones(16)):
-        raise RuntimeError("boom")
-    torch.testing.assert_close(capture(tiny, tokens, hook)[0], plain)
+@pytest.mark.parametrize("positions", ["reply", "all"])
+def test_prefix_reuse_equals_a_full_forward(tiny, positions):
+    engine = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4)
+    vectors = torch.randn(3, 32, generator=torch.Generator().manual_seed(1)) * 2
+    result = engine.score(engine.prepare(PROMPTS, UNITS), vectors)
+    expected_kl = np.zeros((3, len(PROMPTS)))
+    expected_lp = np.zeros((3, len(PROMPTS), len(UNITS)))
+    for k in range(3):
+        for i, prompt in enumerate(PROMPTS):
+            for u, unit in enumerate(UNITS):
+                expected_kl[k, i], expected_lp[k, i, u] = plain_scores(tiny, prompt, unit, vectors[k], positions)
+    np.testing.assert_allclose(result["kl"], expected_kl, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result["unit_logprob"], expected_lp, rtol=1e-5, atol=1e-5)
 
 
-def test_prompt_only_steers_only_prompt_positions(tiny):
-    tokens = torch.tensor([[1, 5, 7, 3, 2, 9]])
-    hook = "blocks.0.hook_resid_post"
-    plain, _ = capture(tiny, tokens, hook)
-    vector = torch.randn(16)
-    with steering_hook(tiny, hook, vector, prompt_length=4):
-        steered, _ = capture(tiny, tokens, hook)
-    torch.testing.assert_close(steered[:, :4] - plain[:, :4], vector.expand(1, 4, 16))
-    torch.testing.assert_close(steered[:, 4:], plain[:, 4:])
+def test_zero_vector_is_the_unsteered_model_and_layers_are_restored(tiny):
+    engine = SteeringEngine(tiny, LAYER)
+    prepared = engine.prepare(PROMPTS, UNITS)
+    result = engine.score(prepared, np.zeros((1, 32), np.float32))
+    np.testing.assert_allclose(result["kl"], 0.0, atol=1e-5)
+    base = np.zeros((len(PROMPTS), len(UNITS)))
+    for batch in prepared.batches:
+        base[batch.index] = batch.base_units_BU.numpy()
+    np.testing.assert_allclose(result["unit_logprob"][0], base, atol=1e-5)
+    assert not any("forward" in layer.__dict__ for layer in tiny.model.layers)  # the replay is gone
+    assert not any(layer._forward_hooks for layer in tiny.model.layers)
 
 
-class FakeTokenizer:
-    bos_token_id, eos_token_id, pad_token_id = 0, 1, 1
-    all_special_ids = [0, 1]
+@pytest.mark.parametrize("positions", ["reply", "all"])
+def test_kv_cache_sampling_equals_full_recompute_token_for_token(tiny, positions):
+    engine = SteeringEngine(tiny, LAYER, positions=positions, sample_batch=3)
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(2)) * 3
+    for v in (None, vector):
+        cached = engine.sample(PROMPTS, v, seed=7, max_new_tokens=10, use_cache=True)
+        recomputed = engine.sample(PROMPTS, v, seed=7, max_new_tokens=10, use_cache=False)
+        assert cached == recomputed
+        assert all(len(row) == 10 for row in cached)
+    assert engine.sample(PROMPTS, vector, seed=7, max_new_tokens=10) != engine.sample(PROMPTS, None, seed=7,
+                                                                                       max_new_tokens=10)
+
+
+def test_sampling_stops_at_a_stop_token(tiny):
+    engine = SteeringEngine(tiny, LAYER)
+    free = engine.sample(PROMPTS, None, seed=3, max_new_tokens=12)
+    stop = free[0][4]
+    cut = engine.sample(PROMPTS, None, seed=3, max_new_tokens=12, stop_ids=[stop])
+    assert cut[0] == free[0][: free[0].index(stop)]
+
+
+def test_word_trie_lists_every_proper_prefix_once():
+    assert word_trie([(1,), (2, 3), (2, 3, 4), (2, 5)]) == [(2,), (2, 3)]
+
+
+def test_hook_layer_names_the_block_and_refuses_other_hooks():
+    assert hook_layer("blocks.14.hook_resid_post") == 14
+    with pytest.raises(ConfigError, match="blocks.L.hook_resid_post"):
+        hook_layer("blocks.14.hook_mlp_out")
+
+
+# ---- lexicons ------------------------------------------------------------------------------------
+class SpaceTokenizer:
+    """Splits into 2-character pieces so that words are multi-token."""
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
 
     def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [2 + (ord(c) % 5) for c in text]}
+        pieces = [text[i:i + 2] for i in range(0, len(text), 2)]
+        return {"input_ids": [self.vocab.setdefault(p, len(self.vocab)) for p in pieces]}
 
 
-class FakeModel(torch.nn.Module):
-    """Logits depend only on position: log-probs we can compute by hand."""
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = torch.nn.Parameter(table, requires_grad=False)
-        self.tokenizer = FakeTokenizer()
-
-    def forward(self, tokens):
-        return self.table[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+def test_lexicon_scores_whole_words_with_their_variants():
+    assert word_variants("merci") == [" merci", "Merci", "merci"]
+    assert word_variants("France") == [" France", "France"]
+    lexicon = Lexicon.build(SpaceTokenizer(), ["France", "merci"])
+    assert lexicon.variants == [" France", "France", " merci", "Merci", "merci"]
+    assert all(len(u) > 1 for u in lexicon.units)  # whole words, not their first token
 
 
-def test_concept_mass_and_kl_by_hand(monkeypatch):
-    import harness.steering as steering
-
-    table = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]))
-    model = FakeModel(table)
-
-    def fake_batch(tokenizer, texts, max_tokens):
-        return TokenBatch(tokens_BS=torch.zeros(len(texts), 3, dtype=torch.long),
-                          keep_BS=torch.ones(len(texts), 3, dtype=bool), lengths_B=torch.full((len(texts),), 3))
-
-    monkeypatch.setattr(steering, "tokenize_batch", fake_batch)
-    scores, reference = next_token_scores(model, ["a", "b"], "hook", None, [0, 2], [1], 8)
-    assert scores["concept"][0] == pytest.approx(math.log(0.7 + 0.1))  # last position, tokens 0 and 2
-    assert scores["other"][0] == pytest.approx(math.log(0.1))
-    # KL against a reference that differs only at position 0: mean over the 3 positions.
-    ref = [torch.log_softmax(torch.zeros(3, 4), -1)] * 2
-    scores, _ = next_token_scores(model, ["a", "b"], "hook", None, [0], [], 8, reference=ref)
-    p0 = np.array([0.1, 0.2, 0.3, 0.4])
-    p2 = np.array([0.7, 0.1, 0.1, 0.1])
-    kl = lambda p: float((p * np.log(p / 0.25)).sum())  # noqa: E731
-    assert scores["kl"][0] == pytest.approx((kl(p0) + 0 + kl(p2)) / 3)
+def test_log_mass_is_the_log_of_summed_probabilities():
+    lp = np.log(np.array([[0.1, 0.2, 0.05]]))
+    assert log_mass(lp)[0] == pytest.approx(np.log(0.35))
 
 
-def test_alpha_choice_and_matching():
-    alphas = [0.1, 0.2, 0.4, 0.8]
-    assert choose_alpha(alphas, [0.01, 0.1, 0.6, 2.0], 0.5) == 0.2
-    assert choose_alpha(alphas, [0.9, 1.0, 2.0, 3.0], 0.5) == 0.1  # nothing within budget: the gentlest
-    assert matched_alpha(alphas, [0.1, 0.3, 0.5, 0.9], 0.4) == pytest.approx(math.exp((math.log(0.2) + math.log(0.4)) / 2))
-    assert matched_alpha(alphas, [0.1, 0.3, 0.5, 0.9], 5.0) == 0.8
+def test_profile_lexicons_score_no_unit_under_three_characters_and_share_nothing():
+    from harness.config import load_profile
+
+    for name in ("smollm2-135m", "gemma-2-2b"):
+        cfg = SteeringConfig.from_dict(load_profile(name).steering)
+        concept = {v.strip().casefold() for w in cfg.concept_words for v in word_variants(w)}
+        other = {v.strip().casefold() for w in cfg.other_concept_words for v in word_variants(w)}
+        assert min(len(u) for u in concept | other) >= MIN_UNIT_CHARS
+        assert not concept & other
 
 
-def test_concept_words_are_whole_words():
-    assert contains_word("We flew to Paris.", ["Paris"]) and contains_word("french toast", ["French"])
-    assert not contains_word("comparison shopping", ["Paris"])
+def test_lexicon_errors_name_the_word():
+    with pytest.raises(ConfigError, match="'B'.*shorter than 3"):
+        check_lexicons(["France", "B"], [])
+    with pytest.raises(ConfigError, match="share.*'paris'"):
+        check_lexicons(["Paris"], ["paris", "Berlin"])
+    with pytest.raises(ConfigError, match="random_seeds is gone; use steering.random_directions"):
+        SteeringConfig.from_dict({"concept_words": ["France"], "random_seeds": 3})
+    with pytest.raises(ConfigError, match="steering.positions"):
+        SteeringConfig.from_dict({"concept_words": ["France"], "positions": "prompt"})
 
 
-def test_steering_config_errors_name_values():
-    with pytest.raises(ConfigError, match=r"steering.alphas \[0.4, 0.1\] must be positive and increasing"):
-        SteeringConfig(alphas=(0.4, 0.1), concept_words=("France",))
-    with pytest.raises(ConfigError, match=r"unknown key in \[steering\] 'alpha'"):
-        SteeringConfig.from_dict({"alpha": [1], "concept_words": ["France"]})
+def test_word_share_counts_whole_words_only():
+    words = ["France", "Paris", "vous"]
+    assert word_share("Allez, vous aimez Paris et la France.", words) == pytest.approx(3 / 7)
+    assert word_share("Parisian frances", words) == 0.0
+    assert word_share("", words) == 0.0
+    assert word_share("la Côte d'Azur", ["Côte d'Azur"]) == pytest.approx(2 / 3)
+
+
+# ---- coefficients and ranks ----------------------------------------------------------------------
+def test_matched_alpha_interpolates_in_log_log_and_clips_to_the_grid():
+    alphas = [0.1, 0.2, 0.4]
+    kls = [0.02, 0.08, 0.32]  # KL = 2 alpha^2
+    assert matched_alpha(alphas, kls, 0.08) == pytest.approx(0.2)
+    assert matched_alpha(alphas, kls, 0.045) == pytest.approx(0.15, rel=1e-6)  # exact on a power law
+    assert matched_alpha(alphas, kls, 0.001) == 0.1
+    assert matched_alpha(alphas, kls, 5.0) == 0.4
+
+
+def test_secant_alpha_is_exact_on_a_power_law():
+    def kl(a):
+        return 3 * a ** 2.5
+
+    a1 = secant_alpha(0.1, kl(0.1), 0.1, kl(0.1), 0.5, (1e-3, 10))
+    a2 = secant_alpha(0.1, kl(0.1), a1, kl(a1), 0.5, (1e-3, 10))
+    assert kl(a2) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_rank_test_holds_at_its_level_when_the_anchor_is_one_more_control():
+    rng = np.random.default_rng(0)
+    held = 0
+    for _ in range(4000):
+        draws = rng.normal(size=100)
+        verdict, p, _ = rank_against_controls(draws[0], draws[1:], 0.05)
+        held += verdict == "held"
+        assert 0.01 <= p <= 1
+    assert held / 4000 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    assert rank_against_controls(10.0, rng.normal(size=99), 0.05)[0] == "held"
+    assert rank_against_controls(-1.0, rng.normal(size=99), 0.05)[0] == "refuted"
+    assert rank_against_controls(10.0, rng.normal(size=9), 0.05)[0] == "inconclusive"  # p >= 0.1 at best
