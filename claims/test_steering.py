@@ -1,8 +1,17 @@
-"""Steering (phase 2): does adding the anchor's decoder direction shift what the model writes?
+"""Steering (phase 2): does adding the anchor's decoder direction change what the model writes?
 
-Controls: random directions of equal norm, another concept's words, and multi-resolution
-(coarse + sub-features) against single-resolution at matched fluency cost. Either answer is
-a finding.
+Scores are whole words (every token of every concept word, with its spellings), at the same
+fluency cost for every method (KL at the reply's first token, matched on discovery prompts).
+Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation prompts:
+- beats_random: the anchor raises concept words, and beats 99 random directions and 99 random
+  decoder rows by exact rank (p <= 0.05);
+- specificity: 2 x 2 difference in differences, France vs Germany direction x France vs Germany words;
+- multi_vs_single: anchor + discovery-half sub-features beats the anchor alone, ranks above the
+  anchor mixed with random fine rows, and beats the anchor mixed with aligned rows that are not
+  sub-features (KL matched);
+- concept_rate: share of concept words in sampled continuations, steered vs unsteered;
+- versus_baseline: the anchor against DiffMean or prompting.
+Either answer is a finding. How: harness/steering.py; verdict rules: harness/claims_engine.py.
 """
 
 from harness.claims_engine import evaluate

@@ -486,11 +486,19 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
         if not matched:
             extra_verdicts.append("inconclusive")
         aligned = names.get("aligned_mixture")
+        aligned_text = ""
+        if aligned:
+            # Is it the sub-features, or any aligned fine rows? Multi must beat the anchor mixed with
+            # the most aligned rows that are not sub-features, prompt by prompt.
+            versus_aligned = mean_interval(concept_of(multi) - concept_of(aligned))
+            extra_verdicts.append(decide(versus_aligned.low, versus_aligned.high, 0.0, ">"))
+            details["versus_aligned_mixture"] = versus_aligned.as_dict()
+            aligned_text = (f"; multi minus ({aligned}) = {_interval_text(versus_aligned)} at KL "
+                            f"{kl.get(aligned, float('nan')):.2f}")
         reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(anchor, float('nan')):.2f} (anchor)"
                   f"{'' if matched else ' - not matched within ' + format(KL_MATCH_TOLERANCE * budget, '.2f')}, "
                   f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
-                  f"do as well (rank p = {p:.2g})"
-                  + (f"; anchor + aligned non-sub-features: {np.mean(concept_of(aligned)):.3f}" if aligned else ""))
+                  f"do as well (rank p = {p:.2g})" + aligned_text)
         details.update(kl_reached={anchor: kl.get(anchor), multi: kl.get(multi)}, kl_matched=matched,
                        rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
                        sub_features=study.get("meta", {}).get("sub_features"))

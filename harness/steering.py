@@ -318,6 +318,14 @@ def steering_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def unsteered_units(prepared) -> np.ndarray:
+    """[prompts, units] unsteered word log-probs, back in the prompts' order (batches are length-sorted)."""
+    out = np.empty((prepared.n_prompts, len(prepared.units)))
+    for batch in prepared.batches:
+        out[batch.index] = batch.base_units_BU.numpy()
+    return out
+
+
 def _subset(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(index, size=min(n, len(index)), replace=False))
 
@@ -398,10 +406,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     lap("calibrate named")
 
     # 3. Named directions at their matched alpha on the confirmation half.
-    base_conf = prep_conf_base = np.concatenate([b.base_units_BU.numpy() for b in prep_conf.batches])
-    order = np.concatenate([b.index for b in prep_conf.batches])
-    base_units = np.empty_like(prep_conf_base)
-    base_units[order] = base_conf
+    base_units = unsteered_units(prep_conf)
     base_concept = log_mass(base_units[:, :n_concept])
     base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
     scored = engine.score(prep_conf, vectors(named, [chosen[d.name] for d in named]))
@@ -413,10 +418,8 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
             "other": ((log_mass(u[:, n_concept:]) - base_other) if other_lex else np.zeros(len(confirmation))).tolist(),
             "kl": scored["kl"][i].tolist()}
     # Prompting: the instruction in the user's turn, unsteered; its "KL" is from the plain prompt.
-    p_units = np.empty_like(base_units)
+    p_units = unsteered_units(prep_prompting)
     p_last = []
-    for batch in prep_prompting.batches:
-        p_units[batch.index] = batch.base_units_BU.numpy()
     plain_last = {int(i): b.base_last_BV[j] for b in prep_conf.batches for j, i in enumerate(b.index)}
     for b in prep_prompting.batches:
         for j, i in enumerate(b.index):
@@ -441,9 +444,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     control_alpha = np.array([secant_alpha(alpha0, k0, a1, k1, cfg.kl_budget, (alphas[0] / 4, alphas[-1] * 4))
                               for k0, a1, k1 in zip(probe0, alpha1, probe1, strict=True)])
     ctrl_scores = engine.score(prep_ctrl, vectors(controls, control_alpha))
-    ctrl_base = np.empty((len(control), n_concept))
-    for b in prep_ctrl.batches:
-        ctrl_base[b.index] = b.base_units_BU.numpy()
+    ctrl_base = unsteered_units(prep_ctrl)
     ctrl_shift = (log_mass(ctrl_scores["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1)
     in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
     control_summary = {

@@ -132,7 +132,7 @@ class Prepared:
 
 class SteeringEngine:
     def __init__(self, model, layer: int, *, positions: str = "reply", batch_prompts: int = 16,
-                 batch_rows: int = 256, sample_batch: int = 64):
+                 batch_rows: int = 64, sample_batch: int = 64):
         if positions not in POSITIONS:
             from harness.errors import choices_error
             raise choices_error("steering.positions", positions, POSITIONS)

@@ -163,8 +163,8 @@ def steering_study(n: int = 40, seed: int = 0) -> dict:
     per_prompt = {anchor: {"concept": shift.tolist(), "other": (shift - 0.4).tolist(), "kl": [0.5] * n},
                   other: {"concept": rng.normal(0.0, 0.2, n).tolist(), "other": rng.normal(0.5, 0.2, n).tolist(),
                           "kl": [0.5] * n},
-                  "DiffMean": {"concept": (shift + 0.3).tolist(), "other": [0.0] * n, "kl": [0.5] * n},
-                  "prompting": {"concept": (shift + 1.0).tolist(), "other": [0.0] * n, "kl": [1.2] * n}}
+                  "DiffMean": {"concept": (shift + 0.3 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [0.5] * n},
+                  "prompting": {"concept": (shift + 1.0 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [1.2] * n}}
     kinds = {anchor: "anchor", other: "other", "DiffMean": "diffmean", "prompting": "prompting"}
     controls = {kind: {"names": [f"{kind}-{i}" for i in range(99)], "concept_shift": rng.normal(0.0, 0.1, 99).tolist(),
                        "kl": rng.normal(0.5, 0.05, 99).tolist(), "alpha": [0.2] * 99}

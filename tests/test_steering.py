@@ -209,3 +209,75 @@ def test_rank_test_holds_at_its_level_when_the_anchor_is_one_more_control():
     assert rank_against_controls(10.0, rng.normal(size=99), 0.05)[0] == "held"
     assert rank_against_controls(-1.0, rng.normal(size=99), 0.05)[0] == "refuted"
     assert rank_against_controls(10.0, rng.normal(size=9), 0.05)[0] == "inconclusive"  # p >= 0.1 at best
+
+
+# ---- steering claims on a planted study ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def planted_analysis():
+    from tests import planted
+    return planted.analysis(effect=True)
+
+
+def steering_spec(**params):
+    from harness.config import ClaimSpec
+    return ClaimSpec(family="steering", name="t", statement="planted", params=params)
+
+
+def verdict(analysis, study, **params):
+    from harness.claims_engine import evaluate
+    return evaluate(steering_spec(**params), analysis, steering=study)
+
+
+def test_planted_steering_claims_decide_for_the_planted_reason(planted_analysis):
+    from tests.planted import steering_study
+
+    study = steering_study()
+    record = verdict(planted_analysis, study, kind="beats_random")
+    assert record.verdict == "held" and "0 of 99 random directions do as well" in record.reason
+    assert verdict(planted_analysis, study, kind="specificity").verdict == "held"
+    diffmean = verdict(planted_analysis, study, kind="versus_baseline", baseline="diffmean")
+    assert diffmean.verdict == "refuted" and "DiffMean" in diffmean.reason  # DiffMean is planted 0.3 ahead
+    assert verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting").verdict == "refuted"
+    assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "not evaluated"  # no multi planted
+
+
+def test_an_anchor_no_better_than_its_controls_does_not_hold(planted_analysis):
+    from tests.planted import steering_study
+
+    study = steering_study()
+    study["controls"]["on_control_prompts"]["coarse-5"] = -0.5  # below the controls' median
+    record = verdict(planted_analysis, study, kind="beats_random")
+    assert record.verdict == "refuted" and "rank p = 1" in record.reason
+
+
+def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
+    from tests.planted import steering_study
+
+    study = steering_study()
+    anchor = np.asarray(study["per_prompt"]["coarse-5"]["concept"])
+    n = len(anchor)
+    study["directions"] += [{"kind": "multi", "name": "multi"}, {"kind": "aligned_mixture", "name": "aligned"}]
+    study["per_prompt"]["multi"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
+    study["per_prompt"]["aligned"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
+    study["kl_reached"].update(multi=0.5, aligned=0.5)
+    study["controls"]["by_kind"]["control_mixture"] = {"names": [], "concept_shift": [0.0] * 19, "kl": [], "alpha": []}
+    study["controls"]["on_control_prompts"]["multi"] = 1.0
+    record = verdict(planted_analysis, study, kind="multi_vs_single")
+    assert record.verdict != "held" and "multi minus (aligned)" in record.reason  # sub-features add nothing
+    study["per_prompt"]["aligned"]["concept"] = anchor.tolist()
+    assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "held"
+    study["kl_reached"]["multi"] = 0.9  # not matched: never held
+    record = verdict(planted_analysis, study, kind="multi_vs_single")
+    assert record.verdict == "inconclusive" and "not matched" in record.reason
+
+
+def test_unknown_baseline_is_a_usage_error_naming_the_choices(tmp_path):
+    from harness.config import load_profile
+    from harness.paths import PROFILES_DIR
+
+    text = (PROFILES_DIR / "smollm2-135m.toml").read_text().replace('baseline = "diffmean"', 'baseline = "diffmeen"')
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    (tmp_path / "p.anchors.toml").write_text((PROFILES_DIR / "smollm2-135m.anchors.toml").read_text())
+    with pytest.raises(ConfigError, match="'diffmeen'.*'diffmean', 'prompting'"):
+        load_profile(path)
