@@ -376,28 +376,29 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
     noise = rng.standard_t(4, n) * 0.4
     kind = claim_kind
     if kind == "specificity":
-        # 2 x 2: the France direction moves both lexicons exactly as much more as the Germany direction does.
+        # 2 x 2: the France direction favours France words by 0.3 nats, and so does the Germany
+        # direction (population means): the difference in differences is exactly 0.
         fr = rng.normal(0.7, 0.5, n)
         study = _steering_study({"anchor": {"concept": fr.tolist(), "other": (fr - 0.3 + noise).tolist(), "kl": []},
-                                 "other": {"concept": (0.1 + rng.normal(0, 0.3, n)).tolist(),
-                                           "other": rng.normal(0.4, 0.3, n).tolist(),
-                                           "kl": []}})
-        # centre the per-prompt difference in differences on exactly 0 (the boundary)
-        pp = study["per_prompt"]
-        did = (np.array(pp["anchor"]["concept"]) - pp["anchor"]["other"]) - (np.array(pp["other"]["concept"])
-                                                                             - pp["other"]["other"])
-        pp["other"]["concept"] = (np.array(pp["other"]["concept"]) + did.mean()).tolist()
+                                 "other": {"concept": rng.normal(0.7, 0.3, n).tolist(),
+                                           "other": rng.normal(0.4, 0.3, n).tolist(), "kl": []}})
     elif kind == "beats_random":
         # The anchor shifts France words (that part holds) but is one more draw from the controls' distribution.
         draws = rng.normal(0.3, 0.2, 2 * N_CONTROLS + 1)
         study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []}},
                                 controls={"random": draws[1:N_CONTROLS + 1], "random_row": draws[N_CONTROLS + 1:]},
                                 on_control={"anchor": float(draws[0])})
+    elif kind == "concept_rate":
+        # Rare concept words, equally rare steered and unsteered: 6% of samples hold any.
+        def shares():
+            return np.where(rng.random(64) < 0.06, rng.exponential(0.05, 64), 0.0).tolist()
+        study = _steering_study({"anchor": {"concept": [0.0] * n, "other": [0.0] * n, "kl": []}})
+        study["samples"] = {"concept_share": {"anchor": shares(), "unsteered": shares()}, "max_new_tokens": 32}
     else:  # multi_vs_single: no difference on average, exchangeable with the control mixtures, matched KL
         anchor = rng.normal(0.6, 0.3, n)
         draws = rng.normal(0.6, 0.2, 20)
         study = _steering_study({"anchor": {"concept": anchor.tolist(), "other": [0] * n, "kl": []},
-                                 "multi": {"concept": (anchor + noise - noise.mean()).tolist(), "other": [0] * n,
+                                 "multi": {"concept": (anchor + noise).tolist(), "other": [0] * n,
                                            "kl": []}},
                                 controls={"control_mixture": draws[1:]}, on_control={"multi": float(draws[0])})
     spec = _claim("steering", kind=kind)
@@ -464,6 +465,8 @@ CONDITIONS: tuple[Condition, ...] = (
        "(heavy-tailed per-prompt noise)", condition="boundary", claim_kind="specificity"),
     _c("steering", "boundary-rank", "fpr", steering_trial, "beats_random: the anchor shifts France words but is "
        "one more draw among 99 random directions and 99 random rows", condition="boundary", claim_kind="beats_random"),
+    _c("steering", "boundary-rare-words", "fpr", steering_trial, "concept_rate: concept words equally rare "
+       "steered and unsteered (6% of 64 samples hold any)", condition="boundary", claim_kind="concept_rate"),
     _c("steering", "boundary-multi", "fpr", steering_trial, "multi_vs_single: multi = single on average and "
        "exchangeable with 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single"),
 )

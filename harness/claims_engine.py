@@ -533,12 +533,15 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
     if interval.note:
         # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says
-        # nothing about uncertainty. Only the exact sign-flip p can hold it.
+        # nothing about uncertainty.
         reason += f"; {interval.note}"
-        if verdict == "held" and not flip_p < a.alpha:
+        if verdict == "refuted":
             verdict = "inconclusive"
-        elif verdict == "refuted":
-            verdict = "inconclusive"
+    if verdict == "held" and not flip_p < a.alpha:
+        # A bootstrap of a few non-zero pairs among many zeros (rare concept words) puts its lower
+        # bound above 0 too easily; the sign-flip test is exact, and it must agree.
+        reason += f"; the paired sign-flip test does not confirm it (p = {flip_p:.2g})"
+        verdict = "inconclusive"
     steerability = study.get("steerability", {}).get(anchor)
     if steerability:
         details["anchor_wrong_way_share"] = steerability["wrong_way"]

@@ -281,3 +281,16 @@ def test_unknown_baseline_is_a_usage_error_naming_the_choices(tmp_path):
     (tmp_path / "p.anchors.toml").write_text((PROFILES_DIR / "smollm2-135m.anchors.toml").read_text())
     with pytest.raises(ConfigError, match="'diffmeen'.*'diffmean', 'prompting'"):
         load_profile(path)
+
+
+def test_a_few_rare_events_need_the_exact_test_to_hold(planted_analysis):
+    """Concept words in 3 of 64 steered samples, none unsteered: the bootstrap alone would say > 0."""
+    from tests.planted import steering_study
+
+    study = steering_study()
+    steered = [0.0] * 61 + [0.05, 0.03, 0.1]
+    study["samples"]["concept_share"] = {"coarse-5": steered, "unsteered": [0.0] * 64}
+    record = verdict(planted_analysis, study, kind="concept_rate")
+    assert record.verdict == "inconclusive" and "sign-flip test does not confirm" in record.reason
+    study["samples"]["concept_share"]["coarse-5"] = [0.02] * 40 + [0.0] * 24
+    assert verdict(planted_analysis, study, kind="concept_rate").verdict == "held"
