@@ -101,3 +101,40 @@ def test_max_pool_equals_per_token_maximum(model, saes, profile, tmp_path):
     tables = cached_feature_tables(profile, one, model_loader=lambda: model, sae_loader=lambda: saes,
                                    cache_root=tmp_path, progress=False)
     np.testing.assert_allclose(tables.pooled["coarse"][0], per_token.max(0), atol=1e-4)
+
+
+def test_steering_engine_on_the_bridge_equals_a_hooked_forward(model, profile):
+    """The engine steers after block L of the unwrapped HF model; TransformerLens's
+    `blocks.L.hook_resid_post` (where the SAEs read) is the same place: adding the vector there
+    through the bridge gives the same KL and word log-probs."""
+    from harness.steering import encode_prompts
+    from harness.steering_engine import SteeringEngine, hook_layer
+
+    tokenizer = model.tokenizer
+    prompts, _ = encode_prompts(tokenizer, ["She folded the towels.", "The kitchen tap has been dripping all night."],
+                                chat_template=True, max_tokens=64)
+    units = [tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in [" France", "Marseille"]]
+    vector = torch.randn(profile.model.d_model, generator=torch.Generator().manual_seed(0)) * 20
+    engine = SteeringEngine(model, hook_layer(profile.model.hook), positions="reply")
+    result = engine.score(engine.prepare(prompts, units), vector[None])
+    for i, prompt in enumerate(prompts):
+        for u, unit in enumerate(units):
+            tokens = torch.tensor([prompt + list(unit)])
+            n = len(prompt)
+
+            def add(acts, hook=None):
+                acts = acts.clone()
+                acts[:, n - 1:] += vector.to(acts.dtype)
+                return acts
+
+            with torch.no_grad():
+                base = torch.log_softmax(model(tokens).float(), -1)[0]
+                steered = torch.log_softmax(model.run_with_hooks(tokens, fwd_hooks=[(profile.model.hook, add)])
+                                            .float(), -1)[0]
+            kl = float((steered[n - 1].exp() * (steered[n - 1] - base[n - 1])).sum())
+            logprob = float(sum(steered[n - 1 + k, t] for k, t in enumerate(unit)))
+            assert result["kl"][0, i] == pytest.approx(kl, rel=1e-4, abs=1e-4)
+            assert result["unit_logprob"][0, i, u] == pytest.approx(logprob, rel=1e-4, abs=1e-4)
+    cached = engine.sample(prompts, vector, seed=0, max_new_tokens=6)
+    assert cached == engine.sample(prompts, vector, seed=0, max_new_tokens=6, use_cache=False)
+    assert not any(hp.fwd_hooks for hp in model.hook_dict.values())  # nothing left on the bridge
