@@ -247,7 +247,9 @@ def figure_steering(steering: dict) -> list[dict]:
             if kind in ("anchor", "multi", "diffmean"):
                 shapes.append({"type": "line", "x0": value, "x1": value, "yref": "paper", "y0": 0, "y1": 1,
                                "line": {**_method_style(kind), "width": 3}})
-                notes.append({"x": value, "yref": "paper", "y": 1.02, "text": name.split(":")[0], "showarrow": False,
+                # staggered: the three often land within a few hundredths of a nat of each other
+                notes.append({"x": value, "yref": "paper", "y": 0.95 - 0.08 * len(notes), "xanchor": "right",
+                              "text": name.split(":")[0] + " ", "showarrow": False,
                               "font": {"size": 10, **_method_style(kind)}})
         figures.append({"id": "controls", "data": traces, "layout": _layout(
             f"Controls at matched KL: {concept}-word shift ({controls.get('prompts')} prompts); lines: anchor, multi, DiffMean",
