@@ -370,7 +370,8 @@ def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_contro
             "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}}
 
 
-def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: str = "specificity") -> Trial:
+def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: str = "specificity",
+                   part: str = "both") -> Trial:
     """Steering claims at the boundary of their null, built as the study builds them."""
     n = N_NEUTRAL
     noise = rng.standard_t(4, n) * 0.4
@@ -394,13 +395,15 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
             return np.where(rng.random(64) < 0.06, rng.exponential(0.05, 64), 0.0).tolist()
         study = _steering_study({"anchor": {"concept": [0.0] * n, "other": [0.0] * n, "kl": []}})
         study["samples"] = {"concept_share": {"anchor": shares(), "unsteered": shares()}, "max_new_tokens": 32}
-    else:  # multi_vs_single: no difference on average, exchangeable with the control mixtures, matched KL
+    else:  # multi_vs_single; the claim needs every part, so each part is put at its null with the other clearly true
         anchor = rng.normal(0.6, 0.3, n)
         draws = rng.normal(0.6, 0.2, 20)
+        gain = 0.3 if part == "rank" else 0.0  # "rank": multi clearly beats the anchor; the rank is the null
+        on_control = float(draws[0]) if part in ("rank", "both") else 10.0  # "interval": far above every mixture
         study = _steering_study({"anchor": {"concept": anchor.tolist(), "other": [0] * n, "kl": []},
-                                 "multi": {"concept": (anchor + noise).tolist(), "other": [0] * n,
+                                 "multi": {"concept": (anchor + gain + noise).tolist(), "other": [0] * n,
                                            "kl": []}},
-                                controls={"control_mixture": draws[1:]}, on_control={"multi": float(draws[0])})
+                                controls={"control_mixture": draws[1:]}, on_control={"multi": on_control})
     spec = _claim("steering", kind=kind)
     return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
 
@@ -469,6 +472,11 @@ CONDITIONS: tuple[Condition, ...] = (
        "steered and unsteered (6% of 64 samples hold any)", condition="boundary", claim_kind="concept_rate"),
     _c("steering", "boundary-multi", "fpr", steering_trial, "multi_vs_single: multi = single on average and "
        "exchangeable with 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single"),
+    _c("steering", "boundary-multi-interval", "fpr", steering_trial, "multi_vs_single: multi = single on average, "
+       "far above every random-row mixture", condition="boundary", claim_kind="multi_vs_single", part="interval"),
+    _c("steering", "boundary-multi-rank", "fpr", steering_trial, "multi_vs_single: multi beats single by 0.3 "
+       "nats but is one more draw among 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single",
+       part="rank"),
 )
 
 

@@ -436,6 +436,16 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
 
     extra_verdicts: list[str] = []
     p_value = None
+    tolerance = KL_MATCH_TOLERANCE * budget if budget else np.inf
+    unmatched: list[str] = []
+
+    def require_budget(name: str, reached) -> None:
+        """Every steered method must sit at the fluency budget; one that does not is not comparable."""
+        if reached is None or not abs(reached - budget) <= tolerance:
+            unmatched.append(f"{name} at KL {reached if reached is not None else float('nan'):.2f}")
+
+    if kind in ("beats_random", "specificity", "multi_vs_single", "versus_baseline"):
+        require_budget(anchor, kl.get(anchor))
     if kind == "beats_random":
         effect_values = concept_of(anchor)
         effect_name = f"{concept}-word log-prob shift, anchor at matched KL (nats)"
@@ -449,6 +459,10 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
             ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
                                    "median": float(np.median(shifts)) if shifts else None}
         p_value = max(r["p"] for r in ranks.values())
+        for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
+            control_kl = controls["by_kind"].get(control_kind, {}).get("kl", [])
+            if control_kl:
+                require_budget(f"the {label} (median)", float(np.median(control_kl)))
         reason = (f"{anchor} shifts {concept}-word log-prob by {{interval}} nats at KL {kl.get(anchor, float('nan')):.2f}; "
                   + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
                               f"median {r['median']:.3f})" for r in ranks.values())
@@ -469,6 +483,7 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
                   f"{np.mean(concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
                   f"difference in differences {{interval}}")
         details.update(other_direction=other, kl_reached={anchor: kl.get(anchor), other: kl.get(other)})
+        require_budget(other, kl.get(other))
     elif kind == "multi_vs_single":
         if "multi" not in names:
             return not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
@@ -525,11 +540,20 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
                   f"{' (an instruction has no coefficient: its KL is what it is)' if baseline == 'prompting' else ''}; "
                   f"anchor minus baseline {{interval}}")
         details.update(baseline=base_name, kl_reached={anchor: kl.get(anchor), base_name: kl.get(base_name)})
+        if baseline == "diffmean":
+            require_budget(base_name, kl.get(base_name))
+    if unmatched:
+        # Compared at different fluency costs, a bigger shift may only mean a bigger push.
+        extra_verdicts.append("inconclusive")
+        reason_suffix = f"; not at the KL budget {budget:g} +/- {tolerance:.3g}: " + ", ".join(unmatched)
+    else:
+        reason_suffix = ""
+    details["kl_unmatched"] = unmatched
     effect_values = np.asarray(effect_values, dtype=np.float64)
     flip_p = float(paired_sign_flip_test(effect_values, n_resamples=a.n_permutations, seed=a.seed).p_value[0])
     p_value = flip_p if p_value is None else max(p_value, flip_p)
     interval = mean_interval(effect_values)
-    reason = reason.replace("{interval}", _interval_text(interval))
+    reason = reason.replace("{interval}", _interval_text(interval)) + reason_suffix
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
     if interval.note:
         # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says

@@ -85,6 +85,10 @@ class SteeringConfig:
             raise ConfigError(f"steering.multi_coarse_weight = {self.multi_coarse_weight} must be in (0, 1)")
         if self.temperature <= 0:
             raise ConfigError(f"steering.temperature = {self.temperature} must be > 0")
+        if bool(self.other_concept) != bool(self.other_concept_words):
+            raise ConfigError("steering.other_concept and steering.other_concept_words go together: the 2 x 2 "
+                              f"design needs both (got other_concept = {self.other_concept!r} and "
+                              f"{len(self.other_concept_words)} other_concept_words)")
 
     @classmethod
     def from_dict(cls, data: dict) -> SteeringConfig:
@@ -113,6 +117,7 @@ class SteeringConfig:
 def word_variants(word: str) -> list[str]:
     """The spellings scored for a word: as written, with and without a leading space (mid-sentence and
     at the reply's start), and capitalised at the reply's start."""
+    word = word.strip()
     return sorted({word, f" {word}", word[:1].upper() + word[1:]})
 
 
@@ -123,6 +128,9 @@ def check_lexicons(concept: Sequence[str], other: Sequence[str]) -> None:
             if len(word.strip()) < MIN_UNIT_CHARS:
                 raise ConfigError(f"steering.{name} item {word!r} is shorter than {MIN_UNIT_CHARS} characters; "
                                   f"score whole words, not letters")
+            if word != word.strip() or not _WORD.search(word):
+                raise ConfigError(f"steering.{name} item {word!r} must be a word or phrase without surrounding "
+                                  f"spaces (the leading-space variant is scored automatically)")
     shared = {w.casefold() for w in concept} & {w.casefold() for w in other}
     if shared:
         raise ConfigError(f"steering.concept_words and other_concept_words share {sorted(shared)}; "
@@ -144,7 +152,23 @@ class Lexicon:
                 if ids and ids not in units:
                     variants.append(variant)
                     units.append(ids)
-        return cls(words=tuple(words), variants=variants, units=units)
+        # A unit that extends another (" Paris" + "ian") is already inside the shorter one's
+        # probability: keeping both would count that mass twice.
+        keep = [i for i, u in enumerate(units)
+                if not any(len(v) < len(u) and u[:len(v)] == v for v in units)]
+        return cls(words=tuple(words), variants=[variants[i] for i in keep], units=[units[i] for i in keep])
+
+
+def check_units_apart(concept: Lexicon, other: Lexicon) -> None:
+    """No unit of one lexicon may begin with a unit of the other: its mass would count for both."""
+    for a, b, a_lex, b_lex in ((concept, other, "concept_words", "other_concept_words"),
+                               (other, concept, "other_concept_words", "concept_words")):
+        for i, u in enumerate(a.units):
+            for j, v in enumerate(b.units):
+                if len(v) <= len(u) and u[:len(v)] == v:
+                    raise ConfigError(f"steering.{a_lex} spelling {a.variants[i]!r} begins with the tokens of "
+                                      f"steering.{b_lex} spelling {b.variants[j]!r}; the two lexicons must not "
+                                      f"share probability mass")
 
 
 def log_mass(unit_logprob: np.ndarray) -> np.ndarray:
@@ -153,21 +177,24 @@ def log_mass(unit_logprob: np.ndarray) -> np.ndarray:
     return (top + np.log(np.exp(unit_logprob - top).sum(-1, keepdims=True)))[..., 0]
 
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
 
 
 def word_share(text: str, words: Sequence[str]) -> float:
-    """Share of the words in `text` that are lexicon words (multi-word entries count once per word)."""
+    """Share of the words in `text` that belong to a lexicon entry; an entry of several words (or a
+    hyphenated one) matches as a phrase, and each word of the text counts at most once."""
     tokens = [t.casefold() for t in _WORD.findall(text)]
     if not tokens:
         return 0.0
-    lexicon = {w.casefold() for w in words if " " not in w.strip()}
-    hits = sum(t in lexicon for t in tokens)
-    lowered = " ".join(tokens)
-    for phrase in (w for w in words if " " in w.strip()):
-        parts = [p.casefold() for p in _WORD.findall(phrase)]
-        hits += len(parts) * len(re.findall(rf"(?<!\w){re.escape(' '.join(parts))}(?!\w)", lowered))
-    return hits / len(tokens)
+    entries = sorted({tuple(p.casefold() for p in _WORD.findall(w)) for w in words if _WORD.findall(w)},
+                     key=len, reverse=True)  # longest first, so a phrase wins over its first word
+    matched = [False] * len(tokens)
+    for entry in entries:
+        n = len(entry)
+        for i in range(len(tokens) - n + 1):
+            if tuple(tokens[i:i + n]) == entry and not any(matched[i:i + n]):
+                matched[i:i + n] = [True] * n
+    return sum(matched) / len(tokens)
 
 
 def contains_word(text: str, words: Sequence[str]) -> bool:
@@ -368,6 +395,8 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                                    max_tokens=profile.model.max_tokens + 16)
     concept_lex = Lexicon.build(tokenizer, cfg.concept_words)
     other_lex = Lexicon.build(tokenizer, cfg.other_concept_words) if cfg.other_concept_words else None
+    if other_lex:
+        check_units_apart(concept_lex, other_lex)
     units = concept_lex.units + (other_lex.units if other_lex else [])
     n_concept = len(concept_lex.units)
     engine = SteeringEngine(model, hook_layer(profile.model.hook), positions=cfg.positions)

@@ -58,7 +58,9 @@ def test_cli_rows_and_table():
     assert [(r["family"], r["condition"]) for r in rows] == [("sparsity", "boundary"), ("steering", "boundary"),
                                                                  ("steering", "boundary-rank"),
                                                                  ("steering", "boundary-rare-words"),
-                                                                 ("steering", "boundary-multi")]
+                                                                 ("steering", "boundary-multi"),
+                                                                 ("steering", "boundary-multi-interval"),
+                                                                 ("steering", "boundary-multi-rank")]
     for row in rows:
         assert {"family", "condition", "fpr", "n_datasets", "mc_se", "alpha"} <= set(row)
     assert format_table(rows).count("\n| ") == len(rows) + 1

@@ -168,14 +168,31 @@ def test_lexicon_errors_name_the_word():
         SteeringConfig.from_dict({"concept_words": ["France"], "random_seeds": 3})
     with pytest.raises(ConfigError, match="steering.positions"):
         SteeringConfig.from_dict({"concept_words": ["France"], "positions": "prompt"})
+    with pytest.raises(ConfigError, match="without surrounding spaces"):
+        check_lexicons([" Paris"], [])
+    with pytest.raises(ConfigError, match="other_concept and steering.other_concept_words go together"):
+        SteeringConfig.from_dict({"concept_words": ["France"], "other_concept": "Germany"})
 
 
-def test_word_share_counts_whole_words_only():
+def test_word_share_counts_whole_words_only_and_each_word_once():
     words = ["France", "Paris", "vous"]
     assert word_share("Allez, vous aimez Paris et la France.", words) == pytest.approx(3 / 7)
     assert word_share("Parisian frances", words) == 0.0
     assert word_share("", words) == 0.0
     assert word_share("la Côte d'Azur", ["Côte d'Azur"]) == pytest.approx(2 / 3)
+    # a phrase and its first word: the words are counted once, never a share above 1
+    assert word_share("Paris Saint-Germain won", ["Paris", "Paris Saint-Germain"]) == pytest.approx(2 / 3)
+    assert word_share("Île-de-France et Paris", ["Île-de-France", "Paris"]) == pytest.approx(2 / 3)
+
+
+def test_a_unit_that_extends_another_is_not_counted_twice():
+    tokenizer = SpaceTokenizer()
+    lexicon = Lexicon.build(tokenizer, ["Paris", "Parisian"])
+    assert " Parisian" not in lexicon.variants and " Paris" in lexicon.variants
+    from harness.steering import check_units_apart
+    other = Lexicon.build(tokenizer, ["Parisienne"])  # begins with the tokens of "Paris"
+    with pytest.raises(ConfigError, match="begins with the tokens of"):
+        check_units_apart(Lexicon.build(tokenizer, ["Paris"]), other)
 
 
 # ---- coefficients and ranks ----------------------------------------------------------------------
