@@ -265,12 +265,12 @@ def figure_steering(steering: dict) -> list[dict]:
              "marker": {"color": colours, "pattern": {"shape": "/"}}}],
             "layout": _layout(f"Targeting: {concept} vs {other} words at matched KL (confirmation prompts)",
                               barmode="group", yaxis={"title": "shift from unsteered (nats)"}, height=420,
-                              xaxis={"tickangle": -25}, legend={"orientation": "h", "y": 1.08})})
+                              xaxis={"tickangle": -25, "automargin": True}, legend={"orientation": "h", "y": 1.08})})
         figures.append({"id": "steerability", "data": [
             {"type": "bar", "x": names, "y": [summary[n]["wrong_way"] for n in names], "marker": {"color": colours},
              "name": "moved the wrong way"}],
             "layout": _layout(f"Per-prompt steerability: share of prompts whose {concept}-word log-prob went down",
-                              yaxis={"title": "share of prompts", "range": [0, 1]}, xaxis={"tickangle": -25},
+                              yaxis={"title": "share of prompts", "range": [0, 1]}, xaxis={"tickangle": -25, "automargin": True},
                               height=380)})
         sampled = [n for n in summary if summary[n].get("concept_share") is not None]
         if sampled:
@@ -281,7 +281,7 @@ def figure_steering(steering: dict) -> list[dict]:
                  "marker": {"color": [METHOD_COLOURS.get(summary[n].get("kind", ""), "#333") for n in sampled],
                             "pattern": {"shape": "/"}}}],
                 "layout": _layout(f"Sampled continuations: share of words from each lexicon", barmode="group",
-                                  yaxis={"title": "share of words", "tickformat": ".1%"}, xaxis={"tickangle": -25},
+                                  yaxis={"title": "share of words", "tickformat": ".1%"}, xaxis={"tickangle": -25, "automargin": True},
                                   height=400, legend={"orientation": "h", "y": 1.08})})
     return figures
 
