@@ -311,3 +311,19 @@ def test_a_few_rare_events_need_the_exact_test_to_hold(planted_analysis):
     assert record.verdict == "inconclusive" and "sign-flip test does not confirm" in record.reason
     study["samples"]["concept_share"]["coarse-5"] = [0.02] * 40 + [0.0] * 24
     assert verdict(planted_analysis, study, kind="concept_rate").verdict == "held"
+
+
+def test_report_draws_every_steering_figure_with_one_colour_per_method():
+    from harness.report import METHOD_COLOURS, figure_steering
+    from harness.steering import ledger_view
+    from tests.planted import steering_study
+
+    view = ledger_view(steering_study())
+    assert "per_prompt" not in view and "concept_share" not in view["samples"]  # arrays stay in the cache
+    figures = {f["id"]: f for f in figure_steering(view)}
+    assert set(figures) == {"dose", "pareto", "controls", "twobytwo", "steerability", "shares"}
+    anchor_colours = {trace["line"]["color"] for f in ("dose", "pareto") for trace in figures[f]["data"]
+                      if trace.get("name") == "coarse-5"}
+    assert anchor_colours == {METHOD_COLOURS["anchor"]}
+    assert any("prompting" in (t.get("name") or "") for t in figures["dose"]["data"])
+    assert any("random directions" in (t.get("name") or "") for t in figures["dose"]["data"])
