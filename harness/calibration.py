@@ -389,6 +389,14 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
         study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []}},
                                 controls={"random": draws[1:N_CONTROLS + 1], "random_row": draws[N_CONTROLS + 1:]},
                                 on_control={"anchor": float(draws[0])})
+    elif kind == "versus_baseline":
+        # SAE anchor and DiffMean move concept words equally on average (correlated per prompt).
+        anchor = rng.normal(0.6, 0.3, n)
+        study = _steering_study({"anchor": {"concept": anchor.tolist(), "other": [0] * n, "kl": []},
+                                 "DiffMean": {"concept": (anchor + noise).tolist(), "other": [0] * n, "kl": []}},
+                                kinds={"DiffMean": "diffmean"})
+        spec = _claim("steering", kind=kind, baseline="diffmean")
+        return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
     elif kind == "concept_rate":
         # Rare concept words, equally rare steered and unsteered: 6% of samples hold any.
         def shares():
@@ -468,6 +476,9 @@ CONDITIONS: tuple[Condition, ...] = (
        "(heavy-tailed per-prompt noise)", condition="boundary", claim_kind="specificity"),
     _c("steering", "boundary-rank", "fpr", steering_trial, "beats_random: the anchor shifts France words but is "
        "one more draw among 99 random directions and 99 random rows", condition="boundary", claim_kind="beats_random"),
+    _c("steering", "boundary-baseline", "fpr", steering_trial, "versus_baseline: anchor and DiffMean move "
+       "concept words equally on average (heavy-tailed per-prompt differences)", condition="boundary",
+       claim_kind="versus_baseline"),
     _c("steering", "boundary-rare-words", "fpr", steering_trial, "concept_rate: concept words equally rare "
        "steered and unsteered (6% of 64 samples hold any)", condition="boundary", claim_kind="concept_rate"),
     _c("steering", "boundary-multi", "fpr", steering_trial, "multi_vs_single: multi = single on average and "
