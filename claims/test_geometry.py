@@ -1,10 +1,15 @@
-"""Geometry: the 0.3 decoder-cosine cutoff lies beyond the crowd of fine features and a random null."""
+"""Geometry: "0.3 is where the crowd ends and the signal begins", as two tested parts.
 
-from harness.claims_engine import evaluate
+(a) null directions drawn with the fine decoder's own covariance rarely reach the cutoff: the
+    `quantile` quantile of their largest cosine (order-statistic interval) lies below `cutoff`;
+(b) the anchor has more fine rows beyond the cutoff than null directions do (exact rank p).
+Decision (harness.claims_engine.geometry_claim): held when both hold; refuted when either is refuted.
+"""
 
-CLAIM_FAMILY = "geometry"
+from harness import assert_held, claim_family, evaluate
 
 
+@claim_family("geometry")
 def test_geometry(claim, analysis, record_claim):
     record = record_claim(evaluate(claim, analysis))
-    assert record.verdict == "held", record.message
+    assert_held(record)

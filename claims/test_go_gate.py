@@ -1,10 +1,13 @@
-"""GO gate: at least one coarse anchor has 3 or more sub-features. Its failure is NO-GO."""
+"""GO gate: at least one coarse anchor has `min_sub_features` (3) or more sub-features.
 
-from harness.claims_engine import evaluate
+Decision (harness.claims_engine.go_gate_claim): held when some anchor has that many tested
+sub-features; refuted when no anchor could reach it on these prompts. Its failure is NO-GO.
+"""
 
-CLAIM_FAMILY = "go_gate"
+from harness import assert_held, claim_family, evaluate
 
 
+@claim_family("go_gate")
 def test_go_gate(claim, analysis, record_claim):
     record = record_claim(evaluate(claim, analysis))
-    assert record.verdict == "held", record.message
+    assert_held(record)

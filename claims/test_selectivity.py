@@ -1,13 +1,18 @@
-"""Selectivity: an anchor fires on concept prompts far more than on neutral or near-miss ones.
+"""Selectivity: an anchor fires on concept prompts far more than on neutral (or near-miss) ones.
 
-Seed: C-3999 selectivity 0.97 (> 0.9). Permutation p over label shuffles; bootstrap CI.
+Seed: C-3999 selectivity 0.97 (> 0.9).
+Statistic: selectivity = mean_concept / (mean_concept + mean_other) of the max-pooled activation,
+on the half the claims are tested on.
+Decision (harness.claims_engine.selectivity_claim): the threshold itself is tested. BCa interval
+over prompts (bounded by Clopper-Pearson where the feature barely fires on the other set): held when
+its lower bound exceeds `min_selectivity`, refuted when its upper bound is below it. The permutation
+p of "no preference at all" is reported beside it.
 """
 
-from harness.claims_engine import evaluate
-
-CLAIM_FAMILY = "selectivity"
+from harness import assert_held, claim_family, evaluate
 
 
+@claim_family("selectivity")
 def test_selectivity(claim, analysis, record_claim):
     record = record_claim(evaluate(claim, analysis))
-    assert record.verdict == "held", record.message
+    assert_held(record)

@@ -14,11 +14,10 @@ Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation
 Either answer is a finding. How: harness/steering.py; verdict rules: harness/claims_engine.py.
 """
 
-from harness.claims_engine import evaluate
-
-CLAIM_FAMILY = "steering"
+from harness import assert_held, claim_family, evaluate
 
 
+@claim_family("steering")
 def test_steering(claim, analysis, steering_study, record_claim):
     record = record_claim(evaluate(claim, analysis, steering=steering_study))
-    assert record.verdict == "held", record.message
+    assert_held(record)

@@ -1,11 +1,17 @@
-"""Sub-features: fine features with decoder cosine >= 0.3 to a coarse anchor co-fire with it
-(activation correlation significant after Benjamini-Hochberg)."""
+"""Sub-features: fine features whose decoder rows point the anchor's way (cosine >= `min_cosine`)
+and that co-fire with it.
 
-from harness.claims_engine import evaluate
+Statistic: the within-set (partial) correlation of pooled activations, so that two features that
+merely both prefer the concept do not count; permutation p with shuffles inside each prompt set;
+Benjamini-Hochberg over the cosine-qualified rows.
+Decision (harness.claims_engine.sub_features_claim): held when at least `min_count` rows are
+sub-features (q < alpha, positive partial correlation); refuted when not even that many could be.
+"""
 
-CLAIM_FAMILY = "sub_features"
+from harness import assert_held, claim_family, evaluate
 
 
+@claim_family("sub_features")
 def test_sub_features(claim, analysis, record_claim):
     record = record_claim(evaluate(claim, analysis))
-    assert record.verdict == "held", record.message
+    assert_held(record)

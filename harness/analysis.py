@@ -7,11 +7,13 @@ the profile's seed); pre-registered anchors and prompts the user brings use all 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.config import Profile
+from harness.errors import ConfigError, choices_error
 from harness.features import FeatureTables
 from harness.prompts import PromptSets, discovery_mask
 from harness.stats import (
@@ -49,6 +51,11 @@ def split_rows(tables: FeatureTables, prompt_sets: PromptSets, seed: int) -> dic
     return masks
 
 
+def facets_by_row(tables: FeatureTables, prompt_sets: PromptSets) -> np.ndarray:
+    facet = {p.id: p.facet for p in prompt_sets.all()}
+    return np.array([facet.get(pid, "") for pid in tables.prompt_ids], dtype=object)
+
+
 @dataclass
 class Analysis:
     profile: Profile
@@ -62,6 +69,7 @@ class Analysis:
     alpha: float
     decoder_norms: dict[str, np.ndarray] = field(default_factory=dict)  # role -> [d_sae] ||W_dec row||
     sae_info: dict[str, dict] = field(default_factory=dict)  # role -> {"architecture", "k", ...}
+    facets: np.ndarray | None = None  # [P] each prompt's facet ("" when it has none)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,12 +84,60 @@ class Analysis:
             n_permutations=analysis_cfg.permutations, n_bootstrap=analysis_cfg.bootstrap, alpha=analysis_cfg.alpha,
             decoder_norms={k: np.asarray(v, dtype=np.float64) for k, v in (decoder_norms or {}).items()},
             sae_info=dict(sae_info or {}),
+            facets=facets_by_row(tables, prompt_sets),
         )
 
     def __repr__(self) -> str:
         return f"Analysis(profile={self.profile.name!r}, split={self.split!r}, seed={self.seed})"
 
+    def on_split(self, split: str) -> Analysis:
+        """The same data with claims tested on another half ("discovery", "confirmation", "all")."""
+        if split not in ("discovery", "confirmation", "all"):
+            raise choices_error("split", split, ("discovery", "confirmation", "all"))
+        return dataclasses.replace(self, split=split, _cache={})
+
     # ---- prompt groups -------------------------------------------------------------------
+    def rows(self, set_name: str, split: str | None = None, facet: str | None = None) -> np.ndarray:
+        """Boolean mask of a prompt set's rows: on a half ("discovery", "confirmation", "all"; default:
+        the half the claims are tested on) and, optionally, of one facet."""
+        if set_name not in ("concept", "neutral", "near_miss"):
+            raise choices_error("prompt set", set_name, ("concept", "neutral", "near_miss"))
+        split = split or self.split_of(set_name)
+        if split not in ("discovery", "confirmation", "all"):
+            raise choices_error("split", split, ("discovery", "confirmation", "all"))
+        mask = self.masks[f"{set_name}_{split}"]
+        if facet is not None:
+            known = sorted(set(self.facet_labels()[self.masks[f"{set_name}_all"]]))
+            if facet not in known:
+                raise choices_error(f"facet of the {set_name} prompts", facet, known)
+            mask = mask & (self.facet_labels() == facet)
+        return mask
+
+    def facet_labels(self) -> np.ndarray:
+        return self.facets if self.facets is not None else np.full(len(self.tables.prompt_ids), "", dtype=object)
+
+    def facet_names(self, set_name: str = "concept") -> list[str]:
+        return sorted(set(self.facet_labels()[self.masks[f"{set_name}_all"]]) - {""})
+
+    @property
+    def anchors(self) -> tuple[int, ...]:
+        """The coarse anchors (pre-registered or discovered), best first."""
+        return tuple(self.profile.anchors.coarse)
+
+    @property
+    def top_anchor(self) -> int:
+        if not self.anchors:
+            raise ConfigError(f"profile {self.profile.name!r} has no coarse anchors; run `python -m harness discover`")
+        return self.anchors[0]
+
+    def sub_feature_ids(self, anchor: int) -> list[int]:
+        """The anchor's sub-features on the half the claims are tested on."""
+        return [p["fine"] for p in self.sub_features(anchor)]
+
+    def decoder(self, role: str) -> np.ndarray:
+        """[d_sae, d_model] unit decoder rows."""
+        return self.directions[role]
+
     def split_of(self, name: str) -> str:
         """Which half of a set the claims test: fresh prompts are used whole (discovery still halves them)."""
         return "all" if name in self.profile.anchors.whole_sets and self.split != "discovery" else self.split

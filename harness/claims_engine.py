@@ -13,6 +13,7 @@ import numpy as np
 from harness.analysis import FEW_FIRINGS, Analysis
 from harness.config import ClaimSpec
 from harness.errors import ConfigError, choices_error
+from harness.families import Param, register_family, require_family
 from harness.ledger import ClaimRecord, Effect
 from harness.stats import (
     Interval,
@@ -67,7 +68,7 @@ def make_record(spec: ClaimSpec, *, verdict: str, statistic_name: str, statistic
         statistic=None if statistic is None else float(statistic), threshold=None if threshold is None else float(threshold),
         comparison=comparison, p_value=p_value, q_value=q_value, effect=effect, passed=verdict == "held",
         verdict=verdict, prompts_to_decide=needed, by_construction=by_construction, reason=reason,
-        details=details or {},
+        gating=spec.is_gating, details=details or {},
     )
 
 
@@ -576,34 +577,48 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     )
 
 
-FAMILIES = {
-    "selectivity": selectivity_claim,
-    "loud_unselective": loud_unselective_claim,
-    "sparsity": sparsity_claim,
-    "reconstruction": reconstruction_claim,
-    "geometry": geometry_claim,
-    "sub_features": sub_features_claim,
-    "empty_top_left": empty_top_left_claim,
-    "go_gate": go_gate_claim,
-}
+# ---- the built-in families, registered with their parameters (thresholds live in profiles) ----
+SAE = Param(str, choices=("coarse", "fine"), help="which SAE")
+ANCHOR = Param(int, low=0, feature_of="coarse", help="a coarse feature")
+UNIT_INTERVAL = dict(low=0.0, high=1.0)
+COSINE = dict(low=-1.0, high=1.0)
+NO_GROUPS: tuple[str, ...] = ()
 
-
-# Which prompt groups each family tests; a group below the floor makes the claim not evaluable.
-TESTED_GROUPS = {
-    "selectivity": lambda spec: ("concept", spec.param("against")),
-    "loud_unselective": lambda spec: ("concept", "neutral"),
-    "sub_features": lambda spec: ("concept", "neutral"),
-    "go_gate": lambda spec: ("concept", "neutral"),
-    "empty_top_left": lambda spec: ("concept", "neutral"),
-    "reconstruction": lambda spec: ("concept", "neutral"),
-    "sparsity": lambda spec: ("concept", "neutral"),
-}
+register_family("selectivity", {
+    "sae": SAE, "feature": Param(int, low=0, feature_of="sae"),
+    "min_selectivity": Param(float, **UNIT_INTERVAL, help="the bar: selectivity must exceed it"),
+    "against": Param(str, "neutral", choices=("neutral", "near_miss"))},
+    evaluate=selectivity_claim, groups=lambda spec: ("concept", spec.param("against")))
+# units: "residual" compares activation x decoder-row norm (what each feature writes into the
+# residual stream); "activation" compares raw SAE activations.
+register_family("loud_unselective", {
+    "sae": SAE, "loud": Param(int, low=0, feature_of="sae"), "anchor": Param(int, low=0, feature_of="sae"),
+    "units": Param(str, "residual", choices=("residual", "activation"))}, evaluate=loud_unselective_claim)
+register_family("sparsity", {"sae": SAE, "max_l0_fraction": Param(float, **UNIT_INTERVAL)}, evaluate=sparsity_claim)
+register_family("reconstruction", {
+    "sae": SAE, "min_explained_variance": Param(float, **COSINE), "min_ce_loss_score": Param(float, **COSINE)},
+    evaluate=reconstruction_claim)
+# quantile: the cutoff must exceed this quantile of the largest cosine null directions reach.
+register_family("geometry", {"anchor": ANCHOR, "cutoff": Param(float, 0.3, **COSINE),
+                             "quantile": Param(float, 0.95, low=0.5, high=0.9999)},
+                evaluate=geometry_claim, groups=NO_GROUPS)
+register_family("sub_features", {
+    "anchor": ANCHOR, "min_cosine": Param(float, 0.3, **COSINE), "min_count": Param(int, 1, low=1),
+    "blue_min_correlation": Param(float, 0.5, **COSINE), "orange_min_correlation": Param(float, 0.2, **COSINE),
+    "red_max_cosine": Param(float, 0.1, **UNIT_INTERVAL)}, evaluate=sub_features_claim)
+register_family("empty_top_left", {"min_cosine": Param(float, 0.3, **COSINE),
+                                   "min_correlation": Param(float, 0.1, **COSINE)}, evaluate=empty_top_left_claim)
+register_family("go_gate", {"min_sub_features": Param(int, 3, low=1)}, evaluate=go_gate_claim, needs_anchors=True)
+# baseline: only for kind "versus_baseline".
+register_family("steering", {"kind": Param(str, choices=STEERING_KINDS),
+                             "baseline": Param(str, "diffmean", choices=STEERING_BASELINES)},
+                evaluate=steering_claim, groups=NO_GROUPS, needs_anchors=True, needs_steering=True)
 
 
 def too_little_data(spec: ClaimSpec, a: Analysis) -> ClaimRecord | None:
     """Too few prompts is not evidence: below `analysis.min_group_size` a claim is not evaluated."""
     floor = a.profile.analysis.min_group_size
-    groups = TESTED_GROUPS.get(spec.family, lambda spec: ())(spec)
+    groups = require_family(spec.family).groups(spec)
     small = {g: int(a.group(g).sum()) for g in groups if int(a.group(g).sum()) < floor}
     if not small:
         return None
@@ -615,13 +630,16 @@ def too_little_data(spec: ClaimSpec, a: Analysis) -> ClaimRecord | None:
 
 
 def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = None) -> ClaimRecord:
+    """The engine's verdict on one claim of a registered family (the function calibration calls too)."""
+    family = require_family(spec.family)
+    if family.evaluate is None:
+        raise ConfigError(f"family {spec.family!r} (from {family.origin}) has no engine function: its test "
+                          "computes the record itself")
     small = too_little_data(spec, analysis)
     if small is not None:
         return small
-    if spec.family == "steering":
+    if family.needs_steering:
         if steering is None:
             raise ConfigError(f"claim {spec.claim_id!r} needs the steering study; pass steering=")
-        return steering_claim(spec, analysis, steering)
-    if spec.family not in FAMILIES:
-        raise choices_error("claim family for the analysis engine", spec.family, [*FAMILIES, "steering"])
-    return FAMILIES[spec.family](spec, analysis)
+        return family.evaluate(spec, analysis, steering)
+    return family.evaluate(spec, analysis)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from harness.errors import ConfigError, choices_error
+from harness.families import FAMILY_NAME, check_type, get_family, registered_families, require_family
 from harness.paths import FIXTURES_DIR, PROFILES_DIR
 
 ModelSource = Literal["smollm2-gguf", "huggingface", "synthetic"]
@@ -22,17 +23,6 @@ SaeSource = Literal["local", "pretrained", "random"]
 Pooling = Literal["max", "mean"]
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "bfloat16", "float16"]
-ClaimFamily = Literal[
-    "selectivity",
-    "loud_unselective",
-    "sparsity",
-    "reconstruction",
-    "geometry",
-    "sub_features",
-    "empty_top_left",
-    "go_gate",
-    "steering",
-]
 SAE_ROLES = ("coarse", "fine")
 HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
 
@@ -48,22 +38,6 @@ def _reject_unknown(where: str, data: dict[str, Any], cls: type) -> None:
     for key in data:
         if key not in known:
             raise choices_error(f"key in {where}", key, known)
-
-
-def _type_name(kind) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
-
-
-def check_type(where: str, value: Any, kind) -> None:
-    """Strict TOML types: no string for a number, no float for an integer, no bool for either."""
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(kind, True)
-    if not ok:
-        raise ConfigError(f"{where} = {value!r} must be {_type_name(kind)}, got {type(value).__name__}")
 
 
 def _check_field_types(cls: type, where: str, data: dict) -> None:
@@ -228,24 +202,31 @@ class DiscoveryConfig:
 
 @dataclass(frozen=True)
 class ClaimSpec:
-    """One declared claim. `params` holds the family's thresholds, checked per family."""
+    """One declared claim. `params` holds the family's parameters, checked against its registered
+    `harness.Param`s; `gating = false` in the profile makes it exploratory (reported, never flips GO).
+
+    A family that no module has registered yet (a researcher's, in claims/) is checked when its
+    module registers it, at collection, before anything loads."""
 
     family: str
     name: str
     statement: str
     params: dict[str, Any] = field(default_factory=dict)
+    gating: bool | None = None  # None: the family's default
+    origin: str = field(default="", compare=False)  # "profile.toml: claims[3]", for error messages
 
     def __post_init__(self) -> None:
-        _check_literal("claim family", self.family, ClaimFamily)
-        required = CLAIM_PARAMS[self.family]
-        for key in self.params:
-            if key not in required:
-                raise choices_error(f"parameter of claim {self.name!r}", key, required)
-        missing = [k for k, default in required.items() if default is REQUIRED and k not in self.params]
-        if missing:
-            raise ConfigError(f"claim {self.name!r} ({self.family}) is missing parameters {missing}")
-        for key, value in self.params.items():
-            check_param(f"claim {self.claim_id!r}: {key}", key, value)
+        if not isinstance(self.family, str) or not FAMILY_NAME.match(self.family):
+            raise choices_error("claim family", self.family, registered_families())
+        if self.gating is not None and not isinstance(self.gating, bool):
+            raise ConfigError(f"claim {self.claim_id!r}: gating = {self.gating!r} must be true or false")
+        family = get_family(self.family)
+        if family is not None:
+            family.check(f"claim {self.claim_id!r}", self.params)
+
+    def check(self) -> None:
+        """Check against the registered family (raises when none is registered)."""
+        require_family(self.family).check(f"claim {self.claim_id!r}", self.params)
 
     def __repr__(self) -> str:
         return f"ClaimSpec({self.claim_id!r})"
@@ -253,70 +234,30 @@ class ClaimSpec:
     def param(self, key: str) -> Any:
         if key in self.params:
             return self.params[key]
-        return CLAIM_PARAMS[self.family][key]
+        family = require_family(self.family)
+        if key not in family.params:
+            raise choices_error(f"parameter of family {self.family!r}", key, sorted(family.params))
+        return family.params[key].default
+
+    def __getattr__(self, key: str) -> Any:
+        # claim.min_selectivity reads like the claim; dunders and private names stay attribute errors
+        if key.startswith("_") or key in ("family", "name", "statement", "params", "gating", "origin"):
+            raise AttributeError(key)
+        try:
+            return self.param(key)
+        except ConfigError as exc:
+            raise AttributeError(str(exc)) from None
+
+    @property
+    def is_gating(self) -> bool:
+        if self.gating is not None:
+            return self.gating
+        family = get_family(self.family)
+        return family.gating if family is not None else True
 
     @property
     def claim_id(self) -> str:
         return f"{self.family}[{self.name}]"
-
-
-REQUIRED = object()
-# Per family: parameter -> default (REQUIRED when it has none). Thresholds live in profiles.
-CLAIM_PARAMS: dict[str, dict[str, Any]] = {
-    "selectivity": {"sae": REQUIRED, "feature": REQUIRED, "min_selectivity": REQUIRED,
-                    "against": "neutral"},
-    # units: "residual" compares activation x decoder-row norm (what each feature writes into the
-    # residual stream); "activation" compares raw SAE activations.
-    "loud_unselective": {"sae": REQUIRED, "loud": REQUIRED, "anchor": REQUIRED, "units": "residual"},
-    "sparsity": {"sae": REQUIRED, "max_l0_fraction": REQUIRED},
-    "reconstruction": {"sae": REQUIRED, "min_explained_variance": REQUIRED,
-                       "min_ce_loss_score": REQUIRED},
-    # quantile: the cutoff must exceed this quantile of the largest cosine null directions reach.
-    "geometry": {"anchor": REQUIRED, "cutoff": 0.3, "quantile": 0.95},
-    "sub_features": {"anchor": REQUIRED, "min_cosine": 0.3, "min_count": 1,
-                     "blue_min_correlation": 0.5, "orange_min_correlation": 0.2,
-                     "red_max_cosine": 0.1},
-    "empty_top_left": {"min_cosine": 0.3, "min_correlation": 0.1},
-    "go_gate": {"min_sub_features": 3},
-    # baseline: only for kind "versus_baseline".
-    "steering": {"kind": REQUIRED, "baseline": "diffmean"},
-}
-
-
-# Parameter -> (type, valid values or (low, high) range, inclusive). Checked when the profile loads.
-FEATURE_PARAMS = ("feature", "anchor", "loud")
-PARAM_DOMAINS: dict[str, tuple[type, Any]] = {
-    "sae": (str, ("coarse", "fine")),
-    "feature": (int, (0, None)), "anchor": (int, (0, None)), "loud": (int, (0, None)),
-    "against": (str, ("neutral", "near_miss")),
-    "units": (str, ("residual", "activation")),
-    "kind": (str, ("beats_random", "specificity", "multi_vs_single", "concept_rate", "versus_baseline")),
-    "baseline": (str, ("diffmean", "prompting")),
-    "min_selectivity": (float, (0.0, 1.0)),
-    "max_l0_fraction": (float, (0.0, 1.0)),
-    "min_explained_variance": (float, (-1.0, 1.0)),
-    "min_ce_loss_score": (float, (-1.0, 1.0)),
-    "cutoff": (float, (-1.0, 1.0)), "min_cosine": (float, (-1.0, 1.0)), "red_max_cosine": (float, (0.0, 1.0)),
-    "quantile": (float, (0.5, 0.9999)),
-    "min_count": (int, (1, None)), "min_sub_features": (int, (1, None)),
-    "min_correlation": (float, (-1.0, 1.0)), "blue_min_correlation": (float, (-1.0, 1.0)),
-    "orange_min_correlation": (float, (-1.0, 1.0)),
-}
-
-
-def check_param(where: str, key: str, value: Any) -> None:
-    if key not in PARAM_DOMAINS:
-        return
-    kind, domain = PARAM_DOMAINS[key]
-    check_type(where, value, kind)
-    if isinstance(domain, tuple) and domain and isinstance(domain[0], str):
-        if value not in domain:
-            raise choices_error(where.split(": ")[0] + f" {key}", value, domain)
-        return
-    low, high = domain
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{where} = {value!r} is out of range; valid: {bounds}")
 
 
 @dataclass(frozen=True)
@@ -350,7 +291,6 @@ class Profile:
     path: Path | None = None
 
     def claims_of(self, family: str) -> list[ClaimSpec]:
-        _check_literal("claim family", family, ClaimFamily)
         return [c for c in self.claims if c.family == family]
 
     def to_dict(self) -> dict[str, Any]:
@@ -462,9 +402,11 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
             if key not in raw:
                 raise ConfigError(f"{where} is missing {key!r}")
         try:
+            gating = raw.pop("gating", None)
             spec = ClaimSpec(family=raw.pop("family"), name=raw.pop("name"), statement=raw.pop("statement"),
-                             params=raw)
-            _check_feature_ids(spec, saes)
+                             params=raw, gating=gating, origin=where)
+            if get_family(spec.family) is not None:
+                check_feature_ids(spec, saes)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         if spec.claim_id in seen:
@@ -492,7 +434,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     )
     if profile.name != path.stem and path.parent == PROFILES_DIR:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
-    needs_anchors = sorted({c.family for c in claims} & {"go_gate", "steering"})
+    needs_anchors = sorted({c.family for c in claims if (f := get_family(c.family)) is not None and f.needs_anchors})
     if require_anchors and needs_anchors and not anchors.coarse:
         raise ConfigError(f"claims of families {needs_anchors} need coarse anchors, and the profile has none (no "
                           f"[anchors] and no {side_file.name} beside it); run `python -m harness discover --profile "
@@ -500,16 +442,27 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     return profile
 
 
-def _check_feature_ids(spec: ClaimSpec, saes: dict[str, SaeConfig]) -> None:
+def check_feature_ids(spec: ClaimSpec, saes: dict[str, SaeConfig]) -> None:
     """Feature ids against the SAE widths the profile declares (checked against the SAEs' own
     configs by `harness.preflight` before any model loads)."""
-    role = spec.params.get("sae", "coarse")
-    for key in FEATURE_PARAMS:
-        if key in spec.params:
-            value = spec.params[key]
-            if role in saes and value >= saes[role].d_sae:
-                raise ConfigError(f"{key} {value} is not a feature of the {role} SAE; "
-                                  f"valid: 0..{saes[role].d_sae - 1}")
+    family = require_family(spec.family)
+    for key, param in family.params.items():
+        if not param.feature_of or key not in spec.params or spec.params[key] is None:
+            continue
+        role = spec.param("sae") if param.feature_of == "sae" else param.feature_of
+        value = spec.params[key]
+        if role in saes and value >= saes[role].d_sae:
+            raise ConfigError(f"{key} {value} is not a feature of the {role} SAE; valid: 0..{saes[role].d_sae - 1}")
+
+
+def check_claim(spec: ClaimSpec, profile: Profile) -> None:
+    """A claim of a family registered after the profile loaded (a researcher's, in claims/): its
+    parameters and feature ids, with the profile line it came from."""
+    try:
+        spec.check()
+        check_feature_ids(spec, profile.saes)
+    except ConfigError as exc:
+        raise ConfigError(f"{spec.origin or profile.path}: {exc}") from exc
 
 
 def with_overrides(profile: Profile, **changes: Any) -> Profile:

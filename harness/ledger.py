@@ -20,7 +20,7 @@ from harness.paths import REPO_ROOT, atomic_write_text
 SCHEMA_VERSION = "2"
 # The order claims are listed in (ledger, report, verdict reason); unknown families sort last.
 FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
-                "sub_features", "empty_top_left", "steering"]
+                "sub_features", "empty_top_left", "facet", "steering"]
 
 
 def claim_order(record) -> tuple:
@@ -57,6 +57,7 @@ class ClaimRecord(BaseModel):
     by_construction: bool = Field(False, description="true by the SAE's architecture (e.g. L0 = k for TopK), "
                                                      "not a finding")
     reason: str = Field("", description="one sentence: why it held, was refuted or stayed inconclusive")
+    gating: bool = Field(True, description="false: an exploratory claim, reported but never flips GO")
     details: dict[str, Any] = Field(default_factory=dict)
     duration_s: float = 0.0
     nodeid: str = ""
@@ -146,20 +147,26 @@ def new_run_id() -> tuple[str, str]:
 
 
 def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
-    """GO only when every declared claim was evaluated and held, the GO gate included; the reason names
-    what did not hold, and how."""
-    gate = [c for c in claims if c.family == "go_gate"]
+    """GO only when every declared gating claim was evaluated and held, the GO gate included; the reason
+    names what did not hold, and how. Exploratory (non-gating) claims are reported, never counted."""
+    gating = [c for c in claims if c.gating]
+    exploratory = [c for c in claims if not c.gating]
+    note = ""
+    if exploratory:
+        not_held = sum(c.verdict != "held" for c in exploratory)
+        note = f"; {len(exploratory)} exploratory claim{'s' * (len(exploratory) != 1)} not gating ({not_held} not held)"
+    gate = [c for c in gating if c.family == "go_gate"]
     if not gate:
-        return "NO-GO", "no go_gate claim was declared"
-    if all(c.verdict == "held" for c in claims):
-        return "GO", gate[0].reason or "every claim held"
+        return "NO-GO", "no gating go_gate claim was declared" + note
+    if all(c.verdict == "held" for c in gating):
+        return "GO", (gate[0].reason or "every claim held") + note
     parts = []
     for verdict in ("refuted", "inconclusive", "not evaluated"):
-        ids = [c.id for c in claims if c.verdict == verdict]
+        ids = [c.id for c in gating if c.verdict == verdict]
         if ids:
             parts.append(f"{len(ids)} {verdict}: " + ", ".join(ids[:6]) + (" ..." if len(ids) > 6 else ""))
-    return "NO-GO", f"{sum(c.verdict != 'held' for c in claims)} of {len(claims)} claims did not hold (" + \
-        "; ".join(parts) + ")"
+    return "NO-GO", f"{sum(c.verdict != 'held' for c in gating)} of {len(gating)} gating claims did not hold (" + \
+        "; ".join(parts) + ")" + note
 
 
 def write_ledger(ledger: Ledger, path: Path) -> None:

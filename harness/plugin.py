@@ -7,8 +7,10 @@
   profile, prompt file, SAE folder, baseline or output folder: found before any model loads),
   6 setup failure (the model, an SAE, a cache or the hub could not be loaded: reported once, the
   session stops, --html is left untouched).
-- Each test module under claims/ names its CLAIM_FAMILY; its `claim` argument is
-  parametrized from the profile's claims with readable ids (test_selectivity[coarse-3999]).
+- Each test in claims/ names its family with @harness.claim_family (built-in or the researcher's
+  own, registered there with its parameters); its `claim` argument is parametrized from the
+  profile's claims of that family with readable ids (test_selectivity[coarse-3999]). Exploratory
+  (non-gating) claims are reported and never flip the exit status.
 - A test hands its ClaimRecord to the `record_claim` fixture; the record travels on the
   test report (so it also reaches the controller under xdist) and the ledger and HTML are
   written once, in pytest_sessionfinish, never on an xdist worker.
@@ -136,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ClaimsSession(config), "claims-session")
     if not hasattr(config, "workerinput"):
         get_profile(config)  # a bad --profile is a usage error, before collection
-    config.addinivalue_line("markers", "claims_family(name): a claims module's family (set via CLAIM_FAMILY)")
+
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -165,15 +167,47 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "claim" not in metafunc.fixturenames:
         return
-    family = getattr(metafunc.module, "CLAIM_FAMILY", None)
+    from harness.api import FAMILY_ATTRIBUTE, FAMILY_ERROR
+    from harness.config import check_claim
+
+    error = getattr(metafunc.function, FAMILY_ERROR, None)
+    if error:
+        raise pytest.UsageError(error)
+    family = getattr(metafunc.function, FAMILY_ATTRIBUTE, None) or getattr(metafunc.module, "CLAIM_FAMILY", None)
     if family is None:
-        raise pytest.UsageError(f"{metafunc.module.__name__} takes `claim` but sets no CLAIM_FAMILY")
-    specs = get_profile(metafunc.config).claims_of(family)
+        raise pytest.UsageError(f"{metafunc.module.__name__}::{metafunc.function.__name__} takes `claim` but names no "
+                                "family: decorate it with @harness.claim_family(\"name\", params={...})")
+    profile = get_profile(metafunc.config)
+    specs = profile.claims_of(family)
+    try:
+        for spec in specs:
+            check_claim(spec, profile)  # a researcher's family is registered only now, by its module
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     metafunc.parametrize("claim", specs, ids=[spec.name for spec in specs])
 
 
+def _collected_everything(config: pytest.Config) -> bool:
+    """True unless the command line named single files or test ids (then other families' modules were
+    never imported, and their claims are simply not run)."""
+    return not any("::" in arg or Path(arg.split("::")[0]).is_file() for arg in config.args)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A family the profile declares no claims for is deselected, not skipped: nothing was claimed."""
+    """A family the profile declares no claims for is deselected, not skipped: nothing was claimed.
+    A declared family that no collected module registers is a usage error (a typo, or a missing module)."""
+    from harness.families import get_family, registered_families
+
+    if PROFILE_KEY in config.stash and _collected_everything(config) and any(
+            "claim" in getattr(item, "fixturenames", ()) for item in items):
+        unknown = sorted({spec.family for spec in config.stash[PROFILE_KEY].claims if get_family(spec.family) is None})
+        if unknown:
+            where = [spec.origin for spec in config.stash[PROFILE_KEY].claims if spec.family == unknown[0]][0]
+            raise pytest.UsageError(
+                f"{where}: claim family {unknown[0]!r} is registered by no module in the collected claims; "
+                f"registered: {', '.join(registered_families())} (a module registers one with "
+                f"@harness.claim_family({unknown[0]!r}, params={{...}}))")
+
     def unclaimed(item: pytest.Item) -> bool:
         if "claim" not in getattr(item, "fixturenames", ()):
             return False
@@ -197,7 +231,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         message = str(call.excinfo.value) if call.excinfo else "error"
         record = ClaimRecord(id=spec.claim_id, family=spec.family, statement=spec.statement,
                              statistic_name="error", statistic=None, threshold=None, passed=False,
-                             verdict="not evaluated",
+                             verdict="not evaluated", gating=spec.is_gating,
                              reason=f"could not be evaluated: {message.splitlines()[0][:300] if message else 'error'}")
     if "steering_study" in getattr(item, "fixturenames", ()) and RUN_KEY in item.config.stash:
         summary = item.config.stash[RUN_KEY].steering_for_ledger()
@@ -224,11 +258,18 @@ class ClaimsSession:
         self.collected_claims = 0
         self.steering: dict = {}  # from a worker's report under xdist
         self.summary: tuple | None = None
+        self.blocking_failures = 0  # failed tests other than exploratory (non-gating) claims
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.collected_claims = sum(1 for item in session.items if "claim" in getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            exploratory = False
+            for name, value in report.user_properties:
+                if name == PROPERTY:
+                    exploratory = not ClaimRecord.model_validate_json(value).gating
+            self.blocking_failures += not exploratory
         for name, value in report.user_properties:
             if name == PROPERTY:
                 record = ClaimRecord.model_validate_json(value)
@@ -247,7 +288,7 @@ class ClaimsSession:
                 partial = True
                 records[spec.claim_id] = ClaimRecord(
                     id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name="not run",
-                    statistic=None, threshold=None, passed=False, verdict="not evaluated",
+                    statistic=None, threshold=None, passed=False, verdict="not evaluated", gating=spec.is_gating,
                     reason="not run in this session (deselected with -k, stopped by -x or -m, or no module in "
                            f"claims/ for family {spec.family!r})")
         from harness.ledger import claim_order
@@ -272,6 +313,9 @@ class ClaimsSession:
             reason = f"partial run: {reason}"
         if verdict != "GO" and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a partial or empty run is never GO
+        elif (verdict == "GO" and session.exitstatus == pytest.ExitCode.TESTS_FAILED
+              and not self.blocking_failures):
+            session.exitstatus = pytest.ExitCode.OK  # only exploratory claims failed: reported, not gating
         counts = {v: sum(c.verdict == v for c in records) for v in ("held", "refuted", "inconclusive",
                                                                      "not evaluated")}
         index = None

@@ -59,7 +59,11 @@ def test_verdict_needs_every_claim_and_a_gate():
     assert decide_verdict([record("go_gate[go]", "go_gate", True)])[0] == "GO"
     verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False)])
     assert verdict == "NO-GO" and "sparsity[a]" in reason
-    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no go_gate claim was declared")
+    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no gating go_gate claim was declared")
+    # An exploratory claim is reported in the reason and never flips GO.
+    exploratory = record("facet[top]", "facet", False).model_copy(update={"gating": False, "verdict": "refuted"})
+    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), exploratory])
+    assert verdict == "GO" and "1 exploratory claim not gating (1 not held)" in reason
 
 
 def test_report_tables_come_from_the_harness(ledger):

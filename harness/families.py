@@ -1,0 +1,156 @@
+"""Claim families: an open registry.
+
+A family is a name, its parameters (type, default, valid values), whether its claims gate GO,
+which prompt groups it tests, and, for the built-in families, the engine function that decides
+it (the same function serves `pytest claims/`, calibration and discovery). A researcher's family
+is registered where it is written, with `harness.claim_family` on its test function; the
+profile then parametrizes it exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.errors import ConfigError, choices_error
+
+REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_type(where: str, value: Any, kind) -> None:
+    """Strict TOML types: no string for a number, no float for an integer, no bool for either."""
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(kind, True)
+    if not ok:
+        raise ConfigError(f"{where} = {value!r} must be {TYPE_NAMES.get(kind, str(kind))}, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a claim family: its type, default (REQUIRED: none), valid values or range.
+
+    `feature_of`: the value is a feature index of this SAE ("coarse", "fine", or "sae" for the SAE the
+    claim's own `sae` parameter names), checked against the SAE's width before any model loads.
+    """
+
+    kind: type = float
+    default: Any = REQUIRED
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    feature_of: str = ""
+    help: str = ""
+
+    def check(self, where: str, value: Any) -> None:
+        if value is None and self.default is None:
+            return
+        check_type(where, value, self.kind)
+        if self.choices and value not in self.choices:
+            raise choices_error(where, value, self.choices)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            bounds = f"[{self.low}, {self.high}]" if self.high is not None and self.low is not None else (
+                f">= {self.low}" if self.low is not None else f"<= {self.high}")
+            raise ConfigError(f"{where} = {value!r} is out of range; valid: {bounds}")
+
+    def describe(self) -> str:
+        text = TYPE_NAMES.get(self.kind, getattr(self.kind, "__name__", str(self.kind)))
+        if self.choices:
+            text += f" in {list(self.choices)}"
+        elif self.low is not None or self.high is not None:
+            text += f" in [{'' if self.low is None else self.low}, {'' if self.high is None else self.high}]"
+        return text + (" (required)" if self.default is REQUIRED else f" (default {self.default!r})")
+
+
+def _both_halves(spec) -> tuple[str, ...]:
+    return ("concept", "neutral")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    params: dict[str, Param] = field(default_factory=dict)
+    gating: bool = True  # False: exploratory, reported but never flips GO
+    groups: Callable[[Any], tuple[str, ...]] = _both_halves  # prompt groups a claim tests (size floor)
+    evaluate: Callable | None = None  # engine function (spec, analysis[, steering]) -> ClaimRecord
+    needs_anchors: bool = False
+    needs_steering: bool = False
+    origin: str = ""  # the module that registered it
+    doc: str = ""
+
+    def check(self, where: str, params: dict[str, Any]) -> None:
+        """Unknown and missing parameters, and each value's type and range: one ConfigError each."""
+        for key in params:
+            if key not in self.params:
+                valid = ", ".join(f"{k}: {p.describe()}" for k, p in sorted(self.params.items())) or "none"
+                raise ConfigError(f"{where}: unknown parameter {key!r} of family {self.name!r}; valid: {valid}")
+        missing = [k for k, p in self.params.items() if p.default is REQUIRED and k not in params]
+        if missing:
+            raise ConfigError(f"{where} is missing parameters {missing} (family {self.name!r})")
+        for key, value in params.items():
+            self.params[key].check(f"{where}: {key}", value)
+
+    def default(self, key: str) -> Any:
+        if key not in self.params:
+            raise KeyError(key)
+        return self.params[key].default
+
+
+_REGISTRY: dict[str, Family] = {}
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        import harness.claims_engine  # noqa: F401 - registers the built-in families
+        import harness.facets  # noqa: F401
+
+
+def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = True,
+                    groups: Callable | tuple[str, ...] | None = None, evaluate: Callable | None = None,
+                    needs_anchors: bool = False, needs_steering: bool = False, origin: str = "",
+                    doc: str = "") -> Family:
+    """Add a family to the registry. A module re-imported (pytester, reload) replaces its own family;
+    a family of the same name from another module is an error, so no one silently redefines another's."""
+    if not isinstance(name, str) or not FAMILY_NAME.match(name):
+        raise ConfigError(f"family name {name!r} must be lower-case letters, digits and _ (e.g. 'facet_cuisine')")
+    params = dict(params or {})
+    for key, param in params.items():
+        if not isinstance(param, Param):
+            raise ConfigError(f"family {name!r}: parameter {key!r} must be a harness.Param, got {param!r}")
+    if isinstance(groups, tuple):
+        fixed = groups
+        groups = lambda spec: fixed  # noqa: E731
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.origin != origin:
+        raise ConfigError(f"family {name!r} is already registered by {existing.origin or 'harness'}; "
+                          f"choose another name (registered: {', '.join(sorted(_REGISTRY))})")
+    family = Family(name=name, params=params, gating=gating, groups=groups or _both_halves, evaluate=evaluate,
+                    needs_anchors=needs_anchors, needs_steering=needs_steering, origin=origin, doc=doc)
+    _REGISTRY[name] = family
+    return family
+
+
+def get_family(name: str) -> Family | None:
+    _load_builtins()
+    return _REGISTRY.get(name)
+
+
+def registered_families() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def require_family(name: str) -> Family:
+    family = get_family(name)
+    if family is None:
+        raise choices_error("claim family", name, registered_families())
+    return family
