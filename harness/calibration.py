@@ -69,8 +69,8 @@ class Trial:
 
 
 # ---- building synthetic worlds -----------------------------------------------------------------
-def _labels() -> np.ndarray:
-    return np.array(["concept"] * N_CONCEPT + ["neutral"] * N_NEUTRAL)
+def _labels(n_concept: int = N_CONCEPT) -> np.ndarray:
+    return np.array(["concept"] * n_concept + ["neutral"] * N_NEUTRAL)
 
 
 def zero_heavy(rng, n: int, rate: float, mean_magnitude: float) -> np.ndarray:
@@ -78,9 +78,9 @@ def zero_heavy(rng, n: int, rate: float, mean_magnitude: float) -> np.ndarray:
     return np.where(rng.random(n) < rate, rng.gamma(2.0, mean_magnitude / 2.0, n), 0.0)
 
 
-def by_set(rng, concept: tuple[float, float], neutral: tuple[float, float]) -> np.ndarray:
+def by_set(rng, concept: tuple[float, float], neutral: tuple[float, float], n_concept: int = N_CONCEPT) -> np.ndarray:
     """A feature firing at (rate, mean magnitude) on concept prompts and at another on neutral ones."""
-    return np.r_[zero_heavy(rng, N_CONCEPT, *concept), zero_heavy(rng, N_NEUTRAL, *neutral)]
+    return np.r_[zero_heavy(rng, n_concept, *concept), zero_heavy(rng, N_NEUTRAL, *neutral)]
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -100,16 +100,19 @@ def aligned_to(rng, anchor: np.ndarray, cosine: float) -> np.ndarray:
 
 def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fine_dirs=None, seed: int,
                     settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
-                    min_firing_prompts: int = 5) -> Analysis:
+                    min_firing_prompts: int = 5, concept_facets=None) -> Analysis:
     """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
     rng = np.random.default_rng([seed, 0x776F726C64])
-    labels = _labels()
+    labels = _labels(N_CONCEPT if concept_facets is None else len(concept_facets))
     coarse = np.asarray(coarse, dtype=np.float64).reshape(len(labels), -1)
     fine = np.zeros((len(labels), 1)) if fine is None else np.asarray(fine, dtype=np.float64)
     d = D_MODEL
     coarse_dirs = unit_rows(rng.standard_normal((coarse.shape[1], d))) if coarse_dirs is None else coarse_dirs
     fine_dirs = unit_rows(rng.standard_normal((fine.shape[1], d))) if fine_dirs is None else fine_dirs
-    prompts = {name: tuple(Prompt(id=f"{name}-{i}", text=f"{name} {i}", set=name, facet="synthetic")
+    def facet(name, i):
+        return str(concept_facets[i]) if name == "concept" and concept_facets is not None else "synthetic"
+
+    prompts = {name: tuple(Prompt(id=f"{name}-{i}", text=f"{name} {i}", set=name, facet=facet(name, i))
                            for i in range(int((labels == name).sum()))) for name in ("concept", "neutral")}
     sets = PromptSets(prompts["concept"], prompts["neutral"], ())
     n = len(labels)
@@ -193,6 +196,36 @@ def co_firing_trial(rng, seed: int, s: Settings, *, condition: str, family: str)
             else _claim("sub_features", anchor=0, min_count=3 if condition == "effect" else 1))
     world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
                             settings=s)
+    return Trial(world, spec)
+
+
+# ---- facets --------------------------------------------------------------------------------------
+FACET_NAMES = ("cuisine", "geography", "history", "sport")
+
+
+def facet_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
+    """Parent (coarse 0) fires on 80% of concept prompts; three aligned children nested in it (each
+    fires on 60% of its firings). Concept prompts fall into four facets of 25.
+
+    boundary: the children's activations do not depend on the facet (no sub-feature prefers one);
+    effect:   child 0 encodes the cuisine facet: it fires on 90% of the parent's firings on cuisine
+              prompts and on 15% elsewhere.
+    """
+    anchor = unit_rows(rng.standard_normal(D_MODEL))
+    fine_dirs = _fine_dictionary(rng, anchor)
+    n_concept = 2 * N_CONCEPT
+    facets = np.array([FACET_NAMES[i % len(FACET_NAMES)] for i in range(n_concept)])
+    parent = by_set(rng, (0.8, 3.0), (0.05, 1.0), n_concept)
+    fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept) for _ in range(N_FINE)], axis=1)
+    for row in range(len(CHILD_COSINES)):
+        fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
+    if condition == "effect":
+        cuisine = np.r_[facets == "cuisine", np.zeros(N_NEUTRAL, bool)]
+        rate = np.where(cuisine, 0.9, 0.15)
+        fine[:, 0] = (rng.random(parent.size) < rate) * parent * rng.uniform(0.4, 0.8, parent.size)
+    spec = _claim("facet", anchor=0, min_sub_features=1)
+    world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
+                            settings=s, concept_facets=facets)
     return Trial(world, spec)
 
 
@@ -472,6 +505,10 @@ CONDITIONS: tuple[Condition, ...] = (
        condition="boundary"),
     _c("sparsity", "boundary", "fpr", sparsity_trial, "a JumpReLU SAE with L0 / width exactly the 1% limit",
        condition="boundary"),
+    _c("facet", "boundary", "fpr", facet_trial, "three nested sub-features whose activations do not depend on "
+       "the facet (4 facets x 50 concept prompts, halved)", condition="boundary"),
+    _c("facet", "effect", "power", facet_trial, "one sub-feature encodes a facet: fires on 90% of the "
+       "parent's firings on it, 15% elsewhere", condition="effect"),
     _c("steering", "boundary", "fpr", steering_trial, "specificity: 2 x 2 difference in differences exactly 0 "
        "(heavy-tailed per-prompt noise)", condition="boundary", claim_kind="specificity"),
     _c("steering", "boundary-rank", "fpr", steering_trial, "beats_random: the anchor shifts France words but is "

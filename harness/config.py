@@ -133,8 +133,8 @@ class PromptsConfig:
     near_miss: str = ""
     concept_name: str = "France"
     split_seed: int = 0
-    # Words that mark a text as about the concept: neutral and near-miss prompts may hold none.
-    # Empty: France's built-in list when concept_name is "France".
+    # Words that mark a text as about the concept: neutral and near-miss prompts may hold none
+    # (checked at run time, whatever files the prompts come from). Empty: not checked.
     concept_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -289,6 +289,7 @@ class Profile:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     steering: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    extends: str = ""  # the parent profile's file, when this one extends another
 
     def claims_of(self, family: str) -> list[ClaimSpec]:
         return [c for c in self.claims if c.family == family]
@@ -347,9 +348,64 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot be read ({exc})") from exc
 
 
-def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
+def _absolute(value: Any, folder: Path) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (folder / path).resolve())
+
+
+def _resolve_paths(data: dict, folder: Path) -> None:
+    """Relative paths in a profile are relative to the folder of the TOML file that wrote them."""
+    for sae in (data.get("saes") or {}).values():
+        if isinstance(sae, dict) and "path" in sae:
+            sae["path"] = _absolute(sae["path"], folder)
+    prompts = data.get("prompts")
+    if isinstance(prompts, dict):
+        for key in ("concept", "neutral", "near_miss"):
+            if key in prompts:
+                prompts[key] = _absolute(prompts[key], folder)
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    """Tables merge key by key (the child wins); lists and values are replaced."""
+    out = dict(parent)
+    for key, value in child.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A profile's TOML with its paths made absolute and, with `extends = "name-or-path"`, merged over
+    its parent: model, SAEs, prompts, analysis, steering and the parent's own claims are inherited
+    (a claim of the same id is replaced); anchors never are (they belong to a concept)."""
     data = _read_toml(path)
-    top = {"name", "description", "model", "saes", "prompts", "analysis", "anchors", "claims",
+    _resolve_paths(data, path.parent)
+    parent_ref = data.pop("extends", None)
+    if parent_ref is None:
+        return data
+    if not isinstance(parent_ref, str) or not parent_ref:
+        raise ConfigError(f"{path}: extends = {parent_ref!r} must be a profile name or a .toml path")
+    parent_path = Path(_absolute(parent_ref, path.parent)) if parent_ref.endswith(".toml") else profile_path(parent_ref)
+    if parent_path.resolve() in chain or parent_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: extends {parent_ref!r}, which extends it back (a cycle)")
+    parent = _profile_data(parent_path, (*chain, path.resolve()))
+    for key in ("anchors", "name", "description"):
+        parent.pop(key, None)
+    claims = {(c.get("family"), c.get("name")): c for c in parent.pop("claims", []) if isinstance(c, dict)}
+    for claim in data.get("claims", []):
+        if isinstance(claim, dict):
+            claims.pop((claim.get("family"), claim.get("name")), None)
+    merged = _merge(parent, data)
+    merged["claims"] = [*claims.values(), *data.get("claims", [])]
+    merged["extends"] = str(parent_path)
+    return merged
+
+
+def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
+    data = _profile_data(path)
+    extends = data.pop("extends", "")
+    top = {"name", "description", "extends", "model", "saes", "prompts", "analysis", "anchors", "claims",
            "steering", "discovery"}
     for key in data:
         if key not in top:
@@ -431,6 +487,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
         discovery=_build(DiscoveryConfig, "discovery", data.get("discovery", {})),
         steering=steering,
         path=path,
+        extends=extends,
     )
     if profile.name != path.stem and path.parent == PROFILES_DIR:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")

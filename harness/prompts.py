@@ -23,15 +23,6 @@ from harness.errors import ConfigError, choices_error
 PROMPT_SETS = ("concept", "neutral", "near_miss")
 KNOWN_KEYS = ("id", "text", "set", "facet", "country")
 
-# Words that mark a text as being about France; neutral and near-miss prompts must have none.
-FRANCE_WORDS = (
-    "france", "french", "frenchman", "paris", "parisian", "lyon", "marseille", "bordeaux",
-    "normandy", "provence", "brittany", "burgundy", "alsace", "corsica", "toulouse", "nice",
-    "eiffel", "louvre", "versailles", "napoleon", "bastille", "seine", "riviera", "champagne",
-    "croissant", "baguette", "macron", "de gaulle", "marseillaise", "élysée", "gaul", "franc",
-)
-
-
 @dataclass(frozen=True)
 class Prompt:
     id: str
@@ -159,11 +150,8 @@ def load_prompt_sets(profile: Profile) -> PromptSets:
 
 
 def concept_words_for(profile: Profile) -> tuple[str, ...]:
-    """The words that mark a text as being about the concept (the profile's, else France's)."""
-    words = tuple(w.lower() for w in profile.prompts.concept_words)
-    if words:
-        return words
-    return FRANCE_WORDS if profile.prompts.concept_name.lower() == "france" else ()
+    """The words that mark a text as being about the concept (`prompts.concept_words`; none: no check)."""
+    return tuple(w.lower() for w in profile.prompts.concept_words)
 
 
 def all_prompt_texts(profile: Profile) -> list[str]:
@@ -174,7 +162,7 @@ def all_prompt_texts(profile: Profile) -> list[str]:
         return []
 
 
-def concept_words_in(text: str, words=FRANCE_WORDS) -> list[str]:
+def concept_words_in(text: str, words) -> list[str]:
     lowered = text.lower()
     return [w for w in words if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w])", lowered)]
 

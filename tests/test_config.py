@@ -8,13 +8,14 @@ import pytest
 
 from harness.config import available_profiles, load_profile, with_overrides
 from harness.errors import ConfigError
+from harness.paths import FIXTURES_DIR
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "profiles" / "smollm2-135m.toml"
 
 
 def write_profile(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "custom.toml"
-    path.write_text(text)
+    path.write_text(text.replace('"../', f'"{FIXTURES_DIR}/'))  # a copy elsewhere keeps the embedded files
     return path
 
 

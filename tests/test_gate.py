@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import PROFILES_DIR, REPO_ROOT, SAES_DIR
+from harness.paths import FIXTURES_DIR, PROFILES_DIR, REPO_ROOT, SAES_DIR
 
 PROFILE = (PROFILES_DIR / "smollm2-135m.toml").read_text()
 ANCHORS = (PROFILES_DIR / "smollm2-135m.anchors.toml").read_text()
@@ -28,7 +28,7 @@ def profile_with(tmp: Path, old: str, new: str, *, anchors: str | None = ANCHORS
     """A copy of the embedded profile with one edit (paths inside resolve against fixtures/ as before)."""
     assert old in PROFILE, old
     path = tmp / "smollm2-135m.toml"
-    path.write_text(PROFILE.replace(old, new, 1))
+    path.write_text(PROFILE.replace(old, new, 1).replace('"../', f'"{FIXTURES_DIR}/'))
     if anchors is not None:
         (tmp / "smollm2-135m.anchors.toml").write_text(anchors)
     return str(path)
@@ -43,7 +43,7 @@ def broken_sae(tmp: Path, *, truncate: bool = False, cfg_edit: tuple[str, str] |
     if cfg_edit:
         cfg = folder / "cfg.json"
         cfg.write_text(cfg.read_text().replace(*cfg_edit))
-    return profile_with(tmp, 'path = "saes/smollm2-135m/coarse"', f'path = "{folder}"')
+    return profile_with(tmp, 'path = "../saes/smollm2-135m/coarse"', f'path = "{folder}"')
 
 
 def write(tmp: Path, name: str, content: str | bytes) -> str:
