@@ -131,8 +131,9 @@ class Analysis:
         return self.anchors[0]
 
     def sub_feature_ids(self, anchor: int) -> list[int]:
-        """The anchor's sub-features on the half the claims are tested on."""
-        return [p["fine"] for p in self.sub_features(anchor)]
+        """The anchor's sub-features on the half the claims are tested on, strongest co-firing first."""
+        subs = sorted(self.sub_features(anchor), key=lambda p: (-(p["partial_correlation"] or 0.0), p["fine"]))
+        return [p["fine"] for p in subs]
 
     def decoder(self, role: str) -> np.ndarray:
         """[d_sae, d_model] unit decoder rows."""

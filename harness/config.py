@@ -334,7 +334,7 @@ def load_profile(name_or_path: str, *, require_anchors: bool = True) -> Profile:
         return _load_profile(path, require_anchors=require_anchors)
     except ConfigError as exc:
         message = str(exc)
-        if message.startswith(str(path)) or ".anchors.toml" in message.split(": ")[0]:
+        if message.split(": ")[0].endswith(".toml"):  # already names its file (this one, a parent, a sidecar)
             raise
         raise ConfigError(f"{path}: {message}") from exc
 
@@ -375,12 +375,39 @@ def _merge(parent: dict, child: dict) -> dict:
     return out
 
 
-def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    """A profile's TOML with its paths made absolute and, with `extends = "name-or-path"`, merged over
-    its parent: model, SAEs, prompts, analysis, steering and the parent's own claims are inherited
-    (a claim of the same id is replaced); anchors never are (they belong to a concept)."""
+ORIGIN, SIDECAR, ANCHORS_FILE = "__origin__", "__sidecar__", "__anchors_file__"
+
+
+def _file_data(path: Path) -> dict:
+    """One profile file with its sidecar (`NAME.anchors.toml`, written by `discover`, beside it wherever
+    it is): paths absolute, every claim tagged with where it was written."""
     data = _read_toml(path)
     _resolve_paths(data, path.parent)
+    claims = data.get("claims", [])
+    if not isinstance(claims, list):
+        raise ConfigError(f"{path}: claims must be an array of tables ([[claims]])")
+    data["claims"] = [{**c, ORIGIN: f"{path}: claims[{i}]"} if isinstance(c, dict) else c for i, c in enumerate(claims)]
+    if "anchors" in data:
+        data[ANCHORS_FILE] = str(path)
+    side_file = anchors_path(path)
+    if side_file.is_file():
+        side = _read_toml(side_file)
+        if "anchors" in side:
+            if not isinstance(side["anchors"], dict):
+                raise ConfigError(f"{side_file}: [anchors] must be a table")
+            data["anchors"] = {**data.get("anchors", {}), **side["anchors"]}
+            data[ANCHORS_FILE] = str(side_file)
+        data["claims"] += [{**c, ORIGIN: f"{side_file}: claims[{i}]", SIDECAR: True} if isinstance(c, dict) else c
+                           for i, c in enumerate(side.get("claims", []))]
+    return data
+
+
+def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A profile's data; with `extends = "name-or-path"`, merged over its parent: model, SAEs, prompts,
+    analysis, steering and the parent's claims are inherited (a claim of the same id is replaced).
+    The parent's anchors, and the claims `discover` wrote for them, are inherited only while the child
+    keeps the parent's concept prompts and declares no anchors of its own: anchors belong to a concept."""
+    data = _file_data(path)
     parent_ref = data.pop("extends", None)
     if parent_ref is None:
         return data
@@ -390,14 +417,19 @@ def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if parent_path.resolve() in chain or parent_path.resolve() == path.resolve():
         raise ConfigError(f"{path}: extends {parent_ref!r}, which extends it back (a cycle)")
     parent = _profile_data(parent_path, (*chain, path.resolve()))
-    for key in ("anchors", "name", "description"):
+    for key in ("name", "description"):
         parent.pop(key, None)
-    claims = {(c.get("family"), c.get("name")): c for c in parent.pop("claims", []) if isinstance(c, dict)}
-    for claim in data.get("claims", []):
-        if isinstance(claim, dict):
-            claims.pop((claim.get("family"), claim.get("name")), None)
+    concept_changed = data.get("prompts", {}).get("concept", parent.get("prompts", {}).get("concept")) != \
+        parent.get("prompts", {}).get("concept")
+    own_claims = [c for c in data.get("claims", []) if isinstance(c, dict)]
+    inherited = [c for c in parent.pop("claims", []) if isinstance(c, dict)]
+    if concept_changed or "anchors" in data:
+        parent.pop("anchors", None)
+        parent.pop(ANCHORS_FILE, None)
+        inherited = [c for c in inherited if not c.get(SIDECAR)]
+    replaced = {(c.get("family"), c.get("name")) for c in own_claims}
     merged = _merge(parent, data)
-    merged["claims"] = [*claims.values(), *data.get("claims", [])]
+    merged["claims"] = [c for c in inherited if (c.get("family"), c.get("name")) not in replaced] + own_claims
     merged["extends"] = str(parent_path)
     return merged
 
@@ -405,6 +437,7 @@ def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     data = _profile_data(path)
     extends = data.pop("extends", "")
+    anchors_file = data.pop(ANCHORS_FILE, str(path))
     top = {"name", "description", "extends", "model", "saes", "prompts", "analysis", "anchors", "claims",
            "steering", "discovery"}
     for key in data:
@@ -424,19 +457,11 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
         raise ConfigError(f"profile {path.name} is missing SAEs {missing_roles}")
     saes = {role: _build(SaeConfig, f"saes.{role}", saes_data[role], role=role) for role in SAE_ROLES}
 
-    anchors_data = dict(data.get("anchors", {}))
-    claim_tables = [(path, index, raw) for index, raw in enumerate(data["claims"])]
-    side_file = anchors_path(path)
-    side: dict = {}
-    if side_file.is_file():  # written by `python -m harness discover`: anchors and their claims
-        side = _read_toml(side_file)
-        try:
-            anchors_data.update(side.get("anchors", {}))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{side_file}: [anchors] must be a table") from exc
-        claim_tables += [(side_file, index, raw) for index, raw in enumerate(side.get("claims", []))]
+    anchors_data = data.get("anchors", {})
+    if not isinstance(anchors_data, dict):
+        raise ConfigError(f"{anchors_file}: [anchors] must be a table")
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
-    anchors_file = side_file if "anchors" in side else path
+    side_file = anchors_path(path)
     try:
         anchors = _build(Anchors, "anchors", anchors_data)
         for role in SAE_ROLES:
@@ -449,11 +474,12 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
 
     claims = []
     seen: set[str] = set()
-    for source, index, raw in claim_tables:
-        where = f"{source}: claims[{index}]"
+    for index, raw in enumerate(data["claims"]):
         if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a table")
+            raise ConfigError(f"{path}: claims[{index}] must be a table")
         raw = dict(raw)
+        where = raw.pop(ORIGIN, f"{path}: claims[{index}]")
+        raw.pop(SIDECAR, None)
         for key in ("family", "name", "statement"):
             if key not in raw:
                 raise ConfigError(f"{where} is missing {key!r}")

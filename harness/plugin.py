@@ -33,6 +33,7 @@ SOURCE_KEY = pytest.StashKey[str]()
 SETUP_FAILED_KEY = pytest.StashKey[str]()
 EXIT_SETUP_FAILED = 6
 RECORD_KEY = pytest.StashKey[ClaimRecord]()
+USAGE_PROBLEMS_KEY = pytest.StashKey[list]()
 PROPERTY = "claim_record"
 STEERING_PROPERTY = "claims_steering"  # the steering study's summary, carried to the xdist controller
 DEFAULT_PROFILE = "smollm2-135m"
@@ -165,25 +166,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize `claim` with the profile's claims of the test's family. A bad family or claim is
+    remembered and raised as one usage error after collection (raised here, pytest would print it as
+    a collection error with a traceback)."""
     if "claim" not in metafunc.fixturenames:
         return
     from harness.api import FAMILY_ATTRIBUTE, FAMILY_ERROR
     from harness.config import check_claim
 
+    problems = metafunc.config.stash.setdefault(USAGE_PROBLEMS_KEY, [])
     error = getattr(metafunc.function, FAMILY_ERROR, None)
-    if error:
-        raise pytest.UsageError(error)
     family = getattr(metafunc.function, FAMILY_ATTRIBUTE, None) or getattr(metafunc.module, "CLAIM_FAMILY", None)
-    if family is None:
-        raise pytest.UsageError(f"{metafunc.module.__name__}::{metafunc.function.__name__} takes `claim` but names no "
-                                "family: decorate it with @harness.claim_family(\"name\", params={...})")
+    if error or family is None:
+        problems.append(error or f"{metafunc.module.__name__}::{metafunc.function.__name__} takes `claim` but names "
+                                 "no family: decorate it with @harness.claim_family(\"name\", params={...})")
+        metafunc.parametrize("claim", [])
+        return
     profile = get_profile(metafunc.config)
     specs = profile.claims_of(family)
-    try:
-        for spec in specs:
+    for spec in specs:
+        try:
             check_claim(spec, profile)  # a researcher's family is registered only now, by its module
-    except HarnessError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        except HarnessError as exc:
+            problems.append(str(exc))
     metafunc.parametrize("claim", specs, ids=[spec.name for spec in specs])
 
 
@@ -198,6 +203,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     A declared family that no collected module registers is a usage error (a typo, or a missing module)."""
     from harness.families import get_family, registered_families
 
+    problems = config.stash.get(USAGE_PROBLEMS_KEY, [])
+    if problems:
+        raise pytest.UsageError(problems[0])
     if PROFILE_KEY in config.stash and _collected_everything(config) and any(
             "claim" in getattr(item, "fixturenames", ()) for item in items):
         unknown = sorted({spec.family for spec in config.stash[PROFILE_KEY].claims if get_family(spec.family) is None})

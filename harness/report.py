@@ -286,6 +286,55 @@ def figure_steering(steering: dict) -> list[dict]:
     return figures
 
 
+# Families with a section of their own in the template; every other family (facet, a researcher's)
+# gets a generic section with each claim's reason, effect and details.
+DEDICATED_SECTIONS = {"selectivity", "loud_unselective", "geometry", "sub_features", "empty_top_left", "go_gate",
+                      "steering", "sparsity", "reconstruction"}
+
+
+def figure_facets(claims) -> list[dict]:
+    """Per facet claim: sub-feature x facet means on the confirmation half, each row scaled to its
+    largest facet mean; the facet chosen on the discovery half is marked (and whether it held up)."""
+    figures = []
+    for claim in claims:
+        rows, facets = claim.details.get("sub_features") or [], claim.details.get("facets") or []
+        if claim.family != "facet" or not rows or not facets:
+            continue
+        z, marks = [], []
+        for r in rows:
+            means = [r["facet_means_confirmation"].get(f, 0.0) for f in facets]
+            top = max(means) if max(means) > 0 else 1.0
+            z.append([m / top for m in means])
+            marks.append(["✓" if f == r["chosen_facet"] and r["confirmed"] else ("○" if f == r["chosen_facet"] else "")
+                          for f in facets])
+        labels = [f"F-{r['fine']}" for r in rows]
+        figures.append({"id": f"facet-{claim.id.replace('[', '-').replace(']', '')}", "data": [{
+            "type": "heatmap", "z": z, "x": facets, "y": labels, "text": marks, "texttemplate": "%{text}",
+            "colorscale": "Blues", "zmin": 0, "zmax": 1, "colorbar": {"title": {"text": "share of row max"}},
+            "hovertemplate": "%{y} on %{x}: %{z:.2f} of its largest facet mean<extra></extra>"}],
+            "layout": _layout(f"{claim.id}: sub-features of C-{claim.details.get('anchor')} x facets (confirmation half; "
+                              "○ chosen on discovery, ✓ confirmed)",
+                              yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category"},
+                              height=max(320, 60 + 24 * len(rows)))})
+    return figures
+
+
+def detail_rows(details: dict) -> list[tuple[str, str]]:
+    """A record's details as (key, short text) rows for the generic family sections."""
+    out = []
+    for key, value in details.items():
+        if isinstance(value, float):
+            text = _num(value)
+        elif isinstance(value, (int, str, bool)) or value is None:
+            text = _num(value) if not isinstance(value, str) else value
+        else:
+            text = json.dumps(value, default=float)
+            if len(text) > 240:
+                text = text[:237] + "..."
+        out.append((key, text))
+    return out
+
+
 def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
     tables = ledger.tables
     figures = []
@@ -294,6 +343,7 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
         if fig:
             figures.append(fig)
     figures += figure_histograms(tables) + figure_distributions(tables) + figure_steering(ledger.steering)
+    figures += figure_facets(ledger.claims)
     aligned = figure_aligned_counts(tables)
     if aligned:
         figures.append(aligned)
@@ -302,8 +352,10 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
     for claim in ledger.claims:
         if claim.family not in families:
             families.append(claim.family)
+    other_families = {f: [c for c in ledger.claims if c.family == f] for f in families if f not in DEDICATED_SECTIONS}
     return {
         "ledger": ledger, "tables": tables, "figures": figures, "fig": by_id, "families": families,
+        "other_families": other_families, "detail_rows": detail_rows,
         "diff": diff_ledgers(ledger, baseline) if baseline else None,
         "category_colours": CATEGORY_COLOURS, "category_meaning": CATEGORY_MEANING,
         "n_passed": sum(c.passed for c in ledger.claims), "n_claims": len(ledger.claims),

@@ -11,6 +11,7 @@ from harness.errors import ConfigError
 from harness.paths import FIXTURES_DIR
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "profiles" / "smollm2-135m.toml"
+PROMPTS = Path(__file__).resolve().parent.parent / "fixtures" / "prompts"
 
 
 def write_profile(tmp_path: Path, text: str) -> Path:
@@ -105,3 +106,49 @@ def test_overrides_replace_analysis_and_prompts():
     assert (profile.analysis.seed, profile.analysis.permutations, profile.prompts.concept) == (7, 999, "/tmp/c.jsonl")
     with pytest.raises(ConfigError, match="unknown override 'colour'"):
         with_overrides(profile, colour="red")
+
+
+def test_relative_paths_follow_the_toml_file(tmp_path):
+    """A profile and its prompts copied anywhere: paths resolve against the TOML's own folder, and the
+    anchors file beside it comes along."""
+    import shutil
+
+    from harness.paths import PROFILES_DIR, PROMPTS_DIR
+
+    folder = tmp_path / "elsewhere"
+    (folder / "data").mkdir(parents=True)
+    for name in ("france.jsonl", "neutral.jsonl", "near_miss.jsonl"):
+        shutil.copy(PROMPTS_DIR / name, folder / "data" / name)
+    text = EMBEDDED.read_text().replace('"../prompts/', '"data/').replace('"../saes/', f'"{FIXTURES_DIR}/saes/')
+    (folder / "mine.toml").write_text(text)
+    shutil.copy(PROFILES_DIR / "smollm2-135m.anchors.toml", folder / "mine.anchors.toml")
+    profile = load_profile(str(folder / "mine.toml"))
+    assert profile.prompts.concept == str(folder / "data" / "france.jsonl")
+    assert len(profile.claims) == len(load_profile("smollm2-135m").claims)  # the sidecar's claims came along
+    assert profile.anchors.coarse == load_profile("smollm2-135m").anchors.coarse
+
+
+def test_extends_inherits_and_anchors_belong_to_the_concept(tmp_path):
+    base = load_profile("smollm2-135m")
+    same = tmp_path / "same.toml"
+    same.write_text('extends = "smollm2-135m"\nname = "same"\n\n[[claims]]\nfamily = "facet"\nname = "second"\n'
+                    'statement = "Two sub-features prefer a facet."\nmin_sub_features = 2\n')
+    child = load_profile(str(same))
+    assert child.model == base.model and child.saes == base.saes and child.steering == base.steering
+    assert child.anchors == base.anchors  # same concept prompts: the parent's anchors and their claims
+    assert {c.claim_id for c in child.claims} == {c.claim_id for c in base.claims} | {"facet[second]"}
+    assert child.extends.endswith("smollm2-135m.toml")
+
+    other = tmp_path / "other.toml"
+    other.write_text(f'extends = "smollm2-135m"\nname = "other"\n[prompts]\nconcept = "{PROMPTS}/near_miss.jsonl"\n'
+                     f'near_miss = "{PROMPTS}/france.jsonl"\nconcept_words = ["zzz"]\n')
+    with pytest.raises(ConfigError, match=r"need coarse anchors, and the profile has none"):
+        load_profile(str(other))  # another concept: the parent's anchors do not apply
+    fresh = load_profile(str(other), require_anchors=False)
+    assert fresh.anchors.coarse == () and fresh.prompts.neutral == base.prompts.neutral
+    assert not any(c.family in ("selectivity", "geometry", "sub_features") for c in fresh.claims)
+
+    loop = tmp_path / "loop.toml"
+    loop.write_text(f'extends = "{loop}"\nname = "loop"\n')
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_profile(str(loop))

@@ -143,3 +143,85 @@ def test_xdist_ledger_equals_the_serial_one(pytester):
 
     assert essence("serial") == essence("parallel")
     assert essence("parallel")[3]["dose_response"]  # the steering section reached the controller
+
+
+def readme_example(name: str) -> str:
+    """The fenced block that follows `<!-- readme-example: NAME -->` in README.md, verbatim."""
+    text = (REPO_ROOT / "README.md").read_text()
+    marker = f"<!-- readme-example: {name} -->"
+    assert marker in text, marker
+    block = text.split(marker, 1)[1].split("```", 2)[1]
+    return block.split("\n", 1)[1]  # drop the fence's language tag
+
+
+USER_CONFTEST = CONFTEST + """
+    import dataclasses
+    from harness.config import ClaimSpec
+    extra = ClaimSpec(family="facet_contrast", name="top-sub-feature-cuisine", statement="user claim",
+                      params={params}, origin="user profile: claims[0]")
+    config.stash[PROFILE_KEY] = run.profile = dataclasses.replace(run.profile, claims=(*run.profile.claims, extra))
+"""
+
+
+def ledger_essence(path):
+    ledger = json.loads(path.read_text())
+    return ledger["verdict"], {c["id"]: (c["verdict"], c["statistic"], c["p_value"]) for c in ledger["claims"]}
+
+
+def test_readme_user_claim_runs_beside_the_built_ins_and_changes_none_of_them(pytester):
+    """README's example claim, verbatim, in claims/ with the built-in modules: its record lands in the
+    ledger (exploratory) and the report (its own section); the built-in claims and GO are unchanged."""
+    make_suite(pytester, effect=True)
+    alone = pytester.runpytest_subprocess("claims", "--html=alone", "-p", "no:cacheprovider", "-q")
+    assert alone.ret == 0
+    pytester.makeconftest(USER_CONFTEST.format(effect=True, params={"facet": "cuisine"}))
+    (pytester.path / "claims" / "test_facet_contrast.py").write_text(readme_example("claims/test_facet_contrast.py"))
+    both = pytester.runpytest_subprocess("claims", "--html=both", "-p", "no:cacheprovider", "-q")
+    assert both.ret == 0, both.stdout.str()[-3000:]
+    verdict_alone, claims_alone = ledger_essence(pytester.path / "alone" / "claims.json")
+    verdict_both, claims_both = ledger_essence(pytester.path / "both" / "claims.json")
+    user = claims_both.pop("facet_contrast[top-sub-feature-cuisine]")
+    assert (verdict_both, claims_both) == (verdict_alone, claims_alone)
+    record = [c for c in json.loads((pytester.path / "both" / "claims.json").read_text())["claims"]
+              if c["family"] == "facet_contrast"][0]
+    assert record["gating"] is False and record["statistic_name"].endswith("on cuisine minus other facets")
+    assert user[0] in ("held", "refuted", "inconclusive") and record["effect"]["ci_low"] is not None
+    html = (pytester.path / "both" / "index.html").read_text()
+    assert 'id="facet-contrast"' in html and "exploratory" in html
+
+
+def test_exploratory_failure_never_flips_go(pytester):
+    """A failing exploratory claim: the test fails visibly, the verdict stays GO and the exit status 0."""
+    pytester.makeconftest(USER_CONFTEST.format(effect=True, params={"facet": "cuisine"}))
+    copy_claims(pytester)
+    (pytester.path / "claims" / "test_never.py").write_text(
+        "from harness import claim_family, make_record, Param\n"
+        "@claim_family('facet_contrast', params={'facet': Param(str, 'cuisine')}, gating=False)\n"
+        "def test_never(claim, analysis, record_claim):\n"
+        "    record = record_claim(make_record(claim, verdict='refuted', statistic_name='x', statistic=0.0,\n"
+        "                                      threshold=1.0, comparison='>', reason='planted refutation'))\n"
+        "    assert record.verdict == 'held', record.message\n")
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    result.stdout.fnmatch_lines(["GO: *1 exploratory claim not gating (1 not held)*", "*1 failed*"])
+
+
+def test_user_family_parameters_are_usage_errors(pytester):
+    pytester.makeconftest(USER_CONFTEST.format(effect=True, params={"facett": "cuisine"}))
+    copy_claims(pytester)
+    (pytester.path / "claims" / "test_facet_contrast.py").write_text(readme_example("claims/test_facet_contrast.py"))
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*user profile: claims[[]0[]]: claim 'facet_contrast[[]top-sub-feature-cuisine[]]': "
+                                 "unknown parameter 'facett' of family 'facet_contrast'; valid: facet: a string*"])
+    assert not (pytester.path / "out").exists()
+
+
+def test_a_family_no_module_registers_is_a_usage_error(pytester):
+    """A typo in `family`: with the whole claims/ folder collected, one usage error naming the registered ones."""
+    pytester.makeconftest(USER_CONFTEST.format(effect=True, params={"facet": "cuisine"}))
+    copy_claims(pytester)
+    result = pytester.runpytest_subprocess("claims", "-p", "no:cacheprovider", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*claim family 'facet_contrast' is registered by no module in the collected claims; "
+                                 "registered: *go_gate*"])
