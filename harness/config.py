@@ -472,6 +472,8 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     except ConfigError as exc:
         raise ConfigError(f"{anchors_file}: {exc}") from exc
 
+    concept_name = str((data.get("prompts") or {}).get("concept_name", "France"))
+    other_concept = str((data.get("steering") or {}).get("other_concept", "") or "the other concept")
     claims = []
     seen: set[str] = set()
     for index, raw in enumerate(data["claims"]):
@@ -485,7 +487,10 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
                 raise ConfigError(f"{where} is missing {key!r}")
         try:
             gating = raw.pop("gating", None)
-            spec = ClaimSpec(family=raw.pop("family"), name=raw.pop("name"), statement=raw.pop("statement"),
+            statement = raw.pop("statement")
+            if isinstance(statement, str):  # the concept is data: "{concept} words" reads "France words"
+                statement = statement.replace("{concept}", concept_name).replace("{other_concept}", other_concept)
+            spec = ClaimSpec(family=raw.pop("family"), name=raw.pop("name"), statement=statement,
                              params=raw, gating=gating, origin=where)
             if get_family(spec.family) is not None:
                 check_feature_ids(spec, saes)

@@ -16,6 +16,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 import harness.cli, harness.session, harness.report, harness.steering, harness.discovery
 import harness.calibration, harness.training, harness.claims_engine, harness.features
+import harness.api, harness.facets, harness.families
+from harness import claim_family, Param, record_interval
 print('ok')
 """
 
@@ -39,4 +41,5 @@ def test_cli_bad_profile_is_one_clear_error():
     result = subprocess.run([sys.executable, "-m", "harness", "info", "--profile", "llama"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 2
-    assert "error: unknown profile 'llama'; valid choices: 'gemma-2-2b', 'smollm2-135m'" in result.stderr
+    assert ("error: unknown profile 'llama'; valid choices: 'gemma-2-2b', 'smollm2-135m', 'smollm2-135m-japan'"
+            in result.stderr)
