@@ -1,7 +1,7 @@
 """Empty top-left: no coarse-fine pair points the same way (cosine >= `min_cosine`) without firing
 together (correlation >= `min_correlation`).
 
-Decision (harness.claims_engine.empty_top_left_claim): every aligned pair's correlation interval must
+Decision (harness.engine.claims_engine.empty_top_left_claim): every aligned pair's correlation interval must
 clear the bar; one whose interval lies wholly below it refutes the claim.
 """
 

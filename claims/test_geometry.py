@@ -3,7 +3,7 @@
 (a) null directions drawn with the fine decoder's own covariance rarely reach the cutoff: the
     `quantile` quantile of their largest cosine (order-statistic interval) lies below `cutoff`;
 (b) the anchor has more fine rows beyond the cutoff than null directions do (exact rank p).
-Decision (harness.claims_engine.geometry_claim): held when both hold; refuted when either is refuted.
+Decision (harness.engine.claims_engine.geometry_claim): held when both hold; refuted when either is refuted.
 """
 
 from harness import assert_held, claim_family, evaluate

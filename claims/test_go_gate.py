@@ -1,6 +1,6 @@
 """GO gate: at least one coarse anchor has `min_sub_features` (3) or more sub-features.
 
-Decision (harness.claims_engine.go_gate_claim): held when some anchor has that many tested
+Decision (harness.engine.claims_engine.go_gate_claim): held when some anchor has that many tested
 sub-features; refuted when no anchor could reach it on these prompts. Its failure is NO-GO.
 """
 

@@ -2,7 +2,7 @@
 concept prompts, yet is less selective.
 
 Seed: C-11333 (mean 4.48, selectivity 0.89) vs C-3999 (mean 3.67, selectivity 0.97).
-Decision (harness.claims_engine.loud_unselective_claim): two BCa intervals, the loudness gap
+Decision (harness.engine.claims_engine.loud_unselective_claim): two BCa intervals, the loudness gap
 (paired over concept prompts; units "residual" = activation x decoder norm) and the selectivity gap,
 must both lie above 0.
 """

@@ -11,7 +11,7 @@ Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation
   sub-features (KL matched);
 - concept_rate: share of concept words in sampled continuations, steered vs unsteered;
 - versus_baseline: the anchor against DiffMean or prompting.
-Either answer is a finding. How: harness/steering.py; verdict rules: harness/claims_engine.py.
+Either answer is a finding. How: harness/steering/study.py; verdict rules: harness/engine/claims_engine.py.
 """
 
 from harness import assert_held, claim_family, evaluate

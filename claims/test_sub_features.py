@@ -4,7 +4,7 @@ and that co-fire with it.
 Statistic: the within-set (partial) correlation of pooled activations, so that two features that
 merely both prefer the concept do not count; permutation p with shuffles inside each prompt set;
 Benjamini-Hochberg over the cosine-qualified rows.
-Decision (harness.claims_engine.sub_features_claim): held when at least `min_count` rows are
+Decision (harness.engine.claims_engine.sub_features_claim): held when at least `min_count` rows are
 sub-features (q < alpha, positive partial correlation); refuted when not even that many could be.
 """
 

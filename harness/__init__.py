@@ -2,7 +2,7 @@
 
 Importable without pytest. Never imports `claims` or `fixtures` (they import it). The public
 claims API (`from harness import claim_family, Param, record_interval, ...`) is documented in
-`harness.api`; it loads on first use, so `import harness.cli` stays light.
+`harness.engine.api`; it loads on first use, so `import harness.entry.cli` stays light.
 """
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in __all__:
-        from harness import api
+        from harness.engine import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -9,11 +9,11 @@ import math
 
 import numpy as np
 
-from harness.analysis import Analysis
-from harness.config import Anchors, ClaimSpec, load_profile
-from harness.features import FeatureTables
-from harness.prompts import Prompt, PromptSets
-from harness.session import ClaimsRun
+from harness.engine.analysis import Analysis
+from harness.core.config import Anchors, ClaimSpec, load_profile
+from harness.features.tables import FeatureTables
+from harness.world.prompts import Prompt, PromptSets
+from harness.entry.session import ClaimsRun
 
 D_MODEL, N_COARSE, N_FINE = 256, 64, 4096
 ANCHOR, LOUD = 5, 7
@@ -155,7 +155,7 @@ STEERING_CLAIMS = [("steering", "anchor-beats-random", {"kind": "beats_random"})
 
 
 def steering_study(n: int = 40, seed: int = 0) -> dict:
-    """A steering study's results in the shape `harness.steering.steering_study` returns, with a planted
+    """A steering study's results in the shape `harness.steering.study.steering_study` returns, with a planted
     concept shift that beats 99 random directions and rows."""
     rng = np.random.default_rng(seed)
     anchor, other = f"coarse-{ANCHOR}", "coarse-7 (Germany)"

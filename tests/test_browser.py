@@ -10,9 +10,9 @@ import tempfile
 
 import pytest
 
-from harness.claims_engine import evaluate
-from harness.paths import REPO_ROOT
-from harness.session import write_outputs
+from harness.engine.claims_engine import evaluate
+from harness.core.paths import REPO_ROOT
+from harness.entry.session import write_outputs
 from tests import planted
 
 pytestmark = pytest.mark.browser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.model import hub_revision
+from harness.world.model import hub_revision
 
 
 def fake_snapshot(cache: Path, repo: str, revision: str, files: dict[str, bytes]) -> None:
@@ -41,9 +41,9 @@ def test_gemma_scope_params_file_is_keyed_by_its_snapshot(tmp_path):
 def test_table_cache_file_names_do_not_carry_the_profile_name(tmp_path, monkeypatch):
     import dataclasses
 
-    from harness.config import load_profile
-    from harness.features import sae_hash, tables_key
-    from harness.prompts import load_prompt_sets
+    from harness.core.config import load_profile
+    from harness.features.tables import sae_hash, tables_key
+    from harness.world.prompts import load_prompt_sets
 
     profile = load_profile("smollm2-135m")
     sets = load_prompt_sets(profile)

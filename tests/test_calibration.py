@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.calibration import CONDITIONS, Settings, calibrate, format_table, run_condition
-from harness.claims_engine import evaluate
+from harness.engine.calibration import CONDITIONS, Settings, calibrate, format_table, run_condition
+from harness.engine.claims_engine import evaluate
 
 SETTINGS = Settings(n_permutations=199, n_bootstrap=499)
 NULLS = [c for c in CONDITIONS if c.kind == "fpr"]
@@ -68,7 +68,7 @@ def test_cli_rows_and_table():
 
 
 def test_unknown_family_is_named():
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown calibration family 'selectivty'; valid choices: .*'selectivity'"):
         calibrate(n_datasets=1, families=["selectivty"], progress=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.analysis import classify_pair
-from harness.claims_engine import evaluate
-from harness.config import ClaimSpec
-from harness.errors import ConfigError
+from harness.engine.analysis import classify_pair
+from harness.engine.claims_engine import evaluate
+from harness.core.config import ClaimSpec
+from harness.core.errors import ConfigError
 from tests import planted
 
 
@@ -106,7 +106,7 @@ def test_every_record_carries_a_verdict_and_passed_means_held(world, null_world)
 
 
 def test_refuted_and_inconclusive_read_differently():
-    from harness.ledger import ClaimRecord
+    from harness.outputs.ledger import ClaimRecord
 
     base = dict(id="x[y]", family="x", statement="s", statistic_name="t", statistic=1.0, threshold=0.9,
                 reason="because")
@@ -118,7 +118,7 @@ def test_refuted_and_inconclusive_read_differently():
 
 def test_geometry_holds_at_four_times_the_width():
     """The same planted rows decide the same way in a dictionary four times wider: the null adapts."""
-    from harness.calibration import CONDITIONS, Settings, run_condition
+    from harness.engine.calibration import CONDITIONS, Settings, run_condition
 
     wide = next(c for c in CONDITIONS if c.condition == "effect-4x-width")
     row = run_condition(wide, n_datasets=10, seed=3, settings=Settings(n_permutations=99, n_bootstrap=199))
@@ -152,7 +152,7 @@ def test_fresh_prompts_are_used_whole():
     """Prompts supplied for a run took no part in discovery: tested whole, the ledger says why."""
     import dataclasses
 
-    from harness.config import with_overrides
+    from harness.core.config import with_overrides
 
     base = dataclasses.replace(planted.profile(), anchors=dataclasses.replace(planted.profile().anchors,
                                                                               split="confirmation"))

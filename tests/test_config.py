@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import available_profiles, load_profile, with_overrides
-from harness.errors import ConfigError
-from harness.paths import FIXTURES_DIR
+from harness.core.config import available_profiles, load_profile, with_overrides
+from harness.core.errors import ConfigError
+from harness.core.paths import FIXTURES_DIR
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "profiles" / "smollm2-135m.toml"
 PROMPTS = Path(__file__).resolve().parent.parent / "fixtures" / "prompts"
@@ -113,7 +113,7 @@ def test_relative_paths_follow_the_toml_file(tmp_path):
     anchors file beside it comes along."""
     import shutil
 
-    from harness.paths import PROFILES_DIR, PROMPTS_DIR
+    from harness.core.paths import PROFILES_DIR, PROMPTS_DIR
 
     folder = tmp_path / "elsewhere"
     (folder / "data").mkdir(parents=True)

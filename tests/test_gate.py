@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import FIXTURES_DIR, PROFILES_DIR, REPO_ROOT, SAES_DIR
+from harness.core.paths import FIXTURES_DIR, PROFILES_DIR, REPO_ROOT, SAES_DIR
 
 PROFILE = (PROFILES_DIR / "smollm2-135m.toml").read_text()
 ANCHORS = (PROFILES_DIR / "smollm2-135m.anchors.toml").read_text()
@@ -138,7 +138,7 @@ USAGE_CASES = [
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pytester.makeconftest('pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]')
+    pytester.makeconftest('pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]')
     from tests.test_plugin import copy_claims
 
     copy_claims(pytester)
@@ -181,7 +181,7 @@ def test_missing_gguf_override_is_a_usage_error(suite, monkeypatch):
     (["discover", "--concept-prompts", "{tmp}/missing.jsonl"], "error: prompt file '{tmp}/missing.jsonl' does not exist"),
 ])
 def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, argv, expected):
-    from harness.cli import main
+    from harness.entry.cli import main
 
     (tmp_path / "bad.json").write_text("{}")
     code = main([a.format(tmp=tmp_path) for a in argv])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import load_profile
-from harness.errors import MissingResourceError
-from harness.features import load_sae, registry_entry
+from harness.core.config import load_profile
+from harness.core.errors import MissingResourceError
+from harness.features.tables import load_sae, registry_entry
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_wrong_sae_id_fails_offline_with_choices(gemma):
 
 
 def test_offline_model_load_fails_fast_with_instructions(gemma, monkeypatch):
-    from harness.model import load_model
+    from harness.world.model import load_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingResourceError, match=r"google/gemma-2-2b.*huggingface-cli download google/gemma-2-2b"):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import load_profile
-from harness.features import cached_feature_tables, load_sae
-from harness.model import load_model
-from harness.prompts import Prompt, PromptSets, load_prompt_sets
-from harness.residuals import resid_at_hook, tokenize_batch
+from harness.core.config import load_profile
+from harness.features.tables import cached_feature_tables, load_sae
+from harness.world.model import load_model
+from harness.world.prompts import Prompt, PromptSets, load_prompt_sets
+from harness.world.residuals import resid_at_hook, tokenize_batch
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +107,8 @@ def test_steering_engine_on_the_bridge_equals_a_hooked_forward(model, profile):
     """The engine steers after block L of the unwrapped HF model; TransformerLens's
     `blocks.L.hook_resid_post` (where the SAEs read) is the same place: adding the vector there
     through the bridge gives the same KL and word log-probs."""
-    from harness.steering import encode_prompts
-    from harness.steering_engine import SteeringEngine, hook_layer
+    from harness.steering.study import encode_prompts
+    from harness.steering.engine import SteeringEngine, hook_layer
 
     tokenizer = model.tokenizer
     prompts, _ = encode_prompts(tokenizer, ["She folded the towels.", "The kitchen tap has been dripping all night."],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from harness.paths import REPO_ROOT
+from harness.core.paths import REPO_ROOT
 
 BLOCKER = """
 import sys
@@ -14,9 +14,9 @@ class Block:
         if name.split('.')[0] in ('pytest', '_pytest', 'claims', 'fixtures'):
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
-import harness.cli, harness.session, harness.report, harness.steering, harness.discovery
-import harness.calibration, harness.training, harness.claims_engine, harness.features
-import harness.api, harness.facets, harness.families
+import harness.entry.cli, harness.entry.session, harness.outputs.report, harness.steering.study, harness.entry.discovery
+import harness.engine.calibration, harness.world.training, harness.engine.claims_engine, harness.features.tables
+import harness.engine.api, harness.engine.facets, harness.core.families
 from harness import claim_family, Param, record_interval
 print('ok')
 """
@@ -43,3 +43,43 @@ def test_cli_bad_profile_is_one_clear_error():
     assert result.returncode == 2
     assert ("error: unknown profile 'llama'; valid choices: 'gemma-2-2b', 'smollm2-135m', 'smollm2-135m-japan'"
             in result.stderr)
+
+
+# harness/ grouped by stage, lowest first: a module imports only from its own stage or lower ones.
+LAYERS = ("core", "outputs", "world", "features", "statistics", "engine", "steering", "entry")
+# Upward imports allowed, each inside a function: the family registry loads the built-in families on
+# first use, and a profile's [steering] table is validated by the steering study's own config class.
+LAZY_UPWARD = {("core/families.py", "harness.engine.claims_engine"), ("core/families.py", "harness.engine.facets"),
+               ("core/config.py", "harness.steering.study")}
+
+
+def test_imports_flow_one_way_between_stages():
+    import ast
+
+    root = REPO_ROOT / "harness"
+    stray = sorted(p.name for p in root.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert stray == [], f"modules outside a stage package: {stray}"
+    packages = sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
+    assert sorted(LAYERS) == packages
+    violations = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if len(rel.parts) < 2:
+            continue
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness."):
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names if a.name.startswith("harness.")]
+            else:
+                continue
+            for module in modules:
+                stage = module.split(".")[1]
+                if LAYERS.index(stage) <= LAYERS.index(rel.parts[0]):
+                    continue
+                allowed = (str(rel), module) in LAZY_UPWARD and id(node) not in top_level
+                if not allowed:
+                    violations.append(f"{rel}:{node.lineno} imports {module} (stage {stage} is above {rel.parts[0]})")
+    assert violations == []

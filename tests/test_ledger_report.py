@@ -8,11 +8,11 @@ import re
 import jsonschema
 import pytest
 
-from harness.claims_engine import evaluate
-from harness.cli import main
-from harness.ledger import ClaimRecord, Ledger, decide_verdict, diff_ledgers, ledger_schema, read_ledger
-from harness.report import render_html
-from harness.session import write_outputs
+from harness.engine.claims_engine import evaluate
+from harness.entry.cli import main
+from harness.outputs.ledger import ClaimRecord, Ledger, decide_verdict, diff_ledgers, ledger_schema, read_ledger
+from harness.outputs.report import render_html
+from harness.entry.session import write_outputs
 from tests import planted
 
 
@@ -129,7 +129,7 @@ def test_baseline_anchors_are_remapped_into_a_changed_sae(tmp_path, ledger):
 
 # ---------------------------------------------------------------- writes that cannot lose a run
 def test_outputs_are_staged_and_runs_keep_their_full_id(tmp_path):
-    from harness.session import write_outputs
+    from harness.entry.session import write_outputs
 
     run = planted.claims_run()
     for spec in run.profile.claims:
@@ -148,7 +148,7 @@ def test_stale_temp_folders_are_cleaned_fresh_ones_kept(tmp_path):
     import os
     import time
 
-    from harness.paths import clean_stale_temp
+    from harness.core.paths import clean_stale_temp
 
     stale, fresh = tmp_path / ".model.tmp-abc", tmp_path / ".model.tmp-def"
     stale.mkdir()
@@ -164,7 +164,7 @@ def test_stale_temp_folders_are_cleaned_fresh_ones_kept(tmp_path):
 def test_steering_cache_is_validated_on_read(tmp_path, case):
     import json
 
-    from harness.session import _valid_study
+    from harness.entry.session import _valid_study
     from tests.planted import steering_study
 
     study = steering_study()

@@ -11,14 +11,14 @@ import shutil
 
 import pytest
 
-from harness.paths import REPO_ROOT
+from harness.core.paths import REPO_ROOT
 
 CONFTEST = """
 import pytest
-from harness.plugin import PROFILE_KEY, RUN_KEY
+from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]
+pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 
 def pytest_configure(config):
     run = planted.claims_run(effect={effect})
@@ -75,7 +75,7 @@ def test_no_go_run_fails_and_says_why(pytester):
 
 
 def test_unknown_profile_is_a_usage_error(pytester):
-    pytester.makeconftest('pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]')
+    pytester.makeconftest('pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]')
     claims = pytester.mkdir("claims")
     shutil.copy(REPO_ROOT / "claims" / "test_go_gate.py", claims / "test_go_gate.py")
     result = pytester.runpytest_subprocess("claims", "--profile", "gemma-3", "-p", "no:cacheprovider")
@@ -100,7 +100,7 @@ def test_partial_run_is_never_go(pytester):
 def test_a_failed_load_stops_the_session_once(pytester):
     """The planted world whose analysis cannot be built: exit 6, one message, no report written."""
     pytester.makeconftest(CONFTEST.format(effect=True) + """
-    from harness.errors import MissingResourceError
+    from harness.core.errors import MissingResourceError
     def broken():
         raise MissingResourceError("SAE weights are truncated")
     type(run).analysis = property(lambda self: broken())
@@ -116,10 +116,10 @@ def test_a_failed_load_stops_the_session_once(pytester):
 
 XDIST_CONFTEST = """
 import pytest
-from harness.plugin import PROFILE_KEY, RUN_KEY
+from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.plugin", "fixtures.claims_fixtures"]
+pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 
 def pytest_configure(config):
     run = planted.claims_run_with_steering(effect=True)
@@ -156,7 +156,7 @@ def readme_example(name: str) -> str:
 
 USER_CONFTEST = CONFTEST + """
     import dataclasses
-    from harness.config import ClaimSpec
+    from harness.core.config import ClaimSpec
     extra = ClaimSpec(family="facet_contrast", name="top-sub-feature-cuisine", statement="user claim",
                       params={params}, origin="user profile: claims[0]")
     config.stash[PROFILE_KEY] = run.profile = dataclasses.replace(run.profile, claims=(*run.profile.claims, extra))

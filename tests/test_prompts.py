@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from harness.config import load_profile
-from harness.errors import ConfigError
-from harness.prompts import concept_words_for, concept_words_in, discovery_mask, load_prompt_file, load_prompt_sets
+from harness.core.config import load_profile
+from harness.core.errors import ConfigError
+from harness.world.prompts import concept_words_for, concept_words_in, discovery_mask, load_prompt_file, load_prompt_sets
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_bad_prompt_files_are_named(tmp_path):
 
 
 def test_no_evaluation_prompt_in_training_text(sets):
-    from harness.corpus import build_corpus
+    from harness.world.corpus import build_corpus
 
     paragraphs, info = build_corpus([])
     corpus = "\n".join(paragraphs).lower()
@@ -85,8 +85,8 @@ def test_no_evaluation_prompt_in_training_text(sets):
 
 
 def test_a_truncated_prompt_warns_with_its_id():
-    from harness.features import warn_truncated
-    from harness.prompts import Prompt
+    from harness.features.tables import warn_truncated
+    from harness.world.prompts import Prompt
 
     class Words:  # a tokenizer that makes one token per word
         def __call__(self, text, add_special_tokens=False):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from harness.config import load_profile
-from harness.features import decoder_directions, load_sae
+from harness.core.config import load_profile
+from harness.features.tables import decoder_directions, load_sae
 
 PROFILE = load_profile("smollm2-135m")
 PROVENANCE = PROFILE.saes["coarse"].local_path.parent / "provenance.json"

@@ -1,4 +1,4 @@
-"""Unit and property tests of harness.stats: references, exact cases, invariants, calibration."""
+"""Unit and property tests of harness.statistics.stats: references, exact cases, invariants, calibration."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.errors import ConfigError
-from harness.stats import (
+from harness.core.errors import ConfigError
+from harness.statistics.stats import (
     auroc,
     clopper_pearson,
     decide,
@@ -299,7 +299,7 @@ def test_stratified_statistic_is_the_partial_correlation_given_the_set():
 
 
 def test_within_strata_shuffles_keep_each_prompt_in_its_set():
-    from harness.stats import _within_strata_permutations
+    from harness.statistics.stats import _within_strata_permutations
 
     strata = np.array(list("aaabbbbcc"))
     perms = _within_strata_permutations(np.random.default_rng(0), 50, strata.size, strata)
@@ -335,7 +335,7 @@ def test_degenerate_bootstrap_is_flagged_not_certain():
 
 def test_selectivity_interval_bounds_a_set_that_never_fires():
     """0 firings in 100 neutral prompts is compatible with ~3.6% firing: the interval is not [1, 1]."""
-    from harness.analysis import selectivity_interval
+    from harness.engine.analysis import selectivity_interval
 
     rng = np.random.default_rng(8)
     concept = np.where(rng.random(100) < 0.75, rng.gamma(2.0, 1.5, 100), 0.0)
@@ -348,8 +348,8 @@ def test_selectivity_interval_bounds_a_set_that_never_fires():
 def test_selectivity_lower_bound_coverage_at_the_threshold():
     """True selectivity exactly 0.9 (zero-heavy: concept fires on 50%, neutral on 20%): the 95% lower bound
     lies above the truth in 2.5% +- 2 s.e. of 400 datasets."""
-    from harness.analysis import selectivity_interval
-    from harness.calibration import by_set
+    from harness.engine.analysis import selectivity_interval
+    from harness.engine.calibration import by_set
 
     n, misses = 400, 0
     for child in np.random.SeedSequence(11).spawn(n):
@@ -381,7 +381,7 @@ def test_decide_three_verdicts(low, high, threshold, comparison, verdict):
 
 
 def test_prompts_to_decide_shrinks_the_interval_enough():
-    from harness.stats import Interval, prompts_to_decide
+    from harness.statistics.stats import Interval, prompts_to_decide
 
     interval = Interval(estimate=0.95, low=0.88, high=1.02, level=0.95)  # half-width 0.07 at n = 100
     n = prompts_to_decide(interval, 0.9, 100)
@@ -392,8 +392,8 @@ def test_prompts_to_decide_shrinks_the_interval_enough():
 
 def test_anisotropic_null_respects_the_decoders_crowding():
     """Rows crowded into a cone: an isotropic null would under-state how far chance reaches; ours does not."""
-    from harness.calibration import anisotropic_rows
-    from harness.stats import anisotropic_null
+    from harness.engine.calibration import anisotropic_rows
+    from harness.statistics.stats import anisotropic_null
 
     rows = anisotropic_rows(np.random.default_rng(0), 2048, d=256, decay=0.4)
     null = anisotropic_null(rows, n_null=300, cutoff=0.3, seed=1)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.claims_engine import rank_against_controls
-from harness.errors import ConfigError
-from harness.steering import (
+from harness.engine.claims_engine import rank_against_controls
+from harness.core.errors import ConfigError
+from harness.steering.study import (
     MIN_UNIT_CHARS,
     Lexicon,
     SteeringConfig,
@@ -21,7 +21,7 @@ from harness.steering import (
     word_share,
     word_variants,
 )
-from harness.steering_engine import SteeringEngine, hook_layer, word_trie
+from harness.steering.engine import SteeringEngine, hook_layer, word_trie
 
 LAYER = 1
 
@@ -149,7 +149,7 @@ def test_log_mass_is_the_log_of_summed_probabilities():
 
 
 def test_profile_lexicons_score_no_unit_under_three_characters_and_share_nothing():
-    from harness.config import load_profile
+    from harness.core.config import load_profile
 
     for name in ("smollm2-135m", "gemma-2-2b"):
         cfg = SteeringConfig.from_dict(load_profile(name).steering)
@@ -189,7 +189,7 @@ def test_a_unit_that_extends_another_is_not_counted_twice():
     tokenizer = SpaceTokenizer()
     lexicon = Lexicon.build(tokenizer, ["Paris", "Parisian"])
     assert " Parisian" not in lexicon.variants and " Paris" in lexicon.variants
-    from harness.steering import check_units_apart
+    from harness.steering.study import check_units_apart
     other = Lexicon.build(tokenizer, ["Parisienne"])  # begins with the tokens of "Paris"
     with pytest.raises(ConfigError, match="begins with the tokens of"):
         check_units_apart(Lexicon.build(tokenizer, ["Paris"]), other)
@@ -236,12 +236,12 @@ def planted_analysis():
 
 
 def steering_spec(**params):
-    from harness.config import ClaimSpec
+    from harness.core.config import ClaimSpec
     return ClaimSpec(family="steering", name="t", statement="planted", params=params)
 
 
 def verdict(analysis, study, **params):
-    from harness.claims_engine import evaluate
+    from harness.engine.claims_engine import evaluate
     return evaluate(steering_spec(**params), analysis, steering=study)
 
 
@@ -289,8 +289,8 @@ def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
 
 
 def test_unknown_baseline_is_a_usage_error_naming_the_choices(tmp_path):
-    from harness.config import load_profile
-    from harness.paths import PROFILES_DIR
+    from harness.core.config import load_profile
+    from harness.core.paths import PROFILES_DIR
 
     text = (PROFILES_DIR / "smollm2-135m.toml").read_text().replace('baseline = "diffmean"', 'baseline = "diffmeen"')
     path = tmp_path / "p.toml"
@@ -314,8 +314,8 @@ def test_a_few_rare_events_need_the_exact_test_to_hold(planted_analysis):
 
 
 def test_report_draws_every_steering_figure_with_one_colour_per_method():
-    from harness.report import METHOD_COLOURS, figure_steering
-    from harness.steering import ledger_view
+    from harness.outputs.report import METHOD_COLOURS, figure_steering
+    from harness.steering.study import ledger_view
     from tests.planted import steering_study
 
     view = ledger_view(steering_study())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.corpus import split_heldout
-from harness.training import data_init, role_seed
+from harness.world.corpus import split_heldout
+from harness.world.training import data_init, role_seed
 
 
 def test_data_init_centres_on_the_data_and_uses_disjoint_tokens():

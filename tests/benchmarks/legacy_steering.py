@@ -1,5 +1,5 @@
 """LEGACY, kept verbatim as the benchmark baseline: the steering study as it was before the
-word-level rewrite (harness/steering.py). Not used by the suite; do not fix or extend.
+word-level rewrite (harness/steering/study.py). Not used by the suite; do not fix or extend.
 
 Phase 2: steering along SAE decoder directions, judge-free.
 
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.errors import ConfigError
-from harness.residuals import tokenize_batch
+from harness.core.errors import ConfigError
+from harness.world.residuals import tokenize_batch
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class SteeringConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SteeringConfig:
-        from harness.config import check_type
-        from harness.errors import choices_error
+        from harness.core.config import check_type
+        from harness.core.errors import choices_error
 
         known = set(cls.__dataclass_fields__)
         kinds = {"alphas": float, "concept_words": str, "other_concept_words": str}
@@ -230,7 +230,7 @@ def matched_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], target_
 
 
 def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, role: str = "coarse") -> int:
-    from harness.stats import selectivity
+    from harness.statistics.stats import selectivity
     x = tables.pooled[role]
     fires = (x[rows_concept] > 0).mean(0)
     sel = selectivity(x[rows_concept].mean(0), x[rows_other].mean(0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.stats import two_sample_permutation_test
+from harness.statistics.stats import two_sample_permutation_test
 
 N_PROMPTS, N_FEATURES, N_PERMUTATIONS = 200, 2048, 1000
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import load_profile
-from harness.session import ClaimsRun
-from harness.steering_engine import SteeringEngine, hook_layer
+from harness.core.config import load_profile
+from harness.entry.session import ClaimsRun
+from harness.steering.engine import SteeringEngine, hook_layer
 from tests.benchmarks import legacy_steering
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Calibration: how often the engine's own verdicts are wrong, on synthetic data with a planted truth.
 
 Every trial builds a synthetic `Analysis` (pooled activations, decoder directions, a profile with
-one claim) and calls `harness.claims_engine.evaluate`, the very function `pytest claims/` calls:
+one claim) and calls `harness.engine.claims_engine.evaluate`, the very function `pytest claims/` calls:
 no decision rule is re-implemented here. Conditions:
 
 - null conditions plant the truth at the boundary of the claim's null (selectivity exactly tau,
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from harness.analysis import Analysis
-from harness.claims_engine import evaluate
-from harness.config import (
+from harness.engine.analysis import Analysis
+from harness.engine.claims_engine import evaluate
+from harness.core.config import (
     AnalysisConfig,
     Anchors,
     ClaimSpec,
@@ -35,10 +35,10 @@ from harness.config import (
     PromptsConfig,
     SaeConfig,
 )
-from harness.errors import ConfigError, choices_error
-from harness.features import FeatureTables
-from harness.prompts import Prompt, PromptSets
-from harness.stats import anisotropic_null
+from harness.core.errors import ConfigError, choices_error
+from harness.features.tables import FeatureTables
+from harness.world.prompts import Prompt, PromptSets
+from harness.statistics.stats import anisotropic_null
 
 N_CONCEPT = 100  # the confirmation half of 200 concept prompts
 N_NEUTRAL = 100
@@ -392,7 +392,7 @@ N_CONTROLS = 99
 
 def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_control: dict | None = None,
                     kinds: dict | None = None, kl: dict | None = None) -> dict:
-    """The parts of a steering study (harness.steering.steering_study) that steering claims read."""
+    """The parts of a steering study (harness.steering.study.steering_study) that steering claims read."""
     kinds = kinds or {}
     return {"directions": [{"name": n, "kind": kinds.get(n, n)} for n in per_prompt if n != "prompting"],
             "chosen_alpha": {n: 0.2 for n in per_prompt}, "per_prompt": per_prompt, "kl_budget": 0.5,
@@ -572,7 +572,7 @@ def calibrate(*, n_datasets: int = 1000, seed: int = 0, settings: Settings | Non
 
 def format_table(rows: list[dict]) -> str:
     n = rows[0]["n_datasets"] if rows else 0
-    lines = [f"{n} datasets per condition; every verdict from harness.claims_engine.evaluate", "",
+    lines = [f"{n} datasets per condition; every verdict from harness.engine.claims_engine.evaluate", "",
              "| family | condition | what is planted | wrong verdict | rate | limit / target | MC s.e. | ok |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

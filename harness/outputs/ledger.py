@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from harness.paths import REPO_ROOT, atomic_write_text
+from harness.core.paths import REPO_ROOT, atomic_write_text
 
 SCHEMA_VERSION = "2"
 # The order claims are listed in (ledger, report, verdict reason); unknown families sort last.

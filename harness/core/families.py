@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.errors import ConfigError, choices_error
+from harness.core.errors import ConfigError, choices_error
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -110,8 +110,8 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        import harness.claims_engine  # noqa: F401 - registers the built-in families
-        import harness.facets  # noqa: F401
+        import harness.engine.claims_engine  # noqa: F401 - registers the built-in families
+        import harness.engine.facets  # noqa: F401
 
 
 def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = True,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.analysis import FEW_FIRINGS, Analysis
-from harness.config import ClaimSpec
-from harness.errors import ConfigError, choices_error
-from harness.families import Param, register_family, require_family
-from harness.ledger import ClaimRecord, Effect
-from harness.stats import (
+from harness.engine.analysis import FEW_FIRINGS, Analysis
+from harness.core.config import ClaimSpec
+from harness.core.errors import ConfigError, choices_error
+from harness.core.families import Param, register_family, require_family
+from harness.outputs.ledger import ClaimRecord, Effect
+from harness.statistics.stats import (
     Interval,
     bootstrap_interval,
     decide,
@@ -404,7 +404,7 @@ def rank_against_controls(value: float, controls, alpha: float) -> tuple[str, fl
 
 
 def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
-    """Steering claims on word-level scores at matched fluency cost (see harness/steering.py).
+    """Steering claims on word-level scores at matched fluency cost (see harness/steering/study.py).
 
     Every kind decides on a BCa interval of a per-prompt mean over the confirmation prompts (p from
     sign flips, reported); `beats_random` and `multi_vs_single` must also beat their controls by an

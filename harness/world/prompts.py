@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import Profile
-from harness.errors import ConfigError, choices_error
+from harness.core.config import Profile
+from harness.core.errors import ConfigError, choices_error
 
 PROMPT_SETS = ("concept", "neutral", "near_miss")
 KNOWN_KEYS = ("id", "text", "set", "facet", "country")

@@ -14,11 +14,11 @@ from datetime import date
 
 import numpy as np
 
-from harness.analysis import Analysis
-from harness.config import anchors_path
-from harness.errors import HarnessError
-from harness.paths import atomic_write_text
-from harness.session import ClaimsRun
+from harness.engine.analysis import Analysis
+from harness.core.config import anchors_path
+from harness.core.errors import HarnessError
+from harness.core.paths import atomic_write_text
+from harness.entry.session import ClaimsRun
 
 
 def discover(run: ClaimsRun) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.ledger import Ledger, diff_ledgers, read_ledger
-from harness.paths import atomic_write_text
+from harness.outputs.ledger import Ledger, diff_ledgers, read_ledger
+from harness.core.paths import atomic_write_text
 
 CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0",
                     "silent": "#555555"}
@@ -371,7 +371,7 @@ def plotly_js() -> str:
 
 
 def render_html(ledger: Ledger, baseline: Ledger | None = None) -> str:
-    env = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]),
+    env = Environment(loader=PackageLoader("harness.outputs", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     env.filters["tojson_safe"] = lambda v: json.dumps(v, default=float).replace("</", "<\\/")

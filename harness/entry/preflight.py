@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import Profile
-from harness.errors import ConfigError
-from harness.prompts import PromptSets, load_prompt_sets
+from harness.core.config import Profile
+from harness.core.errors import ConfigError
+from harness.world.prompts import PromptSets, load_prompt_sets
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str
 
 def check_model_source(profile: Profile) -> None:
     """An explicit $SMOLLM2_GGUF must name a file (it is used instead of the package or the cache)."""
-    from harness.model import GGUF_ENV
+    from harness.world.model import GGUF_ENV
 
     explicit = os.environ.get(GGUF_ENV)
     if profile.model.source == "smollm2-gguf" and explicit and not Path(explicit).is_file():
@@ -102,7 +102,7 @@ def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool 
     """A baseline ledger must parse and come from the same profile, model and hook (unless allowed)."""
     from pydantic import ValidationError
 
-    from harness.ledger import read_ledger
+    from harness.outputs.ledger import read_ledger
 
     path = Path(baseline)
     if path.is_dir():

@@ -16,8 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import MissingResourceError
-from harness.paths import cache_dir
+from harness.core.errors import MissingResourceError
+from harness.core.paths import cache_dir
 
 
 @dataclass(frozen=True)

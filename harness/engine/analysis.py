@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.config import Profile
-from harness.errors import ConfigError, choices_error
-from harness.features import FeatureTables
-from harness.prompts import PromptSets, discovery_mask
-from harness.stats import (
+from harness.core.config import Profile
+from harness.core.errors import ConfigError, choices_error
+from harness.features.tables import FeatureTables
+from harness.world.prompts import PromptSets, discovery_mask
+from harness.statistics.stats import (
     Interval,
     anisotropic_null,
     auroc,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis import Analysis
-from harness.config import Profile
-from harness.features import cached_feature_tables, decoder_directions, load_sae, sae_hash
-from harness.ledger import ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, git_commit, new_run_id
-from harness.model import load_model, resolve_device
-from harness.prompts import load_prompt_sets
+from harness.engine.analysis import Analysis
+from harness.core.config import Profile
+from harness.features.tables import cached_feature_tables, decoder_directions, load_sae, sae_hash
+from harness.outputs.ledger import ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, git_commit, new_run_id
+from harness.world.model import load_model, resolve_device
+from harness.world.prompts import load_prompt_sets
 
 
 STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_alpha", "controls", "samples", "summary")
@@ -124,8 +124,8 @@ class ClaimsRun:
     def steering_results(self) -> dict:
         """The steering study, cached on disk by content (tables, anchors, config, harness version)."""
         from harness import __version__
-        from harness.paths import atomic_write_text, cache_dir
-        from harness.steering import SteeringConfig, steering_key, steering_study
+        from harness.core.paths import atomic_write_text, cache_dir
+        from harness.steering.study import SteeringConfig, steering_key, steering_study
 
         cfg = SteeringConfig.from_dict(self.profile.steering)
         key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
@@ -154,7 +154,7 @@ class ClaimsRun:
                 sae_cfg = {k: v for k, v in self.saes[role].cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
                 architecture = self.saes[role].cfg.architecture()
             if cfg.source == "pretrained":
-                from harness.features import registry_entry
+                from harness.features.tables import registry_entry
                 sae_cfg["neuronpedia_id"] = registry_entry(cfg.release, cfg.sae_id)["neuronpedia_id"]
             out[role] = SaeRecord(role=role, source=cfg.source, d_sae=cfg.d_sae, hash=sae_hash(cfg),
                                   release=cfg.release, sae_id=cfg.sae_id, path=cfg.path, architecture=architecture,
@@ -211,7 +211,7 @@ class ClaimsRun:
 
     def remap_baseline_anchors(self) -> list[dict]:
         """Each anchor of the baseline ledger, mapped to its best decoder-cosine match in this run's SAE."""
-        from harness.ledger import read_ledger
+        from harness.outputs.ledger import read_ledger
 
         old = read_ledger(self.baseline).tables.get("anchor_directions", {})
         rows = []
@@ -232,7 +232,7 @@ class ClaimsRun:
         """What the report shows of the study (per-prompt arrays stay in the cache)."""
         if "steering_results" not in self.__dict__:
             return {}
-        from harness.steering import ledger_view
+        from harness.steering.study import ledger_view
         return ledger_view(self.steering_results)
 
     def ledger(self, exit_status: int | None = None, steering: dict | None = None) -> Ledger:
@@ -276,9 +276,9 @@ def write_outputs(ledger: Ledger, out_dir: Path, baseline: Path | None = None) -
     import shutil
     import tempfile
 
-    from harness.ledger import write_ledger
-    from harness.paths import TEMP_MARK, atomic_dir, clean_stale_temp
-    from harness.report import render_report
+    from harness.outputs.ledger import write_ledger
+    from harness.core.paths import TEMP_MARK, atomic_dir, clean_stale_temp
+    from harness.outputs.report import render_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temp(out_dir)

@@ -41,7 +41,7 @@ def hook_layer(hook: str) -> int:
     """`blocks.14.hook_resid_post` -> 14 (steering reads and writes the output of that block)."""
     parts = hook.split(".")
     if len(parts) != 3 or parts[0] != "blocks" or parts[2] != "hook_resid_post" or not parts[1].isdigit():
-        from harness.errors import ConfigError
+        from harness.core.errors import ConfigError
         raise ConfigError(f"steering needs a hook of the form 'blocks.L.hook_resid_post'; got {hook!r}")
     return int(parts[1])
 
@@ -134,7 +134,7 @@ class SteeringEngine:
     def __init__(self, model, layer: int, *, positions: str = "reply", batch_prompts: int = 16,
                  batch_rows: int = 64, sample_batch: int = 64):
         if positions not in POSITIONS:
-            from harness.errors import choices_error
+            from harness.core.errors import choices_error
             raise choices_error("steering.positions", positions, POSITIONS)
         self.lm = causal_lm(model)
         self.layer = layer

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from harness.analysis import Analysis
-from harness.claims_engine import combine, evaluate, make_record, rank_against_controls
-from harness.config import ClaimSpec
-from harness.errors import ConfigError
-from harness.facets import facet_claim, facet_preferences
-from harness.families import REQUIRED, Param, get_family, register_family
-from harness.ledger import ClaimRecord, Effect
-from harness.stats import (
+from harness.engine.analysis import Analysis
+from harness.engine.claims_engine import combine, evaluate, make_record, rank_against_controls
+from harness.core.config import ClaimSpec
+from harness.core.errors import ConfigError
+from harness.engine.facets import facet_claim, facet_preferences
+from harness.core.families import REQUIRED, Param, get_family, register_family
+from harness.outputs.ledger import ClaimRecord, Effect
+from harness.statistics.stats import (
     Interval,
     benjamini_hochberg,
     bootstrap_interval,

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES_DIR = REPO_ROOT / "fixtures"
 PROFILES_DIR = FIXTURES_DIR / "profiles"
 PROMPTS_DIR = FIXTURES_DIR / "prompts"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_profile, with_overrides
-from harness.errors import HarnessError
-from harness.ledger import ClaimRecord
+from harness.core.config import load_profile, with_overrides
+from harness.core.errors import HarnessError
+from harness.outputs.ledger import ClaimRecord
 
 RUN_KEY = pytest.StashKey["object"]()
 PROFILE_KEY = pytest.StashKey["object"]()
@@ -99,7 +99,7 @@ def get_profile(config: pytest.Config):
 
 def get_run(config: pytest.Config):
     if RUN_KEY not in config.stash:
-        from harness.session import ClaimsRun
+        from harness.entry.session import ClaimsRun
         baseline = config.getoption("claims_baseline")
         config.stash[RUN_KEY] = ClaimsRun(get_profile(config), baseline=Path(baseline) if baseline else None)
     return config.stash[RUN_KEY]
@@ -147,7 +147,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or RUN_KEY in config.stash:
         return  # xdist workers trust the controller; an injected run (tests) brings its own data
-    from harness.preflight import preflight
+    from harness.entry.preflight import preflight
 
     try:
         preflight(get_profile(config), baseline=config.getoption("claims_baseline"),
@@ -171,8 +171,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     a collection error with a traceback)."""
     if "claim" not in metafunc.fixturenames:
         return
-    from harness.api import FAMILY_ATTRIBUTE, FAMILY_ERROR
-    from harness.config import check_claim
+    from harness.engine.api import FAMILY_ATTRIBUTE, FAMILY_ERROR
+    from harness.core.config import check_claim
 
     problems = metafunc.config.stash.setdefault(USAGE_PROBLEMS_KEY, [])
     error = getattr(metafunc.function, FAMILY_ERROR, None)
@@ -201,7 +201,7 @@ def _collected_everything(config: pytest.Config) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A family the profile declares no claims for is deselected, not skipped: nothing was claimed.
     A declared family that no collected module registers is a usage error (a typo, or a missing module)."""
-    from harness.families import get_family, registered_families
+    from harness.core.families import get_family, registered_families
 
     problems = config.stash.get(USAGE_PROBLEMS_KEY, [])
     if problems:
@@ -299,7 +299,7 @@ class ClaimsSession:
                     statistic=None, threshold=None, passed=False, verdict="not evaluated", gating=spec.is_gating,
                     reason="not run in this session (deselected with -k, stopped by -x or -m, or no module in "
                            f"claims/ for family {spec.family!r})")
-        from harness.ledger import claim_order
+        from harness.outputs.ledger import claim_order
 
         return sorted(records.values(), key=claim_order), partial
 
@@ -313,7 +313,7 @@ class ClaimsSession:
             return  # nothing trustworthy to write; the old report stays as it was
         if not self.collected_claims and not self.records:
             return  # not a claims session (e.g. `pytest tests/`)
-        from harness.ledger import decide_verdict
+        from harness.outputs.ledger import decide_verdict
 
         records, partial = self.declared_records()
         verdict, reason = decide_verdict(records)
@@ -329,7 +329,7 @@ class ClaimsSession:
         index = None
         out = self.config.getoption("claims_html")
         if out:
-            from harness.session import write_outputs
+            from harness.entry.session import write_outputs
 
             run = get_run(self.config)
             for record in records:

@@ -23,11 +23,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from harness import __version__
-from harness.config import Profile
-from harness.corpus import build_corpus, split_heldout
-from harness.model import load_model, weights_hash
-from harness.paths import atomic_dir, atomic_write_text, cache_dir
-from harness.residuals import batched, ce_loss_score_batches, pack_rows, resid_at_hook
+from harness.core.config import Profile
+from harness.world.corpus import build_corpus, split_heldout
+from harness.world.model import load_model, weights_hash
+from harness.core.paths import atomic_dir, atomic_write_text, cache_dir
+from harness.world.residuals import batched, ce_loss_score_batches, pack_rows, resid_at_hook
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: in
                device: str = "auto", roles=("coarse", "fine"), forbidden_prompts: list[str] | None = None,
                out_root: Path | None = None) -> dict:
     """The whole rebuild. Returns the provenance record it wrote."""
-    from harness.model import resolve_device
+    from harness.world.model import resolve_device
 
     device = resolve_device(device)
     seed_everything(seed)

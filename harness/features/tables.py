@@ -21,12 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import __version__
-from harness.config import Profile, SaeConfig
-from harness.errors import MissingResourceError
-from harness.model import weights_hash
-from harness.paths import atomic_write_bytes, cache_dir
-from harness.prompts import PromptSets
-from harness.residuals import batched, ce_loss_score_batches, resid_at_hook, tokenize_batch
+from harness.core.config import Profile, SaeConfig
+from harness.core.errors import MissingResourceError
+from harness.world.model import weights_hash
+from harness.core.paths import atomic_write_bytes, cache_dir
+from harness.world.prompts import PromptSets
+from harness.world.residuals import batched, ce_loss_score_batches, resid_at_hook, tokenize_batch
 
 TABLE_FORMAT = "2"  # 2: per-prompt CE losses (for the CE-loss score interval)
 
@@ -119,7 +119,7 @@ def sae_hash(sae_cfg: SaeConfig) -> str:
         return digest.hexdigest()[:16]
     revision = ""
     if sae_cfg.source == "pretrained":
-        from harness.model import hub_revision
+        from harness.world.model import hub_revision
 
         try:
             entry = registry_entry(sae_cfg.release, sae_cfg.sae_id)

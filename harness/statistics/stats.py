@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import rankdata
 
-from harness.errors import ConfigError, choices_error
+from harness.core.errors import ConfigError, choices_error
 
 Alternative = Literal["greater", "less", "two-sided"]
 ALTERNATIVES = ("greater", "less", "two-sided")

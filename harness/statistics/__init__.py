@@ -1,0 +1,1 @@
+"""Statistics: permutation tests, bootstrap and exact intervals, BH, the interval decision."""
