@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from harness.core.config import ClaimSpec
 from harness.engine.claims_engine import evaluate
 from harness.core.paths import REPO_ROOT
 from harness.entry.session import write_outputs
@@ -38,7 +39,8 @@ def run_chromium(*args: str) -> str:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     run = planted.claims_run(effect=True)
-    for spec in run.profile.claims:
+    facet = ClaimSpec(family="facet", name="top", statement="planted facet claim", params={"anchor": planted.ANCHOR})
+    for spec in (*run.profile.claims, facet):
         run.record(evaluate(spec, run.analysis))
     out = tmp_path_factory.mktemp("report")
     return write_outputs(run.ledger(exit_status=0), out)
@@ -53,6 +55,7 @@ def test_report_renders_without_errors(report):
     for plotly_class, plot_id, attributes in plots:
         assert plotly_class and 'data-rendered="1"' in attributes, f"plot {plot_id} did not render"
     plot_ids = [p[1] for p in plots]
+    assert "facet-facet-top" in plot_ids  # the facet family's own section and heatmap
     assert dom.count('class="main-svg"') >= len(plot_ids)  # plotly drew an SVG for each
 
 

@@ -104,7 +104,10 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
                                 and not row["interval_note"])
         # Could it still prefer the facet discovery pointed to? Only an interval wholly at or below 0 says no.
         row["plausible"] = bool(not np.isfinite(high) or high > 0 or row["interval_note"])
-    out.update(sub_features=rows, n_discovery=int(discovery.sum()), n_confirmation=int(confirmation.sum()))
+    # The parent's own facet means: a sub-feature nested in a parent that prefers a facet inherits it.
+    parent = a.acts("coarse")[:, anchor].astype(np.float64)
+    out.update(sub_features=rows, n_discovery=int(discovery.sum()), n_confirmation=int(confirmation.sum()),
+               anchor_facet_means_confirmation={f: float(parent[confirmation & (labels == f)].mean()) for f in facets})
     a._cache[key] = out
     return out
 
@@ -121,6 +124,7 @@ def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     prefs = facet_preferences(a, anchor)
     rows = prefs["sub_features"]
     details = {"anchor": anchor, "facets": prefs["facets"], "sub_features": rows,
+               "anchor_facet_means_confirmation": prefs.get("anchor_facet_means_confirmation"),
                "n_discovery": prefs.get("n_discovery"), "n_confirmation": prefs.get("n_confirmation")}
     if not rows:
         return make_record(spec, verdict="not evaluated", statistic_name="facet-specific sub-features", statistic=None,

@@ -300,22 +300,31 @@ def figure_facets(claims) -> list[dict]:
         rows, facets = claim.details.get("sub_features") or [], claim.details.get("facets") or []
         if claim.family != "facet" or not rows or not facets:
             continue
-        z, marks = [], []
+        z, marks, labels = [], [], []
+        parent = claim.details.get("anchor_facet_means_confirmation")
+        if parent:  # the parent first: a nested sub-feature inherits its facet preference
+            means = [parent.get(f, 0.0) for f in facets]
+            top = max(means) if max(means) > 0 else 1.0
+            z.append([m / top for m in means])
+            marks.append([""] * len(facets))
+            labels.append(f"C-{claim.details.get('anchor')} (parent)")
         for r in rows:
             means = [r["facet_means_confirmation"].get(f, 0.0) for f in facets]
             top = max(means) if max(means) > 0 else 1.0
             z.append([m / top for m in means])
             marks.append(["✓" if f == r["chosen_facet"] and r["confirmed"] else ("○" if f == r["chosen_facet"] else "")
                           for f in facets])
-        labels = [f"F-{r['fine']}" for r in rows]
+        labels += [f"F-{r['fine']}" for r in rows]
         figures.append({"id": f"facet-{claim.id.replace('[', '-').replace(']', '')}", "data": [{
             "type": "heatmap", "z": z, "x": facets, "y": labels, "text": marks, "texttemplate": "%{text}",
-            "colorscale": "Blues", "zmin": 0, "zmax": 1, "colorbar": {"title": {"text": "share of row max"}},
+            # explicit: plotly.js's named "Blues" runs dark to light, Python plotly's light to dark
+            "colorscale": [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]], "zmin": 0, "zmax": 1, "colorbar": {"title": {"text": "share of row max"}},
             "hovertemplate": "%{y} on %{x}: %{z:.2f} of its largest facet mean<extra></extra>"}],
             "layout": _layout(f"{claim.id}: sub-features of C-{claim.details.get('anchor')} x facets (confirmation half; "
                               "○ chosen on discovery, ✓ confirmed)",
-                              yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category"},
-                              height=max(320, 60 + 24 * len(rows)))})
+                              yaxis={"autorange": "reversed", "type": "category", "automargin": True},
+                              xaxis={"type": "category"},
+                              height=max(320, 80 + 24 * len(z)))})
     return figures
 
 
