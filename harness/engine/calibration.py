@@ -207,21 +207,31 @@ def facet_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
     """Parent (coarse 0) fires on 80% of concept prompts; three aligned children nested in it (each
     fires on 60% of its firings). Concept prompts fall into four facets of 25.
 
-    boundary: the children's activations do not depend on the facet (no sub-feature prefers one);
-    effect:   child 0 encodes the cuisine facet: it fires on 90% of the parent's firings on cuisine
-              prompts and on 15% elsewhere.
+    boundary:      the children's activations do not depend on the facet (no sub-feature prefers one);
+    parent-facet:  the parent fires on 95% of cuisine prompts (65% elsewhere) and twice as strongly
+                   there; nested children with no facet of their own inherit it (not a finding);
+    two-facets:    child 0 fires on 90% of the parent's firings on cuisine and on geography, 15%
+                   elsewhere: it prefers two facets, not one;
+    effect:        child 0 encodes the cuisine facet: it fires on 90% of the parent's firings on
+                   cuisine prompts and on 15% elsewhere.
     """
     anchor = unit_rows(rng.standard_normal(D_MODEL))
     fine_dirs = _fine_dictionary(rng, anchor)
     n_concept = 2 * N_CONCEPT
     facets = np.array([FACET_NAMES[i % len(FACET_NAMES)] for i in range(n_concept)])
     parent = by_set(rng, (0.8, 3.0), (0.05, 1.0), n_concept)
+    cuisine = np.r_[facets == "cuisine", np.zeros(N_NEUTRAL, bool)]
+    if condition == "parent-facet":
+        rate = np.where(cuisine, 0.95, 0.65)
+        parent = np.where(np.arange(parent.size) < n_concept,
+                          (rng.random(parent.size) < rate) * rng.gamma(2.0, 1.5, parent.size) * (1 + cuisine), parent)
     fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept) for _ in range(N_FINE)], axis=1)
     for row in range(len(CHILD_COSINES)):
         fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
-    if condition == "effect":
-        cuisine = np.r_[facets == "cuisine", np.zeros(N_NEUTRAL, bool)]
-        rate = np.where(cuisine, 0.9, 0.15)
+    if condition in ("effect", "two-facets"):
+        chosen = cuisine | (np.r_[facets == "geography", np.zeros(N_NEUTRAL, bool)] if condition == "two-facets"
+                            else False)
+        rate = np.where(chosen, 0.9, 0.15)
         fine[:, 0] = (rng.random(parent.size) < rate) * parent * rng.uniform(0.4, 0.8, parent.size)
     spec = _claim("facet", anchor=0, min_sub_features=1)
     world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
@@ -507,6 +517,10 @@ CONDITIONS: tuple[Condition, ...] = (
        condition="boundary"),
     _c("facet", "boundary", "fpr", facet_trial, "three nested sub-features whose activations do not depend on "
        "the facet (4 facets x 50 concept prompts, halved)", condition="boundary"),
+    _c("facet", "parent-facet", "fpr", facet_trial, "the parent prefers cuisine (95% vs 65% of prompts, twice as "
+       "strong); its nested children have no facet of their own", condition="parent-facet"),
+    _c("facet", "two-facets", "fpr", facet_trial, "a child fires on 90% of the parent's firings on two facets, 15% "
+       "elsewhere: no single facet", condition="two-facets"),
     _c("facet", "effect", "power", facet_trial, "one sub-feature encodes a facet: fires on 90% of the "
        "parent's firings on it, 15% elsewhere", condition="effect"),
     _c("steering", "boundary", "fpr", steering_trial, "specificity: 2 x 2 difference in differences exactly 0 "

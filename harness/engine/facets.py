@@ -1,24 +1,32 @@
 """Facet claims: the seed's open question. Fine sub-features "each potentially encode a different
 facet (cuisine, geography, landmarks, language)": which facet of the concept prompts, if any, does
-each sub-feature of an anchor prefer?
+each sub-feature of an anchor encode?
+
+A sub-feature nested in its anchor fires where the anchor fires; if the anchor itself fires more
+on cuisine, so do all its sub-features, which says nothing about a facet of their own. So the
+statistic is the sub-feature's **share of its parent**: activation / anchor activation, on the
+concept prompts where the anchor fires. A sub-feature encodes a facet when it takes a larger share
+of the parent on that facet than on every other one.
 
 Two halves, so that the facet is chosen on one and tested on the other:
 - discovery half: the anchor's sub-features (decoder cosine + co-firing, on this half only); for
-  each, a max-facet permutation test across the facets of the concept prompts (labels shuffled
-  within the concept set, so choosing the best facet is paid for), BH across the sub-features;
-- confirmation half: each sub-feature selected on discovery is tested for its chosen facet against
-  the other facets on fresh prompts (one-sided permutation p, BH across the selected; BCa interval of
-  the mean difference).
-A sub-feature is facet-specific when its confirmation q <= alpha and its interval lies above 0.
+  each, a max-facet permutation test across the facets (labels shuffled among the concept prompts
+  where the anchor fires, so choosing the best facet is paid for), BH across the sub-features;
+- confirmation half: each sub-feature selected on discovery must beat **every other facet** with
+  its chosen one (one-sided permutation p per other facet; the largest is the p of the
+  intersection-union test), BH across the selected; BCa interval of (chosen facet's mean share
+  minus the largest other facet's).
+A sub-feature is facet-specific when its confirmation q <= alpha and that interval lies above 0.
+Absence of a preference cannot be shown without a margin, so the claim is held or inconclusive.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.engine.analysis import Analysis
 from harness.core.config import ClaimSpec
 from harness.core.families import Param, register_family
+from harness.engine.analysis import Analysis
 from harness.outputs.ledger import ClaimRecord, Effect
 from harness.statistics.stats import (
     benjamini_hochberg,
@@ -27,48 +35,58 @@ from harness.statistics.stats import (
     two_sample_permutation_test,
 )
 
-MIN_PER_FACET = 2  # prompts per facet in each half; fewer and the facet is left out of the test
+MIN_PER_FACET = 2  # anchor-firing prompts per facet in each half; fewer and the facet is left out
 
 
-def usable_facets(a: Analysis) -> list[str]:
-    """Facets with at least MIN_PER_FACET concept prompts in each half."""
+def facet_counts(a: Analysis, rows: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Per facet of the concept prompts: (discovery, confirmation) counts among `rows`."""
     labels = a.facet_labels()
-    out = []
-    for facet in sorted(set(labels[a.masks["concept_all"]]) - {""}):
-        halves = [int((labels[a.masks[f"concept_{h}"]] == facet).sum()) for h in ("discovery", "confirmation")]
-        if min(halves) >= MIN_PER_FACET:
-            out.append(facet)
-    return out
+    return {f: tuple(int((rows & a.masks[f"concept_{h}"] & (labels == f)).sum()) for h in ("discovery", "confirmation"))
+            for f in sorted(set(labels[a.masks["concept_all"]]) - {""})}
 
 
 def facet_preferences(a: Analysis, anchor: int) -> dict:
-    """Per sub-feature of `anchor`: its facet means on both halves, the facet chosen on discovery
-    (max-facet p, BH q) and the confirmation test of that facet (p, BH q, interval). Cached per anchor."""
+    """Per sub-feature of `anchor`: its mean share of the anchor per facet on both halves, the facet
+    chosen on discovery (max-facet p, BH q) and the confirmation test of that facet against every
+    other (p, BH q, interval). Cached per anchor."""
     key = ("facets", anchor)
     if key in a._cache:
         return a._cache[key]
-    facets = usable_facets(a)
     labels = a.facet_labels()
-    out: dict = {"anchor": anchor, "facets": facets, "sub_features": [], "note": ""}
-    if len(facets) < 2:
-        present = sorted(set(labels[a.masks["concept_all"]]) - {""})
-        out["note"] = (f"the concept prompts carry {len(present)} facet(s) with >= {MIN_PER_FACET} prompts in each "
-                       "half; a facet test needs 2 or more (give each concept prompt a \"facet\" field)")
+    parent = a.acts("coarse")[:, anchor].astype(np.float64)
+    fires = parent > 0
+    counts = facet_counts(a, fires)
+    facets = [f for f, c in counts.items() if min(c) >= MIN_PER_FACET]
+    dropped = {f: c for f, c in counts.items() if f not in facets}
+    out: dict = {"anchor": anchor, "facets": facets, "sub_features": [], "note": "",
+                 "facets_dropped": {f: list(c) for f, c in dropped.items()}}
+
+    def finish(note: str) -> dict:
+        out["note"] = note
         a._cache[key] = out
         return out
+
+    if len(facets) < 2:
+        if not counts:
+            return finish("the concept prompts carry no facet; a facet test needs 2 or more facets (give each concept "
+                          "prompt a \"facet\" field)")
+        return finish(f"{len(facets)} facet(s) have >= {MIN_PER_FACET} prompts where coarse-{anchor} fires in each "
+                      f"half (discovery, confirmation counts: {dict(counts)}); a facet test needs 2 or more")
     subs = [p["fine"] for p in a.on_split("discovery").sub_features(anchor)]
     if not subs:
-        out["note"] = f"coarse-{anchor} has no sub-features on the discovery half"
-        a._cache[key] = out
-        return out
+        return finish(f"coarse-{anchor} has no sub-features on the discovery half")
+    x = a.acts("fine")[:, subs].astype(np.float64)
+    bad = [f for j, f in enumerate(subs) if not np.isfinite(x[:, j]).all()]
+    if bad or not np.isfinite(parent).all():
+        return finish(f"non-finite activations (fine {bad or ''} / coarse-{anchor}): not evaluable")
+    share = np.divide(x, parent[:, None], out=np.zeros_like(x), where=fires[:, None])
     # Independent streams for the discovery test, the confirmation tests and the intervals.
     streams = np.random.SeedSequence([a.seed, anchor]).spawn(3)
     seed_discovery, seed_confirm, seed_boot = (int(s.generate_state(1)[0]) for s in streams)
-    x = a.acts("fine")[:, subs].astype(np.float64)
-    in_facets = np.isin(labels, facets)
+    in_facets = np.isin(labels, facets) & fires
     discovery = a.masks["concept_discovery"] & in_facets
     confirmation = a.masks["concept_confirmation"] & in_facets
-    found = facet_permutation_test(x[discovery], labels[discovery], n_resamples=a.n_permutations,
+    found = facet_permutation_test(share[discovery], labels[discovery], n_resamples=a.n_permutations,
                                    seed=seed_discovery)
     names = np.unique(labels[discovery])  # facet_permutation_test's order
     _, q_discovery = benjamini_hochberg(found.p_value, a.alpha)
@@ -76,46 +94,58 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
     conf_labels = labels[confirmation]
     rows = []
     for j, fine in enumerate(subs):
-        chosen = str(names[found.facet[j]])
-        values = x[confirmation, j]
-        inside, outside = values[conf_labels == chosen], values[conf_labels != chosen]
-        test = two_sample_permutation_test(values, conf_labels == chosen, n_resamples=a.n_permutations,
-                                           seed=seed_confirm + j, alternative="greater")
-        interval = bootstrap_interval(
-            lambda i, o, inside=inside, outside=outside: inside[i].mean(-1) - outside[o].mean(-1),
-            [np.arange(inside.size), np.arange(outside.size)], n_resamples=a.n_bootstrap, seed=seed_boot + j,
-            level=a.level)
-        rows.append({
-            "fine": int(fine), "chosen_facet": chosen, "discovery_contrast": float(found.statistic[j]),
-            "discovery_p": float(found.p_value[j]), "discovery_q": float(q_discovery[j]),
-            "selected": bool(j in selected), "confirmation_p": float(test.p_value[0]), "confirmation_q": None,
-            "confirmation": interval.as_dict(), "interval_note": interval.note,
-            "facet_means_discovery": {f: float(x[discovery & (labels == f), j].mean()) for f in facets},
-            "facet_means_confirmation": {f: float(x[confirmation & (labels == f), j].mean()) for f in facets},
-        })
-    if selected.size:
-        _, q_confirm = benjamini_hochberg([rows[j]["confirmation_p"] for j in selected], a.alpha)
-        for j, q in zip(selected, q_confirm, strict=True):
+        values = share[confirmation, j]
+        chosen = str(names[found.facet[j]]) if found.statistic[j] > 0 else "none"
+        row = {"fine": int(fine), "chosen_facet": chosen, "discovery_contrast": float(found.statistic[j]),
+               "discovery_p": float(found.p_value[j]), "discovery_q": float(q_discovery[j]),
+               "selected": bool(j in selected and chosen != "none"), "confirmation_p": None, "confirmation_q": None,
+               "confirmation": None, "interval_note": "", "runner_up": None,
+               "facet_share_discovery": {f: float(share[discovery & (labels == f), j].mean()) for f in facets},
+               "facet_share_confirmation": {f: float(share[confirmation & (labels == f), j].mean()) for f in facets}}
+        if chosen != "none":
+            others = [f for f in facets if f != chosen]
+            # Intersection-union: the chosen facet must beat each other facet; the p is the largest.
+            pairwise = []
+            for k, other in enumerate(others):
+                pair = (conf_labels == chosen) | (conf_labels == other)
+                pairwise.append(float(two_sample_permutation_test(
+                    values[pair], conf_labels[pair] == chosen, n_resamples=a.n_permutations,
+                    seed=seed_confirm + len(facets) * j + k, alternative="greater").p_value[0]))
+            groups = [np.flatnonzero(conf_labels == f) for f in [chosen, *others]]
+
+            def margin(*idx, values=values, groups=groups):
+                means = np.stack([values[g[i]].mean(-1) for g, i in zip(groups, idx, strict=True)])
+                return means[0] - means[1:].max(0)
+
+            interval = bootstrap_interval(margin, [np.arange(g.size) for g in groups], n_resamples=a.n_bootstrap,
+                                          seed=seed_boot + j, level=a.level)
+            runner_up = others[int(np.argmax([row["facet_share_confirmation"][f] for f in others]))]
+            row.update(confirmation_p=max(pairwise), confirmation=interval.as_dict(), interval_note=interval.note,
+                       runner_up=runner_up)
+        rows.append(row)
+    tested = [j for j in selected if rows[j]["selected"]]
+    if tested:
+        _, q_confirm = benjamini_hochberg([rows[j]["confirmation_p"] for j in tested], a.alpha)
+        for j, q in zip(tested, q_confirm, strict=True):
             rows[j]["confirmation_q"] = float(q)
     for row in rows:
-        low, high = row["confirmation"]["ci_low"], row["confirmation"]["ci_high"]
+        c = row["confirmation"]
         row["confirmed"] = bool(row["selected"] and row["confirmation_q"] is not None
-                                and row["confirmation_q"] <= a.alpha and np.isfinite(low) and low > 0
-                                and not row["interval_note"])
-        # Could it still prefer the facet discovery pointed to? Only an interval wholly at or below 0 says no.
-        row["plausible"] = bool(not np.isfinite(high) or high > 0 or row["interval_note"])
-    # The parent's own facet means: a sub-feature nested in a parent that prefers a facet inherits it.
-    parent = a.acts("coarse")[:, anchor].astype(np.float64)
+                                and row["confirmation_q"] <= a.alpha and c is not None and np.isfinite(c["ci_low"])
+                                and c["ci_low"] > 0 and not row["interval_note"])
+    # The parent's own facet means: context for the shares (a parent that prefers a facet is not a finding
+    # about its sub-features).
     out.update(sub_features=rows, n_discovery=int(discovery.sum()), n_confirmation=int(confirmation.sum()),
-               anchor_facet_means_confirmation={f: float(parent[confirmation & (labels == f)].mean()) for f in facets})
+               anchor_facet_means_confirmation={f: float(parent[a.masks["concept_confirmation"] & (labels == f)].mean())
+                                                for f in facets})
     a._cache[key] = out
     return out
 
 
 def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
-    """At least `min_sub_features` sub-features of the anchor each prefer one facet, chosen on the
-    discovery half and confirmed on the other. held: that many confirmed; refuted: fewer than that
-    many intervals leave room for the discovery-chosen facet; else inconclusive."""
+    """At least `min_sub_features` sub-features of the anchor each encode one facet: a larger share of
+    the anchor's activation on it than on every other facet, chosen on the discovery half and
+    confirmed on the other. held: that many confirmed; else inconclusive (never refuted: no margin)."""
     from harness.engine.claims_engine import make_record
 
     anchor = spec.param("anchor")
@@ -123,41 +153,42 @@ def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     need = int(spec.param("min_sub_features"))
     prefs = facet_preferences(a, anchor)
     rows = prefs["sub_features"]
-    details = {"anchor": anchor, "facets": prefs["facets"], "sub_features": rows,
-               "anchor_facet_means_confirmation": prefs.get("anchor_facet_means_confirmation"),
+    details = {"anchor": anchor, "facets": prefs["facets"], "facets_dropped": prefs.get("facets_dropped"),
+               "sub_features": rows, "anchor_facet_means_confirmation": prefs.get("anchor_facet_means_confirmation"),
                "n_discovery": prefs.get("n_discovery"), "n_confirmation": prefs.get("n_confirmation")}
     if not rows:
         return make_record(spec, verdict="not evaluated", statistic_name="facet-specific sub-features", statistic=None,
                            threshold=float(need), comparison=">=", reason=prefs["note"], details=details)
     confirmed = [r for r in rows if r["confirmed"]]
-    plausible = [r for r in rows if r["plausible"]]
-    if len(confirmed) >= need:
-        verdict = "held"
-    elif len(plausible) < need:
-        verdict = "refuted"
-    else:
-        verdict = "inconclusive"
+    verdict = "held" if len(confirmed) >= need else "inconclusive"
     tested = [r for r in rows if r["confirmation_q"] is not None]
-    best = min(tested or rows, key=lambda r: (r["confirmation_q"] if r["confirmation_q"] is not None else 2,
-                                              r["confirmation_p"]))
-    effect = Effect(name=f"F-{best['fine']} on {best['chosen_facet']} minus other facets (confirmation half)",
-                    **best["confirmation"])
+    best = min(tested, key=lambda r: (r["confirmation_q"], r["confirmation_p"])) if tested else None
+    effect = None
+    if best is not None:
+        effect = Effect(name=f"F-{best['fine']}: share of the anchor on {best['chosen_facet']} minus the best other "
+                             "facet (confirmation half)", **best["confirmation"])
     listed = "; ".join(f"F-{r['fine']} -> {r['chosen_facet']} (discovery q {r['discovery_q']:.2g}"
-                       + (f", confirmation q {r['confirmation_q']:.2g}" if r["confirmation_q"] is not None else "")
+                       + (f", confirmation q {r['confirmation_q']:.2g} vs {r['runner_up']} and the rest"
+                          if r["confirmation_q"] is not None else "")
                        + (", confirmed" if r["confirmed"] else "") + ")"
                        for r in sorted(rows, key=lambda r: r["discovery_p"])[:6])
-    reason = (f"{len(confirmed)} of {len(rows)} sub-features of coarse-{anchor} prefer a facet on fresh prompts "
-              f"(need {need}); {len(rows) - len(plausible)} ruled out; {sum(r['selected'] for r in rows)} chosen "
-              f"on the discovery half; {listed}")
+    parent = prefs.get("anchor_facet_means_confirmation") or {}
+    top_parent = max(parent, key=parent.get) if parent else None
+    reason = (f"{len(confirmed)} of {len(rows)} sub-features of coarse-{anchor} take a larger share of it on one facet "
+              f"than on every other, on fresh prompts (need {need}); {len(tested)} chosen on the discovery half; "
+              f"{listed}" + (f"; the anchor itself fires most on {top_parent}" if top_parent else "")
+              + (f"; facets left out (too few prompts where the anchor fires): {sorted(prefs['facets_dropped'])}"
+                 if prefs.get("facets_dropped") else ""))
     return make_record(
         spec, verdict=verdict, statistic_name="facet-specific sub-features (confirmed)", statistic=float(len(confirmed)),
-        threshold=float(need), comparison=">=", p_value=best["confirmation_p"], q_value=best["confirmation_q"],
-        effect=effect, reason=reason, details=details)
+        threshold=float(need), comparison=">=", p_value=best["confirmation_p"] if best else None,
+        q_value=best["confirmation_q"] if best else None, effect=effect, reason=reason, details=details)
 
 
 register_family(
     "facet",
     {"anchor": Param(int, None, low=0, feature_of="coarse", help="a coarse anchor (default: the top one)"),
-     "min_sub_features": Param(int, 1, low=1, help="how many sub-features must prefer a facet")},
+     "min_sub_features": Param(int, 1, low=1, help="how many sub-features must encode a facet")},
     evaluate=facet_claim, groups=("concept",), needs_anchors=True, gating=False,
-    doc="Which facet of the concept prompts each sub-feature of an anchor prefers (exploratory by default).")
+    doc="Which facet of the concept prompts each sub-feature of an anchor encodes, as a share of its anchor "
+        "(exploratory by default).")

@@ -537,9 +537,12 @@ def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, b
     batch = max(1, min(batch, MEMORY_FLOATS // (names.size * (codes.size + x.shape[1]))))
     onehot = np.eye(names.size)[codes].T  # [K, N]
     total = x.sum(0)
-    contrasts = _facet_contrasts(onehot @ x, total, counts)
+    # The observed statistic goes through the same einsum as the null: different summation orders
+    # would round differently around 0 and turn exact ties into "extreme" values.
+    contrasts = _facet_contrasts(np.einsum("kbn,nf->bkf", onehot[:, None, :], x)[0], total, counts)
     observed = contrasts.max(0)
     counter = _Counter(observed, "greater")
+    counter.gamma = np.maximum(counter.gamma, 1e-9 * np.abs(x).max(0))  # ties on the data's own scale
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_resamples:
@@ -548,5 +551,6 @@ def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, b
         sums = np.einsum("kbn,nf->bkf", shuffled, x)
         counter.add(_facet_contrasts(sums, total, counts).max(1))
         done += size
-    return FacetResult(observed, contrasts.argmax(0), counter.p_values(n_resamples),
-                       (onehot @ x) / counts[:, None], n_resamples)
+    p_values = counter.p_values(n_resamples)
+    p_values[np.ptp(x, axis=0) == 0] = 1.0  # a constant column prefers nothing
+    return FacetResult(observed, contrasts.argmax(0), p_values, (onehot @ x) / counts[:, None], n_resamples)
