@@ -312,8 +312,8 @@ def figure_facets(claims) -> list[dict]:
             means = [r["facet_share_confirmation"].get(f, 0.0) for f in facets]
             top = max(means) if max(means) > 0 else 1.0
             z.append([m / top for m in means])
-            marks.append(["✓" if f == r["chosen_facet"] and r["confirmed"] else ("○" if f == r["chosen_facet"] else "")
-                          for f in facets])
+            marks.append(["✓" if f == r["chosen_facet"] and r["confirmed"] else
+                          ("○" if f == r["chosen_facet"] and r["selected"] else "") for f in facets])
         labels += [f"F-{r['fine']}" for r in rows]
         figures.append({"id": f"facet-{claim.id.replace('[', '-').replace(']', '')}", "data": [{
             "type": "heatmap", "z": z, "x": facets, "y": labels, "text": marks, "texttemplate": "%{text}",
@@ -321,7 +321,7 @@ def figure_facets(claims) -> list[dict]:
             "colorscale": [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]], "zmin": 0, "zmax": 1, "colorbar": {"title": {"text": "share of row max"}},
             "hovertemplate": "%{y} on %{x}: %{z:.2f} of its largest facet<extra></extra>"}],
             "layout": _layout(f"{claim.id}: share of C-{claim.details.get('anchor')} taken by each sub-feature, per facet "
-                              "(confirmation half, row / row max; ○ chosen on discovery, ✓ confirmed)",
+                              "(confirmation half, row / row max; ○ chosen on discovery (q <= alpha), ✓ confirmed)",
                               yaxis={"autorange": "reversed", "type": "category", "automargin": True},
                               xaxis={"type": "category"},
                               height=max(320, 80 + 24 * len(z)))})
