@@ -83,3 +83,13 @@ def test_imports_flow_one_way_between_stages():
                 if not allowed:
                     violations.append(f"{rel}:{node.lineno} imports {module} (stage {stage} is above {rel.parts[0]})")
     assert violations == []
+
+
+def test_public_api_names_resolve():
+    """Every name in harness.__all__ (the claims API) exists, and `from harness import *` gives them."""
+    import harness
+
+    namespace: dict = {}
+    exec("from harness import *", namespace)  # noqa: S102 - the star import a researcher may write
+    assert sorted(n for n in namespace if not n.startswith("__")) == sorted(harness.__all__)
+    assert all(getattr(harness, name) is not None for name in harness.__all__)

@@ -39,13 +39,10 @@ from harness.statistics.stats import (
     two_sample_permutation_test,
 )
 
-__all__ = [
-    "REQUIRED", "Analysis", "ClaimRecord", "ClaimSpec", "Effect", "Interval", "Param", "assert_held",
-    "benjamini_hochberg", "bootstrap_interval", "claim_family", "combine", "correlation_permutation_test",
-    "decide", "difference_interval", "evaluate", "facet_claim", "facet_permutation_test", "facet_preferences",
-    "make_record", "mean_interval", "paired_sign_flip_test", "rank_against_controls", "record_interval",
-    "selectivity", "two_sample_permutation_test",
-]
+# The public names are listed once, in harness/__init__.py (which loads this module on first use).
+from harness import __all__ as _PUBLIC  # noqa: E402
+
+__all__ = list(_PUBLIC)
 
 FAMILY_ATTRIBUTE = "_claims_family"
 FAMILY_ERROR = "_claims_family_error"
