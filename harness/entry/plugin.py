@@ -2,7 +2,7 @@
 
 - Options in one group ("claims"); the profile comes from --profile, else $SAE_CLAIMS_PROFILE,
   else the ini setting `claims_profile`, else smollm2-135m (the header says which).
-- Exit status, the gate a pipeline reads: 0 GO (every declared claim evaluated and held),
+- Exit status, the gate a pipeline reads: 0 GO (every declared gating claim evaluated and held),
   1 NO-GO (some claim refuted, inconclusive or not evaluated), 4 usage error (a bad option,
   profile, prompt file, SAE folder, baseline or output folder: found before any model loads),
   6 setup failure (the model, an SAE, a cache or the hub could not be loaded: reported once, the
