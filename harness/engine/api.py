@@ -21,7 +21,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from harness.engine.analysis import Analysis
-from harness.engine.claims_engine import combine, evaluate, make_record, rank_against_controls
+from harness.engine.claims_engine import (  # noqa: F401 - re-exported
+    combine,
+    difference_interval,
+    evaluate,
+    make_record,
+    mean_interval,
+    rank_against_controls,
+)
 from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError
 from harness.engine.facets import facet_claim, facet_preferences
@@ -74,24 +81,6 @@ def claim_family(name: str, params: dict[str, Param] | None = None, *, gating: b
         setattr(test, FAMILY_ATTRIBUTE, name)
         return test
     return decorate
-
-
-def mean_interval(values, analysis: Analysis) -> Interval:
-    """BCa interval of a mean over prompts, at the analysis's level and seed."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=np.float64)
-    return bootstrap_interval(lambda i: values[i].mean(-1), [np.arange(values.size)], n_resamples=analysis.n_bootstrap,
-                              seed=analysis.seed, level=analysis.level)
-
-
-def difference_interval(group, other, analysis: Analysis) -> Interval:
-    """BCa interval of mean(group) - mean(other), each resampled within itself."""
-    import numpy as np
-
-    a, b = np.asarray(group, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    return bootstrap_interval(lambda i, j: a[i].mean(-1) - b[j].mean(-1), [np.arange(a.size), np.arange(b.size)],
-                              n_resamples=analysis.n_bootstrap, seed=analysis.seed, level=analysis.level)
 
 
 def record_interval(claim: ClaimSpec, interval: Interval, *, threshold: float, comparison: str, statistic_name: str,

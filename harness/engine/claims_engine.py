@@ -44,6 +44,20 @@ def _effect(name: str, interval: Interval) -> Effect:
                   ci_level=interval.level)
 
 
+def mean_interval(values, analysis: Analysis) -> Interval:
+    """BCa interval of a mean over prompts, at the analysis's level and seed."""
+    values = np.asarray(values, dtype=np.float64)
+    return bootstrap_interval(lambda i: values[i].mean(-1), [np.arange(values.size)], n_resamples=analysis.n_bootstrap,
+                              seed=analysis.seed, level=analysis.level)
+
+
+def difference_interval(group, other, analysis: Analysis) -> Interval:
+    """BCa interval of mean(group) - mean(other), each resampled within itself."""
+    x, y = np.asarray(group, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    return bootstrap_interval(lambda i, j: x[i].mean(-1) - y[j].mean(-1), [np.arange(x.size), np.arange(y.size)],
+                              n_resamples=analysis.n_bootstrap, seed=analysis.seed, level=analysis.level)
+
+
 def combine(*verdicts: str) -> str:
     """A claim made of several parts holds when every part holds and is refuted when any part is."""
     if all(v == "held" for v in verdicts):
@@ -423,11 +437,6 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     details: dict = {"kind": kind, "alpha": study["chosen_alpha"].get(anchor), "kl_budget": budget,
                      "kl_reached": {anchor: kl.get(anchor)}}
 
-    def mean_interval(values) -> Interval:
-        values = np.asarray(values, dtype=np.float64)
-        return bootstrap_interval(lambda idx: values[idx].mean(-1), [np.arange(len(values))],
-                                  n_resamples=a.n_bootstrap, seed=a.seed, level=a.level)
-
     def not_evaluated(reason: str, name: str) -> ClaimRecord:
         return make_record(spec, verdict="not evaluated", statistic_name=name, statistic=None, threshold=0.0,
                            comparison=">", reason=reason, details=details)
@@ -506,7 +515,7 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
         if aligned:
             # Is it the sub-features, or any aligned fine rows? Multi must beat the anchor mixed with
             # the most aligned rows that are not sub-features, prompt by prompt.
-            versus_aligned = mean_interval(concept_of(multi) - concept_of(aligned))
+            versus_aligned = mean_interval(concept_of(multi) - concept_of(aligned), a)
             extra_verdicts.append(decide(versus_aligned.low, versus_aligned.high, 0.0, ">"))
             details["versus_aligned_mixture"] = versus_aligned.as_dict()
             aligned_text = (f"; multi minus ({aligned}) = {_interval_text(versus_aligned)} at KL "
@@ -553,7 +562,7 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     effect_values = np.asarray(effect_values, dtype=np.float64)
     flip_p = float(paired_sign_flip_test(effect_values, n_resamples=a.n_permutations, seed=a.seed).p_value[0])
     p_value = flip_p if p_value is None else max(p_value, flip_p)
-    interval = mean_interval(effect_values)
+    interval = mean_interval(effect_values, a)
     reason = reason.replace("{interval}", _interval_text(interval)) + reason_suffix
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
     if interval.note:

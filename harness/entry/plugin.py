@@ -195,7 +195,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _collected_everything(config: pytest.Config) -> bool:
     """True unless the command line named single files or test ids (then other families' modules were
     never imported, and their claims are simply not run)."""
-    return not any("::" in arg or Path(arg.split("::")[0]).is_file() for arg in config.args)
+    return not any("::" in arg or Path(arg).is_file() for arg in config.args)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
