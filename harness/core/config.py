@@ -75,6 +75,7 @@ class ModelConfig:
     n_layers: int
     d_model: int
     hf_id: str = ""
+    path: str = ""  # a local Hugging Face model folder (config.json + weights), instead of hf_id
     gguf_file: str = ""
     package: str = ""
     dtype: str = "float32"
@@ -85,6 +86,10 @@ class ModelConfig:
         _check_literal("model.source", self.source, ModelSource)
         _check_literal("model.dtype", self.dtype, Dtype)
         _check_literal("model.device", self.device, Device)
+        if self.source == "huggingface" and not (self.hf_id or self.path):
+            raise ConfigError("model: source 'huggingface' needs 'hf_id' (a hub id) or 'path' (a local HF folder)")
+        if self.hf_id and self.path:
+            raise ConfigError(f"model: give 'hf_id' ({self.hf_id!r}) or 'path' ({self.path!r}), not both")
         match = HOOK_PATTERN.match(self.hook)
         if not match:
             raise ConfigError(
@@ -112,6 +117,9 @@ class SaeConfig:
     sae_id: str = ""
     neuronpedia_id: str = ""
     expected_l0: float = 0.0
+    # SAELens loader for a hub repo outside SAELens's registry (release = "owner/repo", sae_id = the
+    # folder in it), e.g. "gemma_2" for Gemma Scope's params.npz; registry releases name their own.
+    loader: str = ""
 
     def __post_init__(self) -> None:
         _check_literal("sae.role", self.role, Literal["coarse", "fine"])
@@ -360,6 +368,9 @@ def _resolve_paths(data: dict, folder: Path) -> None:
     for sae in (data.get("saes") or {}).values():
         if isinstance(sae, dict) and "path" in sae:
             sae["path"] = _absolute(sae["path"], folder)
+    model = data.get("model")
+    if isinstance(model, dict) and "path" in model:
+        model["path"] = _absolute(model["path"], folder)
     prompts = data.get("prompts")
     if isinstance(prompts, dict):
         for key in ("concept", "neutral", "near_miss"):

@@ -1,4 +1,4 @@
-"""`python -m harness COMMAND`: info, train-saes, discover, report, calibrate, schema."""
+"""`python -m harness COMMAND`: info, train-saes, discover, report, calibrate, stand-in, schema."""
 
 from __future__ import annotations
 
@@ -129,6 +129,21 @@ def cmd_calibrate(args) -> int:
     return 0 if all(r["ok"] for r in rows if "fpr" in r) else 1
 
 
+def cmd_stand_in(args) -> int:
+    from harness.core.config import load_profile
+    from harness.entry.stand_in import write_stand_in
+
+    out = Path(args.dir)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"stand-in DIR {args.dir!r} is a file; give a folder (it becomes HF_HOME)")
+    profile = load_profile(args.profile, require_anchors=False)
+    summary = write_stand_in(profile, out, seed=args.seed, progress=True)
+    print(json.dumps(summary, indent=2))
+    print(f"\nnow: HF_HOME={out.resolve()} HF_HUB_OFFLINE=1 python -m pytest claims/ --html=reports/ "
+          f"--profile {args.profile}", file=sys.stderr)
+    return 0
+
+
 def cmd_schema(args) -> int:
     from harness.outputs.ledger import ledger_schema
 
@@ -175,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--families", default="", help="comma list of families (default: all)")
     calibrate.add_argument("--out", default=None, help="write the rows as a JSON list here")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    stand_in = sub.add_parser("stand-in", help="write an offline Hugging Face cache (HF_HOME) holding the profile's "
+                              "model and Gemma Scope SAEs with random weights at their real shapes")
+    _profile_arg(stand_in)
+    stand_in.add_argument("dir", metavar="DIR", help="the folder to use as HF_HOME (the hub cache goes in DIR/hub)")
+    stand_in.add_argument("--seed", type=int, default=0)
+    stand_in.set_defaults(func=cmd_stand_in)
 
     schema = sub.add_parser("schema", help="print the ledger's JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -76,7 +76,7 @@ class ClaimsRun:
 
     @cached_property
     def saes(self) -> dict:
-        return {role: load_sae(cfg, self.profile.model.d_model, device=self.device)
+        return {role: load_sae(cfg, self.profile.model.d_model, device=self.device, hook=self.profile.model.hook)
                 for role, cfg in self.profile.saes.items()}
 
     @cached_property
@@ -154,12 +154,32 @@ class ClaimsRun:
                 sae_cfg = {k: v for k, v in self.saes[role].cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
                 architecture = self.saes[role].cfg.architecture()
             if cfg.source == "pretrained":
-                from harness.features.tables import registry_entry
-                sae_cfg["neuronpedia_id"] = registry_entry(cfg.release, cfg.sae_id)["neuronpedia_id"]
+                from harness.features.tables import in_registry, registry_entry
+                if in_registry(cfg.release):
+                    sae_cfg["neuronpedia_id"] = registry_entry(cfg.release, cfg.sae_id)["neuronpedia_id"]
             out[role] = SaeRecord(role=role, source=cfg.source, d_sae=cfg.d_sae, hash=sae_hash(cfg),
                                   release=cfg.release, sae_id=cfg.sae_id, path=cfg.path, architecture=architecture,
                                   cfg=sae_cfg)
         return out
+
+    def stand_in_parts(self) -> list[str]:
+        """The model and SAEs of this run that came from `python -m harness stand-in` (random weights)."""
+        from harness.entry.stand_in import stand_in_marker
+        from harness.features.tables import sae_location
+
+        model = self.profile.model
+        parts = []
+        if model.source == "huggingface" and stand_in_marker(model.path or model.hf_id):
+            parts.append(f"model {model.path or model.hf_id}")
+        for role, cfg in self.profile.saes.items():
+            if cfg.source == "pretrained":
+                try:
+                    repo_id = sae_location(cfg)[0]
+                except Exception:  # noqa: BLE001 - a bad release is reported where it loads
+                    continue
+                if stand_in_marker(repo_id):
+                    parts.append(f"{role} SAE {repo_id}")
+        return parts
 
     def record(self, record: ClaimRecord) -> None:
         self.records[record.id] = record
@@ -262,7 +282,7 @@ class ClaimsRun:
             saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),
             prompt_counts={k: len(getattr(self.prompt_sets, k)) for k in ("concept", "neutral", "near_miss")},
             verdict=verdict, verdict_reason=reason, claims=claims, tables=tables, steering=steering or {},
-            exit_status=exit_status,
+            exit_status=exit_status, stand_in=self.stand_in_parts(),
         )
 
 

