@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from harness.world.model import hub_revision
@@ -35,7 +36,9 @@ def test_gemma_scope_params_file_is_keyed_by_its_snapshot(tmp_path):
     repo, folder = "google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82"
     fake_snapshot(tmp_path, repo, "c" * 40, {f"{folder}/params.npz": b"p" * 5, "other/params.npz": b"q"})
     key = hub_revision(repo, f"{folder}/params.npz", cache_dir=tmp_path, weights_glob=f"{folder}/*")
-    assert key == f"{'c' * 40}:[('{folder}/params.npz', 5)]"
+    assert key == f"{'c' * 40}:[('{folder}/params.npz', 5, '{hashlib.sha256(b'p' * 5).hexdigest()}')]"
+    fake_snapshot(tmp_path, repo, "c" * 40, {f"{folder}/params.npz": b"P" * 5})  # same size, new content
+    assert hub_revision(repo, cache_dir=tmp_path, weights_glob=f"{folder}/*") != key
 
 
 def test_table_cache_file_names_do_not_carry_the_profile_name(tmp_path, monkeypatch):

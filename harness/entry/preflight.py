@@ -31,6 +31,7 @@ def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str
     prompt_sets = load_prompt_sets(profile)
     check_model_source(profile)
     check_local_saes(profile)
+    check_hub_saes(profile)
     baseline_path = check_baseline(profile, baseline, any_profile=baseline_any_profile) if baseline else None
     if html:
         check_output_dir(Path(html))
@@ -74,6 +75,53 @@ def check_local_saes(profile: Profile) -> None:
             raise ConfigError(f"{config_file}: hook_name {hook!r} differs from model.hook {profile.model.hook!r}: "
                               "the SAE was trained on another point of the residual stream")
         check_safetensors(folder / "sae_weights.safetensors", expect={"W_dec": (d_sae, d_in)})
+
+
+def check_hub_saes(profile: Profile) -> None:
+    """A hub SAE's release/id must exist, and its hook and d_in (when known without downloading weights:
+    Gemma Scope's loader derives them from the names, other loaders from a cached cfg.json) must match
+    the profile's model. Weights are never read here."""
+    from harness.core.errors import MissingResourceError
+    from harness.features.tables import in_registry, sae_location
+
+    for role, cfg in profile.saes.items():
+        if cfg.source != "pretrained":
+            continue
+        try:
+            repo_id, folder, loader = sae_location(cfg)
+        except MissingResourceError as exc:
+            raise ConfigError(f"saes.{role}: {exc}") from exc
+        sae_cfg = _hub_sae_config(repo_id, folder, loader)
+        if not sae_cfg:
+            continue  # only the hub knows: checked when the SAE loads, still before the model
+        hook = sae_cfg.get("hook_name") or (sae_cfg.get("metadata") or {}).get("hook_name")
+        where = f"saes.{role} ({cfg.release} / {cfg.sae_id})"
+        if hook and hook != profile.model.hook:
+            raise ConfigError(f"{where} was trained at hook {hook!r}; the profile reads model.hook "
+                              f"{profile.model.hook!r}. Point model.hook at the SAE's hook or use SAEs trained at yours")
+        # Gemma Scope's loader guesses d_in from the repo name, which holds only for registry releases.
+        d_in = sae_cfg.get("d_in")
+        if d_in and (loader != "gemma_2" or in_registry(cfg.release)) and d_in != profile.model.d_model:
+            raise ConfigError(f"{where} reads d_in={d_in}; model.d_model is {profile.model.d_model}: this SAE "
+                              "reads another model's residual stream")
+
+
+def _hub_sae_config(repo_id: str, folder: str, loader: str) -> dict:
+    """The SAE's config without touching the network: {} when that is not possible."""
+    if loader == "gemma_2":
+        from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
+
+        try:
+            return get_gemma_2_config_from_hf(repo_id, folder, "cpu")
+        except ValueError:
+            return {}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, f"{folder}/cfg.json")
+        return json.loads(Path(found).read_text()) if isinstance(found, str) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def check_safetensors(path: Path, *, expect: dict[str, tuple[int, ...]] | None = None) -> None:

@@ -241,7 +241,17 @@ def tables_key(profile: Profile, prompt_sets: PromptSets, sae_hashes: dict[str, 
 
 @torch.no_grad()
 def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: PromptSets,
-                           *, batch_size: int | None = None, progress: bool = True) -> FeatureTables:
+                           *, batch_size: int | None = None, progress: bool = True,
+                           timings: dict[str, float] | None = None) -> FeatureTables:
+    """`timings`, when given, collects seconds per stage (forward to the hook, encode per SAE, CE-loss)."""
+    import time
+
+    timings = {} if timings is None else timings
+
+    def spent(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + now - since
+        return now
     prompts = prompt_sets.all()
     batch_size = batch_size or profile.analysis.batch_size
     hook, layer, pooling = profile.model.hook, profile.model.layer, profile.analysis.pooling
@@ -257,6 +267,7 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
     bar = tqdm(total=n_prompts, desc="activations", unit="prompt", disable=not progress)
     start = 0
     for chunk in batched(prompts, batch_size):
+        clock = time.perf_counter()
         token_batch = tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
         warn_truncated(model.tokenizer, chunk, profile.model.max_tokens)
         acts_BSD = resid_at_hook(model, token_batch.tokens_BS, hook, layer)
@@ -273,6 +284,7 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
                                       device=x_TD.device).index_add_(0, row_T, x_TD.double()).cpu().numpy()
         resid_sq[rows] = _segment_sum(x_TD.double().pow(2).sum(-1), row_T, len(chunk))
         resid_norm_sum[rows] = _segment_sum(x_TD.double().norm(dim=-1), row_T, len(chunk))
+        clock = spent("forward to the hook", clock)
         for role, sae in saes.items():
             feats_TF = sae.encode(x_TD.to(sae.W_dec.dtype)).float()
             recon_TD = sae.decode(feats_TF.to(sae.W_dec.dtype)).float()
@@ -280,6 +292,7 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
             l0_sum[role][rows] = _segment_sum((feats_TF > 0).double().sum(-1), row_T, len(chunk))
             pooled[role][rows] = _pool(feats_TF, row_T, len(chunk), pooling, counts).cpu().numpy()
             del feats_TF, recon_TD
+            clock = spent(f"encode {role}", clock)
         start += len(chunk)
         bar.update(len(chunk))
     bar.close()
@@ -290,7 +303,10 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
     ce_ids = [p.id for p in prompts if p.set != "near_miss"]
     ce_per_prompt: dict = {"ids": ce_ids}
     for role, sae in tqdm(saes.items(), desc="CE-loss score", disable=not progress):
-        ce[role] = ce_loss_score_batches(sae, model, hook, ce_batches)
+        clock = time.perf_counter()
+        reference = {"clean": ce_per_prompt["clean"], "zero": ce_per_prompt["zero"]} if "clean" in ce_per_prompt else None
+        ce[role] = ce_loss_score_batches(sae, model, hook, ce_batches, reference=reference)
+        spent(f"CE-loss score {role}", clock)
         per = ce[role].pop("per_prompt")
         # clean and zero-ablated losses do not depend on the SAE: the same for every role.
         ce_per_prompt.update(clean=per["clean"], zero=per["zero"], tokens=per["tokens"])
