@@ -56,9 +56,13 @@ def test_stand_in_writes_the_hub_layout(hf_home):
     model_repo = hf_home / "hub" / "models--sae-claims--gemma-2-tiny"
     commit = (model_repo / "refs" / "main").read_text()
     snapshot = model_repo / "snapshots" / commit
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "stand_in.json"):
+    for name in ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                 "stand_in.json"):
         assert (snapshot / name).is_symlink(), name
-    weights = snapshot / "model.safetensors"
+    index = json.loads((snapshot / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 3 and all((snapshot / shard).is_symlink() for shard in shards)
+    weights = snapshot / shards[0]
     import hashlib
 
     # blobs are named by the sha256 of their content, as the hub names LFS files
@@ -71,6 +75,14 @@ def test_stand_in_writes_the_hub_layout(hf_home):
         shapes = {key: params[key].shape for key in params}
     assert shapes == {"W_enc": (64, 4096), "W_dec": (4096, 64), "b_enc": (4096,), "b_dec": (64,),
                       "threshold": (4096,)}
+
+
+def test_weights_are_sharded_as_the_hub_does():
+    from harness.entry.stand_in import shard_tensors
+
+    shapes = [("a", (4, 4)), ("b", (100,)), ("c", (2,)), ("d", (3,))]
+    assert shard_tensors(shapes, itemsize=2, max_bytes=40) == [[("a", (4, 4))], [("b", (100,))],
+                                                               [("c", (2,)), ("d", (3,))]]
 
 
 def test_main_job_runs_the_gemma_path_offline(main_job):
@@ -118,7 +130,7 @@ def test_a_new_revision_or_weight_file_is_a_cache_miss(hf_home, tmp_path, monkey
     assert (weights_hash(profile.model), {r: sae_hash(c) for r, c in profile.saes.items()}) == before  # same content
     # one weight file changes in place (same revision, same size): the blob it links to is another
     snapshot = copy / "models--sae-claims--gemma-2-tiny" / "snapshots"
-    weights = next(snapshot.glob("*/model.safetensors"))
+    weights = next(snapshot.glob("*/model-00001-of-*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     import hashlib

@@ -134,14 +134,16 @@ def test_xdist_ledger_equals_the_serial_one(pytester):
     copy_claims(pytester)
     serial = pytester.runpytest_subprocess("claims", "--html=serial", "-p", "no:cacheprovider", "-q")
     parallel = pytester.runpytest_subprocess("claims", "--html=parallel", "-p", "no:cacheprovider", "-q", "-n", "2")
-    assert serial.ret == parallel.ret == 0, parallel.stdout.str()[-2000:]
+    grouped = pytester.runpytest_subprocess("claims", "--html=grouped", "-p", "no:cacheprovider", "-q", "-n", "2",
+                                            "--dist", "loadgroup")
+    assert serial.ret == parallel.ret == grouped.ret == 0, parallel.stdout.str()[-2000:] + grouped.stdout.str()[-2000:]
 
     def essence(folder):
         ledger = json.loads((pytester.path / folder / "claims.json").read_text())
         claims = {c["id"]: (c["verdict"], c["statistic"], c["p_value"], c["reason"]) for c in ledger["claims"]}
         return ledger["verdict"], ledger["partial"], claims, ledger["steering"]
 
-    assert essence("serial") == essence("parallel")
+    assert essence("serial") == essence("parallel") == essence("grouped")
     assert essence("parallel")[3]["dose_response"]  # the steering section reached the controller
 
 

@@ -18,6 +18,7 @@ from harness.core.errors import ConfigError, choices_error
 from harness.core.families import FAMILY_NAME, check_type, get_family, registered_families, require_family
 from harness.core.paths import FIXTURES_DIR, PROFILES_DIR
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 ModelSource = Literal["smollm2-gguf", "huggingface", "synthetic"]
 SaeSource = Literal["local", "pretrained", "random"]
 Pooling = Literal["max", "mean"]
@@ -80,6 +81,9 @@ class ModelConfig:
     package: str = ""
     dtype: str = "float32"
     device: str = "auto"
+    # Spread a model too large for one GPU over several: a Hugging Face device map ("auto", "balanced",
+    # "sequential"), passed to TransformerBridge.boot_transformers; "" loads it whole on `device`.
+    device_map: str = ""
     max_tokens: int = 128
 
     def __post_init__(self) -> None:
@@ -88,6 +92,8 @@ class ModelConfig:
         _check_literal("model.device", self.device, Device)
         if self.source == "huggingface" and not (self.hf_id or self.path):
             raise ConfigError("model: source 'huggingface' needs 'hf_id' (a hub id) or 'path' (a local HF folder)")
+        if self.device_map and self.device_map not in DEVICE_MAPS:
+            raise choices_error("model.device_map", self.device_map, DEVICE_MAPS)
         if self.hf_id and self.path:
             raise ConfigError(f"model: give 'hf_id' ({self.hf_id!r}) or 'path' ({self.path!r}), not both")
         match = HOOK_PATTERN.match(self.hook)

@@ -259,6 +259,8 @@ def geometry_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     verdict = combine(crowd_verdict, count_verdict)
     all_counts = a.coarse_counts_beyond(cutoff)
     percentile = float((all_counts < beyond).mean())
+    n_coarse = a.directions["coarse"].shape[0]
+    counted = "all" if all_counts.size == n_coarse else f"{all_counts.size:,} sampled"
     return make_record(
         spec, verdict=verdict, statistic_name=f"{quantile:.0%} quantile of the null's largest cosine",
         statistic=crowd, threshold=cutoff, comparison="<", p_value=p_count,
@@ -274,7 +276,7 @@ def geometry_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
                  "null_count_median": float(np.median(null.count_beyond)),
                  "null_count_max": int(null.count_beyond.max()), "n_null": int(null.max_cosine.size),
                  "n_fine": int(cos.size), "anchor_max_cosine": float(cos.max()),
-                 "coarse_rows_with_fewer": percentile,
+                 "coarse_rows_with_fewer": percentile, "coarse_rows_counted": int(all_counts.size),
                  "coarse_rows_median_count": float(np.median(all_counts))},
     )
 

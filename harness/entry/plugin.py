@@ -137,7 +137,12 @@ def guarded_setup(config: pytest.Config, what: str, load):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ClaimsSession(config), "claims-session")
-    if not hasattr(config, "workerinput"):
+    config.addinivalue_line("markers", "xdist_group(name): claims that share a model and SAEs (--dist loadgroup)")
+    if hasattr(config, "workerinput"):
+        from harness.entry.devices import pin_worker_gpu
+
+        pin_worker_gpu(os.environ)  # one GPU per worker, before anything touches CUDA
+    else:
         get_profile(config)  # a bad --profile is a usage error, before collection
 
 
@@ -221,6 +226,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             return False
         return any("empty parameter set" in str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skip"))
 
+    if PROFILE_KEY in config.stash:
+        # Under `-n N --dist loadgroup` the claims that share a model and SAEs run on one worker, so a
+        # large model loads once, not once per worker.
+        profile = config.stash[PROFILE_KEY]
+        group = "|".join([profile.model.name, *(f"{r}={c.release or c.path or c.source}/{c.sae_id}"
+                                                 for r, c in sorted(profile.saes.items()))])
+        for item in items:
+            if "claim" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
     dropped = [item for item in items if unclaimed(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -14,10 +14,11 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from harness.engine.analysis import Analysis
 from harness.core.config import Profile
-from harness.features.tables import cached_feature_tables, decoder_directions, load_sae, sae_hash
+from harness.features.tables import cached_feature_tables, load_sae, sae_hash
 from harness.outputs.ledger import ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, git_commit, new_run_id
 from harness.world.model import load_model, resolve_device
 from harness.world.prompts import load_prompt_sets
@@ -84,22 +85,49 @@ class ClaimsRun:
         return cached_feature_tables(self.profile, self.prompt_sets, model_loader=lambda: self.model,
                                      sae_loader=lambda: self.saes, progress=self.progress)
 
+    def _take_decoders(self) -> None:
+        """Unit decoder rows, row norms and each SAE's config, then the SAE modules are let go.
+
+        Once the feature tables exist nothing needs an SAE's encoder (2.4 GB for Gemma Scope's 262K),
+        so the decoder rows are normalised in place (no second copy of W_dec) and the modules are
+        dropped from the run; asking for `run.saes` again reloads them from disk.
+        """
+        saes = self.saes
+        directions, norms, info, cfgs = {}, {}, {}, {}
+        for role, sae in saes.items():
+            cfg = sae.cfg.to_dict()
+            info[role] = {"architecture": sae.cfg.architecture(), "k": cfg.get("k"), "d_sae": cfg.get("d_sae")}
+            cfgs[role] = ({k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool))},
+                          sae.cfg.architecture())
+            with torch.no_grad():
+                w_dec = sae.W_dec.detach()
+                w_dec = w_dec if w_dec.dtype == torch.float32 and w_dec.device.type == "cpu" else w_dec.float().cpu()
+                row_norms = w_dec.norm(dim=1)
+                norms[role] = row_norms.numpy().copy()
+                w_dec /= row_norms.clamp_min(1e-12)[:, None]  # in place: the SAE is not used after this
+            directions[role] = w_dec.numpy()
+        self.__dict__.update(directions=directions, decoder_norms=norms, sae_info=info, sae_configs=cfgs)
+        self.__dict__.pop("saes", None)
+
     @cached_property
     def directions(self) -> dict[str, np.ndarray]:
-        return {role: decoder_directions(sae).cpu().numpy() for role, sae in self.saes.items()}
+        """W_dec rows as float32 unit vectors (decoder cosine is defined on these)."""
+        self.tables  # noqa: B018 - a cold run needs the SAEs for the tables first
+        self._take_decoders()
+        return self.__dict__["directions"]
 
     @cached_property
     def decoder_norms(self) -> dict[str, np.ndarray]:
         """||W_dec row|| per feature: activation x norm is what a feature writes into the residual stream."""
-        return {role: sae.W_dec.detach().float().norm(dim=1).cpu().numpy() for role, sae in self.saes.items()}
+        self.tables  # noqa: B018
+        self._take_decoders()
+        return self.__dict__["decoder_norms"]
 
     @cached_property
     def sae_info(self) -> dict[str, dict]:
-        info = {}
-        for role, sae in self.saes.items():
-            cfg = sae.cfg.to_dict()
-            info[role] = {"architecture": sae.cfg.architecture(), "k": cfg.get("k"), "d_sae": cfg.get("d_sae")}
-        return info
+        self.tables  # noqa: B018
+        self._take_decoders()
+        return self.__dict__["sae_info"]
 
     @cached_property
     def analysis(self) -> Analysis:
@@ -150,7 +178,9 @@ class ClaimsRun:
         for role, cfg in self.profile.saes.items():
             sae_cfg = {}
             architecture = ""
-            if "saes" in self.__dict__:
+            if "sae_configs" in self.__dict__:
+                sae_cfg, architecture = dict(self.sae_configs[role][0]), self.sae_configs[role][1]
+            elif "saes" in self.__dict__:
                 sae_cfg = {k: v for k, v in self.saes[role].cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
                 architecture = self.saes[role].cfg.architecture()
             if cfg.source == "pretrained":
@@ -212,7 +242,8 @@ class ClaimsRun:
             all_counts = a.coarse_counts_beyond(cutoff)
             tables["aligned_counts"] = {
                 "cutoff": cutoff, "all_coarse": np.bincount(all_counts).tolist(),
-                "anchors": {f"coarse-{c}": int(all_counts[c]) for c in coarse},
+                "anchors": {f"coarse-{c}": int((a.anchor_cosines(c) >= cutoff).sum()) for c in coarse},
+                "coarse_rows_counted": int(all_counts.size), "coarse_rows": int(self.directions["coarse"].shape[0]),
                 "null": np.bincount(a.geometry_null(cutoff).count_beyond).tolist()}
             tables["cosine_histograms"] = {
                 f"coarse-{c}": {"edges": edges.round(3).tolist(),

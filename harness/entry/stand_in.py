@@ -4,7 +4,8 @@
 huggingface_hub reads (refs/main -> snapshots/<commit>/<file> -> blobs/<sha256>):
 
 - the profile's model repo (e.g. google/gemma-2-2b) with its real config, random weights
-  (one bf16 safetensors, streamed tensor by tensor so memory stays at one tensor), and an
+  (bf16 safetensors in shards of at most 1 GiB with the hub's index file, streamed tensor by
+  tensor so memory stays at one tensor), and an
   offline byte-level BPE tokenizer trained on the profile's prompts whose ids fit the vocabulary;
 - each pretrained SAE as Gemma Scope ships it: `<folder>/params.npz` with W_enc [d_in, d_sae],
   W_dec [d_sae, d_in], b_enc, b_dec and threshold, streamed in feature blocks, thresholds set so
@@ -204,6 +205,23 @@ def model_tensor_shapes(config) -> list[tuple[str, tuple[int, ...]]]:
     return shapes
 
 
+SHARD_BYTES = 1 << 30  # transformers maps one shard at a time: small shards keep the load's peak memory low
+
+
+def shard_tensors(tensors: list[tuple[str, tuple[int, ...]]], *, itemsize: int, max_bytes: int) -> list[list]:
+    """Consecutive tensors grouped into shards of at most max_bytes (a larger tensor gets its own)."""
+    shards: list[list] = [[]]
+    size = 0
+    for name, shape in tensors:
+        nbytes = math.prod(shape) * itemsize
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += nbytes
+    return shards
+
+
 def write_safetensors(handle, tensors: list[tuple[str, tuple[int, ...]]], make: Callable[[str, tuple], torch.Tensor],
                       dtype: torch.dtype, progress: Callable[[int], None] | None = None) -> None:
     """Stream a safetensors file: header first, then each tensor as `make` produces it."""
@@ -235,8 +253,8 @@ def random_parameter(name: str, shape: tuple, seed: int, std: float = 0.02) -> t
 
 
 # ---- SAE weights -------------------------------------------------------------------------------
-def residual_moments(model_dir: Path, layer: int, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of the residual after block `layer` of the stand-in model, on `texts`.
+def residual_sample(model_dir: Path, layer: int, texts: list[str], max_tokens: int) -> np.ndarray:
+    """The residual after block `layer` of the stand-in model at every token of `texts` (BOS dropped).
 
     Only the first layer + 1 blocks are loaded: the rest of the model does not touch this point.
     """
@@ -262,19 +280,20 @@ def residual_moments(model_dir: Path, layer: int, texts: list[str], max_tokens: 
             model.model(torch.tensor([ids]))
             rows.append(captured["x"][0, 1:].double())  # drop BOS, as the harness does
     handle.remove()
-    x = torch.cat(rows).numpy()
     del model
-    return x.mean(0), np.cov(x, rowvar=False)
+    return torch.cat(rows).numpy()
 
 
-def write_gemma_scope_params(handle, plan: SaePlan, mean: np.ndarray, cov: np.ndarray, seed: int,
-                             block: int = 8192, progress: Callable[[int], None] | None = None) -> None:
+def write_gemma_scope_params(handle, plan: SaePlan, sample: np.ndarray, seed: int,
+                             block: int = 8192, progress: Callable[[int], None] | None = None) -> dict:
     """params.npz as Gemma Scope ships it, streamed in blocks of features.
 
     Decoder rows are random unit vectors and W_enc = W_dec.T (a tied start). Gemma Scope's encoder
     does not subtract b_dec (SAELens: apply_b_dec_to_input False), so b_enc = -mean . w_f centres
-    each pre-activation, b_dec is the residual mean, and each threshold sits at the Gaussian quantile
-    of its feature's pre-activation that fires on target_l0 / d_sae of the tokens: L0 near target_l0.
+    each pre-activation, b_dec is the residual mean, and each threshold is c standard deviations of
+    its feature's pre-activation, one c for the whole SAE, chosen so that the SAE fires target_l0
+    features per token on `sample` (the stand-in's own residuals; the Gaussian quantile alone
+    overshoots: residuals have heavier tails). Returns the L0 reached on the sample.
     W_enc is stored column-major (numpy reads it back as the same [d_in, d_sae] array), so the
     262K file is written one block of features at a time.
     """
@@ -286,7 +305,12 @@ def write_gemma_scope_params(handle, plan: SaePlan, mean: np.ndarray, cov: np.nd
     thresholds = np.empty(d_sae, np.float32)
     b_enc = np.empty(d_sae, np.float32)
 
-    cov32, mean32 = cov.astype(np.float32), mean.astype(np.float32)
+    mean = sample.mean(0)
+    centred = (sample - mean).astype(np.float32)
+    cov32, mean32 = np.cov(sample, rowvar=False).astype(np.float32), mean.astype(np.float32)
+    z_low = z - 1.5  # standardised pre-activations above this are kept to place the common cutoff
+    kept: list[np.ndarray] = []
+    sd_all = np.empty(d_sae, np.float32)
 
     def blocks(first: bool) -> Iterator[np.ndarray]:
         for index, start in enumerate(range(0, d_sae, block)):
@@ -295,8 +319,10 @@ def write_gemma_scope_params(handle, plan: SaePlan, mean: np.ndarray, cov: np.nd
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)
             if first:  # pre-activation (x - mean) . w_f has variance w_f' cov w_f
                 sd = np.sqrt(((rows @ cov32) * rows).sum(1).clip(1e-12))
-                thresholds[start:start + rows.shape[0]] = z * sd
+                sd_all[start:start + rows.shape[0]] = sd
                 b_enc[start:start + rows.shape[0]] = -(rows @ mean32)
+                standardised = (centred @ rows.T) / sd
+                kept.append(standardised[standardised > z_low])
             yield rows
 
     with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -315,10 +341,18 @@ def write_gemma_scope_params(handle, plan: SaePlan, mean: np.ndarray, cov: np.nd
                 member.write(rows.tobytes())
                 if progress:
                     progress(rows.size)
+        # one common cutoff c: the (target_l0 x tokens)-th largest standardised pre-activation
+        ranked = np.sort(np.concatenate(kept))[::-1]
+        wanted = int(round(plan.target_l0 * sample.shape[0]))
+        c = float(ranked[wanted - 1]) if 0 < wanted <= ranked.size else z_low
+        thresholds[:] = c * sd_all
+        reached = float((ranked >= c).sum() / sample.shape[0])
         for name, values in (("b_enc", b_enc), ("b_dec", mean.astype(np.float32)),
                              ("threshold", thresholds)):
             with archive.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array(member, values)
+    return {"cutoff_sd": round(c, 3), "gaussian_cutoff_sd": round(z, 3), "l0_on_sample": round(reached, 1),
+            "sample_tokens": int(sample.shape[0])}
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -362,8 +396,17 @@ def write_stand_in(profile: Profile, out_dir: Path, *, seed: int = 0, progress: 
         seeds = {name: int(s.generate_state(1)[0]) for (name, _), s in
                  zip(shapes, np.random.SeedSequence([seed, 1]).spawn(len(shapes)), strict=True)}
         bar = _Bar(total, "model weights", progress)
-        writer.add_stream("model.safetensors", lambda h: write_safetensors(
-            h, shapes, lambda name, shape: random_parameter(name, shape, seeds[name]), torch.bfloat16, bar.update))
+        # at least three shards, as the hub's Gemma 2 2B has: the tiny stand-in exercises the index too
+        shards = shard_tensors(shapes, itemsize=2, max_bytes=min(SHARD_BYTES, 2 * total // 3 + 1))
+        names = ["model.safetensors"] if len(shards) == 1 else \
+            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        for name, shard in zip(names, shards, strict=True):
+            writer.add_stream(name, lambda h, shard=shard: write_safetensors(
+                h, shard, lambda n, shape: random_parameter(n, shape, seeds[n]), torch.bfloat16, bar.update))
+        if len(shards) > 1:  # the index transformers reads to find each tensor's shard
+            index = {"metadata": {"total_size": 2 * total},
+                     "weight_map": {n: f for f, shard in zip(names, shards, strict=True) for n, _ in shard}}
+            writer.add_bytes("model.safetensors.index.json", json.dumps(index, indent=2).encode())
         bar.close()
         writer.add_bytes(MARKER, json.dumps({**marker, "config": recipe}, indent=2).encode())
         commit = writer.commit()
@@ -375,19 +418,19 @@ def write_stand_in(profile: Profile, out_dir: Path, *, seed: int = 0, progress: 
     summary["model_parameters"] = total
 
     # 2. SAEs, grouped by repo (one snapshot holds every folder of a repo)
-    say(f"stand-in: residual moments at {model_cfg.hook} on {min(len(texts), 64)} prompts")
-    mean, cov = residual_moments(model_dir, model_cfg.layer, texts[::max(1, len(texts) // 64)][:64],
-                                 model_cfg.max_tokens)
+    say(f"stand-in: residuals at {model_cfg.hook} on {min(len(texts), 64)} prompts (to place the thresholds)")
+    sample = residual_sample(model_dir, model_cfg.layer, texts[::max(1, len(texts) // 64)][:64], model_cfg.max_tokens)
     for repo_id in sorted({p.repo_id for p in plans}):
         writer = RepoWriter(hub, repo_id)
         try:
             for index, plan in enumerate(p for p in plans if p.repo_id == repo_id):
                 bar = _Bar(2 * plan.d_in * plan.d_sae, f"SAE {plan.role} ({plan.d_sae:,})", progress)
-                writer.add_stream(f"{plan.folder}/params.npz", lambda h, plan=plan, bar=bar: write_gemma_scope_params(
-                    h, plan, mean, cov, seed=seed + index, progress=bar.update))
+                fit: dict = {}
+                writer.add_stream(f"{plan.folder}/params.npz", lambda h, plan=plan, bar=bar, fit=fit: fit.update(
+                    write_gemma_scope_params(h, plan, sample, seed=seed + index, progress=bar.update)))
                 bar.close()
                 summary["saes"][plan.role] = {"repo_id": repo_id, "folder": plan.folder, "d_sae": plan.d_sae,
-                                              "target_l0": plan.target_l0}
+                                              "target_l0": plan.target_l0, **fit}
             writer.add_bytes(MARKER, json.dumps(marker, indent=2).encode())
             writer.commit()
         except BaseException:

@@ -87,12 +87,16 @@ def figure_aligned_counts(tables: dict) -> dict | None:
     counts = tables.get("aligned_counts")
     if not counts:
         return None
+    counted, total_rows = counts.get("coarse_rows_counted"), counts.get("coarse_rows")
+    coarse_label = ("all coarse rows" if counted is None or counted == total_rows
+                    else f"{counted:,} sampled coarse rows of {total_rows:,}")
+
     def density(hist):
         total = max(1, sum(hist))
         return [h / total for h in hist]
     data = [
         {"type": "bar", "x": list(range(len(counts["all_coarse"]))), "y": density(counts["all_coarse"]),
-         "name": "all coarse rows", "marker": {"color": "#1f77b4"}, "opacity": 0.7},
+         "name": coarse_label, "marker": {"color": "#1f77b4"}, "opacity": 0.7},
         {"type": "bar", "x": list(range(len(counts["null"]))), "y": density(counts["null"]),
          "name": "null directions (decoder covariance)", "marker": {"color": "#7f7f7f"}, "opacity": 0.7},
     ]
@@ -103,7 +107,7 @@ def figure_aligned_counts(tables: dict) -> dict | None:
         annotations.append({"x": value, "y": 1 - 0.08 * i, "yref": "paper", "text": name, "showarrow": False,
                             "xanchor": "left", "font": {"color": "#d62728", "size": 11}})
     return {"id": "aligned-counts", "data": data, "layout": _layout(
-        f"Fine rows with cosine >= {counts['cutoff']} per direction: anchors vs all coarse rows vs the null",
+        f"Fine rows with cosine >= {counts['cutoff']} per direction: anchors vs {coarse_label} vs the null",
         barmode="overlay", xaxis={"title": f"fine rows at or beyond {counts['cutoff']}"},
         yaxis={"title": "share of directions", "type": "log"}, shapes=shapes, annotations=annotations,
         legend={"orientation": "h", "y": -0.25})}

@@ -160,7 +160,10 @@ def load_model(model_cfg: ModelConfig, device: str | None = None):
             )
     else:
         raise MissingResourceError(f"model.source {model_cfg.source!r} has no loader (synthetic profiles use none)")
-    bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
+    if model_cfg.device_map:  # layers spread over the visible GPUs (CPU when there are none)
+        bridge = TransformerBridge.boot_transformers(source, device_map=model_cfg.device_map, dtype=dtype)
+    else:
+        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
     if bridge.cfg.n_layers != model_cfg.n_layers or bridge.cfg.d_model != model_cfg.d_model:
