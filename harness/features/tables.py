@@ -170,18 +170,23 @@ def random_sae(d_in: int, d_sae: int, *, device: str = "cpu", seed: int = 0, k: 
 def sae_hash(sae_cfg: SaeConfig) -> str:
     """What identifies an SAE's weights: local folders by content; hub SAEs by the snapshot commit and
     their files' content hashes (blob names in the HF cache); random ones by their shape."""
-    from harness.world.model import folder_digest, hub_revision
+    from harness.world.model import hub_revision
 
-    if sae_cfg.source == "local":
-        revision = folder_digest(sae_cfg.local_path, ("cfg.json", "*.safetensors"))
-    elif sae_cfg.source == "pretrained":
+    if sae_cfg.source == "local":  # the bytes of its config and weights (the key every cache already uses)
+        digest = hashlib.sha256()
+        for name in ("cfg.json", "sae_weights.safetensors"):
+            path = sae_cfg.local_path / name
+            if path.is_file():
+                digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+    if sae_cfg.source == "pretrained":
         try:
             repo_id, folder, _ = sae_location(sae_cfg)
             revision = hub_revision(repo_id, weights_glob=f"{folder}/*")
         except (MissingResourceError, ConfigError):
             revision = "unknown release"
     else:
-        revision = "random"
+        revision = ""  # random weights: the shape is the identity
     return hashlib.sha256(f"{sae_cfg.source}:{sae_cfg.release}:{sae_cfg.sae_id}:{sae_cfg.d_sae}:{revision}".encode()
                           ).hexdigest()[:16]
 

@@ -33,6 +33,34 @@ def rss_peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB
 
 
+class AnonymousPeak:
+    """Peak anonymous RSS (RssAnon: the process's own memory, without file pages it maps, such as a
+    checkpoint transformers reads through mmap), sampled every 50 ms; reset per stage."""
+
+    def __init__(self):
+        import threading
+
+        self.peak = 0.0
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, self.now())
+
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024 / GIB
+        return 0.0
+
+    def take(self) -> float:
+        value, self.peak = max(self.peak, self.now()), self.now()
+        return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="gemma-2-2b")
@@ -52,6 +80,7 @@ def main(argv=None) -> int:
     from harness.world.prompts import load_prompt_sets
 
     rows: list[dict] = []
+    anonymous = AnonymousPeak()
 
     @contextmanager
     def stage(name: str, **info):
@@ -59,7 +88,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         yield info
         rows.append({"stage": name, "seconds": round(time.perf_counter() - start, 1),
-                     "rss_gib": round(rss_now(), 2), "peak_rss_gib": round(rss_peak(), 2), **info})
+                     "rss_gib": round(rss_now(), 2), "peak_rss_gib": round(rss_peak(), 2),
+                     "peak_anon_gib": round(anonymous.take(), 2), **info})
         print(f"    {rows[-1]}", file=sys.stderr, flush=True)
 
     profile = load_profile(args.profile)
@@ -85,16 +115,18 @@ def main(argv=None) -> int:
     run.__dict__["model"] = model
 
     timings: dict[str, float] = {}
+    anonymous.take()
     start = time.perf_counter()
     tables = compute_feature_tables(model, saes, profile, sets, timings=timings, progress=True)
     tables.key = "benchmark"
     run.__dict__["tables"] = tables
     n_tokens = int(tables.n_tokens.sum())
     for name, seconds in timings.items():
-        rows.append({"stage": name, "seconds": round(seconds, 1), "rss_gib": None,
-                     "peak_rss_gib": round(rss_peak(), 2)})
-    rows.append({"stage": "feature tables (sum of the above)", "seconds": round(time.perf_counter() - start, 1),
-                 "rss_gib": round(rss_now(), 2), "peak_rss_gib": round(rss_peak(), 2)})
+        rows.append({"stage": f"  {name}", "seconds": round(seconds, 1), "rss_gib": None,
+                     "peak_rss_gib": None, "peak_anon_gib": None})
+    rows.append({"stage": "feature tables (the stages above)", "seconds": round(time.perf_counter() - start, 1),
+                 "rss_gib": round(rss_now(), 2), "peak_rss_gib": round(rss_peak(), 2),
+                 "peak_anon_gib": round(anonymous.take(), 2)})
 
     with stage("analysis: every non-steering claim") as info:
         records = [evaluate(spec, run.analysis) for spec in profile.claims if spec.family != "steering"]
@@ -109,20 +141,26 @@ def main(argv=None) -> int:
         info["ledger_mib"] = round((out / "claims.json").stat().st_size / 2**20, 2)
 
     weights = sum(r.get("weights_gib", 0) for r in rows)
+    peak_anon = max(r["peak_anon_gib"] or 0 for r in rows)
     summary = {"profile": profile.name, "prompts": n_prompts, "kept_tokens": n_tokens, "device": args.device,
                "torch_threads": torch.get_num_threads(), "weights_gib": round(weights, 2),
                "peak_rss_gib": round(rss_peak(), 2), "peak_minus_weights_gib": round(rss_peak() - weights, 2),
+               "peak_anon_gib": peak_anon, "peak_anon_minus_weights_gib": round(peak_anon - weights, 2),
                "stand_in": ledger.stand_in, "rows": rows,
                "l0": {role: round(tables.l0(role), 1) for role in tables.pooled}}
     print(f"\n{profile.name}: {n_prompts} prompts, {n_tokens} kept tokens, {args.device}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| stage | seconds | per prompt (s) | RSS after (GiB) | peak RSS so far (GiB) |")
-    print("|---|---:|---:|---:|---:|")
+    def cell(value) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    print("| stage | seconds | per prompt (s) | RSS after (GiB) | peak anonymous RSS in stage (GiB) | "
+          "peak RSS so far (GiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        per = row["seconds"] / n_prompts
-        rss = "" if row["rss_gib"] is None else f"{row['rss_gib']:.2f}"
-        print(f"| {row['stage']} | {row['seconds']:.1f} | {per:.2f} | {rss} | {row['peak_rss_gib']:.2f} |")
-    print(f"\nweights {weights:.2f} GiB; peak RSS {rss_peak():.2f} GiB (weights + {rss_peak() - weights:.2f} GiB); "
+        print(f"| {row['stage']} | {row['seconds']:.1f} | {row['seconds'] / n_prompts:.2f} | {cell(row['rss_gib'])} | "
+              f"{cell(row['peak_anon_gib'])} | {cell(row['peak_rss_gib'])} |")
+    print(f"\nweights {weights:.2f} GiB; peak anonymous RSS {peak_anon:.2f} GiB (weights + {peak_anon - weights:.2f}); "
+          f"peak RSS {rss_peak():.2f} GiB (weights + {rss_peak() - weights:.2f}, with the checkpoint's mapped pages); "
           f"L0 {summary['l0']}; report {rows[-1]['report_mib']} MiB")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
