@@ -46,6 +46,11 @@ def broken_sae(tmp: Path, *, truncate: bool = False, cfg_edit: tuple[str, str] |
     return profile_with(tmp, 'path = "../saes/smollm2-135m/coarse"', f'path = "{folder}"')
 
 
+def child_of(tmp: Path, parent: str, body: str) -> str:
+    """A profile that extends `parent` and changes what `body` says."""
+    return write(tmp, "child.toml", f'extends = "{parent}"\nname = "child"\n{body}\n')
+
+
 def write(tmp: Path, name: str, content: str | bytes) -> str:
     path = tmp / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -132,6 +137,17 @@ USAGE_CASES = [
      "smollm2-135m.anchors.toml: anchors.fine id 16384 is not a feature of the fine SAE; valid: 0..16383"),
     ("baseline-is-a-folder", lambda t: ["--baseline", str(t)], "is a folder; give the claims.json inside it"),
     ("profile-is-a-folder", lambda t: ["--profile", str(t)], "is a folder; give a profile name or a .toml file"),
+    ("gemma-scope-hook-differs", lambda t: ["--profile", child_of(t, "gemma-2-2b", '[model]\nhook = "blocks.10.hook_resid_post"')],
+     "was trained at hook 'blocks.12.hook_resid_post'; the profile reads model.hook 'blocks.10.hook_resid_post'"),
+    ("gemma-scope-release-typo", lambda t: ["--profile", child_of(
+        t, "gemma-2-2b", '[saes.coarse]\nrelease = "gemma-scope-2b-pt-rez-canonical"')],
+     "unknown SAELens release 'gemma-scope-2b-pt-rez-canonical'; closest valid choices"),
+    ("sae-loader-typo", lambda t: ["--profile", child_of(t, "gemma-2-tiny", '[saes.fine]\nloader = "gemma2"')],
+     "saes.fine.loader 'gemma2' is not a SAELens loader; valid choices"),
+    ("device-map-typo", lambda t: ["--profile", child_of(t, "gemma-2-2b", '[model]\ndevice_map = "autp"')],
+     "model.device_map"),
+    ("model-id-and-folder", lambda t: ["--profile", child_of(t, "gemma-2-2b", '[model]\npath = "here"')],
+     "give 'hf_id' ('google/gemma-2-2b') or 'path'"),
 ]
 
 

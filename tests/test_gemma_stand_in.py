@@ -210,3 +210,13 @@ def test_any_saelens_folder_loads_as_a_local_sae(architecture, tmp_path):
     assert loaded.encode(torch.randn(3, 16)).shape == (3, 32)
     with pytest.raises(ConfigError, match="blocks.5.hook_resid_post"):
         load_sae(cfg, 16, hook="blocks.5.hook_resid_post")
+
+
+def test_stand_in_refuses_what_it_cannot_write(tmp_path):
+    done = harness_cli("stand-in", "--profile", "smollm2-135m", str(tmp_path / "hub"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "stand-in has no recipe for model" in done.stderr and "google/gemma-2-2b" in done.stderr
+    (tmp_path / "file").write_text("")
+    done = harness_cli("stand-in", "--profile", TINY, str(tmp_path / "file"))
+    assert done.returncode == 2 and "is a file" in done.stderr
+    assert not (tmp_path / "hub").exists()  # nothing half-written
