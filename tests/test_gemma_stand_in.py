@@ -220,3 +220,17 @@ def test_stand_in_refuses_what_it_cannot_write(tmp_path):
     done = harness_cli("stand-in", "--profile", TINY, str(tmp_path / "file"))
     assert done.returncode == 2 and "is a file" in done.stderr
     assert not (tmp_path / "hub").exists()  # nothing half-written
+
+
+def test_a_mismatch_found_only_when_the_sae_loads_is_still_a_usage_error(hf_home, tmp_path):
+    """The tiny coarse folder (width_512) names no width SAELens knows, so the profile's d_sae is checked
+    when the SAE loads: still exit 4 with one line, never a verdict, and before the model loads."""
+    profile = tmp_path / "wrong-width.toml"
+    profile.write_text(f'extends = "{TINY}"\nname = "wrong-width"\n[saes.coarse]\nd_sae = 256\n')
+    env = offline_env(hf_home, tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-m", "pytest", "claims/", "--profile", str(profile), "--html",
+                           str(tmp_path / "out"), "-p", "no:cacheprovider", "-q"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout[-2000:]
+    assert "USAGE ERROR (exit 4)" in done.stdout and "d_sae=512" in done.stdout and "d_sae=256" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "out").exists()

@@ -24,13 +24,14 @@ from pathlib import Path
 import pytest
 
 from harness.core.config import load_profile, with_overrides
-from harness.core.errors import HarnessError
+from harness.core.errors import ConfigError, HarnessError
 from harness.outputs.ledger import ClaimRecord
 
 RUN_KEY = pytest.StashKey["object"]()
 PROFILE_KEY = pytest.StashKey["object"]()
 SOURCE_KEY = pytest.StashKey[str]()
 SETUP_FAILED_KEY = pytest.StashKey[str]()
+SETUP_EXIT_KEY = pytest.StashKey[int]()
 EXIT_SETUP_FAILED = 6
 RECORD_KEY = pytest.StashKey[ClaimRecord]()
 USAGE_PROBLEMS_KEY = pytest.StashKey[list]()
@@ -111,7 +112,7 @@ def guarded_setup(config: pytest.Config, what: str, load):
     A failed load is remembered: later tests never retry it (no 26 copies of one hub error).
     """
     if SETUP_FAILED_KEY in config.stash:
-        pytest.exit(config.stash[SETUP_FAILED_KEY], returncode=EXIT_SETUP_FAILED)
+        pytest.exit(config.stash[SETUP_FAILED_KEY], returncode=config.stash.get(SETUP_EXIT_KEY, EXIT_SETUP_FAILED))
     import contextlib
     import sys
     import time
@@ -128,6 +129,13 @@ def guarded_setup(config: pytest.Config, what: str, load):
             if elapsed > 2:
                 print(f"[claims] {what}: ready in {elapsed:.1f} s", file=sys.stderr, flush=True)
         return value
+    except ConfigError as exc:
+        # A profile that contradicts what it loads (an SAE trained at another hook, another d_model) is
+        # the user's input, found only once the SAE's own config is read: a usage error, not a verdict.
+        message = f"usage error found while loading {what}: {str(exc).splitlines()[0]}"
+        config.stash[SETUP_FAILED_KEY] = message
+        config.stash[SETUP_EXIT_KEY] = int(pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
     except Exception as exc:  # noqa: BLE001 - loading fails in many ways; each is one setup failure
         first = str(exc).splitlines()[0] if str(exc) else ""
         message = f"setup failed while loading {what}: {type(exc).__name__}: {first}"
@@ -359,7 +367,9 @@ class ClaimsSession:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if SETUP_FAILED_KEY in config.stash:
             terminalreporter.section("claims verdict")
-            terminalreporter.write_line(f"SETUP FAILED (exit {EXIT_SETUP_FAILED}): {config.stash[SETUP_FAILED_KEY]}",
+            code = config.stash.get(SETUP_EXIT_KEY, EXIT_SETUP_FAILED)
+            label = "USAGE ERROR" if code == pytest.ExitCode.USAGE_ERROR else "SETUP FAILED"
+            terminalreporter.write_line(f"{label} (exit {code}): {config.stash[SETUP_FAILED_KEY]}",
                                         bold=True, red=True)
             terminalreporter.write_line("no verdict; --html was left untouched")
             return

@@ -101,13 +101,19 @@ def check_hub_saes(profile: Profile) -> None:
                               f"{profile.model.hook!r}. Point model.hook at the SAE's hook or use SAEs trained at yours")
         # Gemma Scope's loader guesses d_in from the repo name, which holds only for registry releases.
         d_in = sae_cfg.get("d_in")
-        if d_in and (loader != "gemma_2" or in_registry(cfg.release)) and d_in != profile.model.d_model:
+        names_hold = loader != "gemma_2" or in_registry(cfg.release)
+        if d_in and names_hold and d_in != profile.model.d_model:
             raise ConfigError(f"{where} reads d_in={d_in}; model.d_model is {profile.model.d_model}: this SAE "
                               "reads another model's residual stream")
+        d_sae = sae_cfg.get("d_sae")
+        if d_sae and names_hold and d_sae != cfg.d_sae:
+            raise ConfigError(f"{where} has d_sae={d_sae}; saes.{role}.d_sae in the profile is {cfg.d_sae}: make "
+                              "them agree")
 
 
 def _hub_sae_config(repo_id: str, folder: str, loader: str) -> dict:
-    """The SAE's config without touching the network: {} when that is not possible."""
+    """The SAE's config without its weights: from the names (Gemma Scope), the local cache or one small
+    download of cfg.json; {} when none of these works (the SAE's load checks it then)."""
     if loader == "gemma_2":
         from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
 
@@ -116,11 +122,13 @@ def _hub_sae_config(repo_id: str, folder: str, loader: str) -> dict:
         except ValueError:
             return {}
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
         found = try_to_load_from_cache(repo_id, f"{folder}/cfg.json")
+        if not isinstance(found, str) and os.environ.get("HF_HUB_OFFLINE") != "1":
+            found = hf_hub_download(repo_id, "cfg.json", subfolder=folder)  # a few hundred bytes
         return json.loads(Path(found).read_text()) if isinstance(found, str) else {}
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - no network, gated repo, no such file: the load will say
         return {}
 
 
