@@ -165,6 +165,32 @@ def test_a_local_hf_model_folder_loads(hf_home, tmp_path, monkeypatch):
     assert weights_hash(local) != weights_hash(profile.model)  # keyed by content, not by the hub id
 
 
+def test_device_map_loads_through_the_bridge(hf_home, monkeypatch):
+    """model.device_map goes to TransformerBridge.boot_transformers; with no GPU "auto" places every layer on
+    the CPU and the residuals equal a plain load's (several GPUs were not available to test)."""
+    import dataclasses
+
+    import torch
+
+    from harness.world.model import load_model
+    from harness.world.residuals import resid_at_hook
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    model_cfg = load_profile(TINY).model
+    plain = load_model(dataclasses.replace(model_cfg, hf_id="", path=str(_snapshot(hf_home))), device="cpu")
+    mapped = load_model(dataclasses.replace(model_cfg, hf_id="", path=str(_snapshot(hf_home)), device_map="auto"))
+    tokens = torch.tensor([[2, 10, 20, 30, 40]])
+    assert torch.equal(resid_at_hook(plain, tokens, model_cfg.hook, model_cfg.layer),
+                       resid_at_hook(mapped, tokens, model_cfg.hook, model_cfg.layer))
+
+
+def _snapshot(hf_home: Path) -> Path:
+    return next((hf_home / "hub" / "models--sae-claims--gemma-2-tiny" / "snapshots").iterdir())
+
+
 def test_hook_mismatch_is_a_usage_error_before_the_model_loads(hf_home, tmp_path):
     profile = tmp_path / "wrong-hook.toml"
     profile.write_text(f'extends = "{TINY}"\nname = "wrong-hook"\n[model]\nhook = "blocks.1.hook_resid_post"\n')
