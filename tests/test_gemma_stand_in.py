@@ -260,3 +260,12 @@ def test_a_mismatch_found_only_when_the_sae_loads_is_still_a_usage_error(hf_home
     assert done.returncode == 4, done.stdout[-2000:]
     assert "USAGE ERROR (exit 4)" in done.stdout and "d_sae=512" in done.stdout and "d_sae=256" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_stand_in_is_reproducible(hf_home, tmp_path):
+    """Same profile and seed: byte-identical blobs, so the same commits (and the same cache keys)."""
+    done = harness_cli("stand-in", "--profile", TINY, str(tmp_path), env=offline_env(tmp_path, tmp_path / "unused"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for repo in ("models--sae-claims--gemma-2-tiny", "models--sae-claims--tiny-gemma-scope-2b-pt-res"):
+        assert (tmp_path / "hub" / repo / "refs" / "main").read_text() == \
+            (hf_home / "hub" / repo / "refs" / "main").read_text()
