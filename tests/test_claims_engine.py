@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.engine.analysis import classify_pair
 from harness.engine.claims_engine import evaluate
@@ -182,3 +184,24 @@ def test_display_picks_never_enter_the_bh_family(world):
     pairs = world.pair_table()
     display = [p for p in pairs if not p["qualified"]]
     assert display and all(p["q_value"] is None and not p["sub_feature"] for p in display)
+
+
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 12), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_draw_counts_count_every_draw(resamples, n, size, seed):
+    from harness.engine.analysis import draw_counts
+
+    idx = np.random.default_rng(seed).integers(0, size, (resamples, n))
+    counts = draw_counts(idx, size)
+    assert counts.shape == (resamples, size)
+    assert all((counts[b] == np.bincount(idx[b], minlength=size)).all() for b in range(resamples))
+
+
+def test_explained_variance_interval_is_the_pooled_ratio_of_its_resample():
+    """The bootstrap statistic (sums as draw counts @ per-prompt sums) gives the tables' own ratio on the
+    full sample, and its interval holds it."""
+    a = planted.analysis(effect=True)
+    rows = a.evaluation_rows()
+    interval = a.explained_variance_interval("coarse")
+    assert interval.estimate == pytest.approx(a.tables.explained_variance("coarse", rows), rel=1e-12)
+    assert interval.low <= interval.estimate <= interval.high

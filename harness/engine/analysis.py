@@ -375,10 +375,13 @@ class Analysis:
         rows = np.flatnonzero(self.evaluation_rows())
 
         def ev(idx):
-            n = t.n_tokens[idx].sum(-1)
-            mean = t.resid_sum[idx].sum(-2) / n[..., None]
-            total = t.resid_sq[idx].sum(-1) - n * (mean * mean).sum(-1)
-            return 1 - t.sq_error[role][idx].sum(-1) / total
+            # Sums over a resample as (times each prompt is drawn) @ (per-prompt sums): gathering
+            # resid_sum[idx] would hold resamples x prompts x d_model floats (15 GB at Gemma's 2,304).
+            counts = draw_counts(idx, t.n_tokens.size)
+            n = counts @ t.n_tokens
+            mean = (counts @ t.resid_sum) / n[:, None]
+            total = counts @ t.resid_sq - n * (mean * mean).sum(-1)
+            return (1 - (counts @ t.sq_error[role]) / total).reshape(idx.shape[:-1])
 
         return bootstrap_interval(ev, [rows], n_resamples=self.n_bootstrap, seed=self.seed, level=self.level)
 
@@ -422,6 +425,14 @@ class Analysis:
                  "text": prompt_texts.get(self.tables.prompt_ids[i], ""), "activation": float(column[i]),
                  "meta": meta.get(self.tables.prompt_ids[i], {})}
                 for i in order if column[i] > 0]
+
+
+def draw_counts(idx: np.ndarray, size: int) -> np.ndarray:
+    """[..., n] resampled indices into range(size) -> [resamples, size] float64 counts of each index."""
+    flat = idx.reshape(-1, idx.shape[-1])
+    offsets = np.arange(flat.shape[0])[:, None] * size
+    return np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * size).reshape(flat.shape[0], size
+                                                                                        ).astype(np.float64)
 
 
 def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed: int) -> Interval:
