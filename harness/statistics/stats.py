@@ -172,9 +172,16 @@ def pearson(y, x, *, strata=None) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     strata = None if strata is None else np.asarray(strata)
     y_std, y_const = _standardise(y[:, None], strata)
-    x_std, x_const = _standardise(np.asarray(x, dtype=np.float64).reshape(len(y), -1), strata)
-    r = np.clip(y_std[:, 0] @ x_std, -1.0, 1.0)
-    r[x_const | y_const[0]] = np.nan
+    x = np.asarray(x).reshape(len(y), -1)
+    r = np.empty(x.shape[1])
+    # Columns are standardised one block at a time (each column on its own, so blocks change nothing):
+    # 262K float64 columns at once would hold several [P x 262K] copies (GBs) at the same moment.
+    step = max(1, MEMORY_FLOATS // max(1, 4 * len(y)))
+    for start in range(0, x.shape[1], step):
+        x_std, x_const = _standardise(x[:, start:start + step].astype(np.float64), strata)
+        block = np.clip(y_std[:, 0] @ x_std, -1.0, 1.0)
+        block[x_const | y_const[0]] = np.nan
+        r[start:start + step] = block
     return r
 
 
