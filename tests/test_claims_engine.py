@@ -205,3 +205,18 @@ def test_explained_variance_interval_is_the_pooled_ratio_of_its_resample():
     interval = a.explained_variance_interval("coarse")
     assert interval.estimate == pytest.approx(a.tables.explained_variance("coarse", rows), rel=1e-12)
     assert interval.low <= interval.estimate <= interval.high
+
+
+def test_geometry_reads_a_sample_of_coarse_rows_beyond_the_pair_budget(monkeypatch):
+    """Above MAX_COSINE_PAIRS the "coarse rows with fewer" share comes from a seeded sample of rows, and the
+    reason says so; the anchor's own count and the verdict do not depend on it."""
+    from harness.engine.analysis import Analysis
+
+    spec = [c for c in planted.profile().claims if c.family == "geometry"][0]
+    full = evaluate(spec, planted.analysis(effect=True))
+    assert "of all coarse rows" in full.reason
+    n_fine = planted.analysis(effect=True).directions["fine"].shape[0]
+    monkeypatch.setattr(Analysis, "MAX_COSINE_PAIRS", 8 * n_fine)
+    sampled = evaluate(spec, planted.analysis(effect=True))
+    assert "of 8 sampled coarse rows" in sampled.reason and sampled.details["coarse_rows_counted"] == 8
+    assert (sampled.verdict, sampled.effect.value) == (full.verdict, full.effect.value)

@@ -268,8 +268,8 @@ def geometry_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
         reason=(f"null directions (fine-decoder covariance, {null.max_cosine.size} draws) reach a largest cosine "
                 f"whose {quantile:.0%} quantile is {crowd:.3f} [{crowd_low:.3f}, {crowd_high:.3f}] against the "
                 f"cutoff {cutoff}; coarse-{anchor} has {beyond} fine rows beyond it vs a null median of "
-                f"{np.median(null.count_beyond):.0f} (rank p = {p_count:.2g}); {percentile:.0%} of all coarse rows "
-                f"have fewer"),
+                f"{np.median(null.count_beyond):.0f} (rank p = {p_count:.2g}); {percentile:.0%} of {counted} "
+                f"coarse rows have fewer"),
         details={"anchor": anchor, "cutoff": cutoff, "quantile": quantile, "null_max_quantile": crowd,
                  "null_max_quantile_ci": [crowd_low, crowd_high], "null_kind": null.kind,
                  "crowd_verdict": crowd_verdict, "count_verdict": count_verdict, "beyond_cutoff": beyond,
