@@ -266,8 +266,7 @@ def _blob_hash(path: Path) -> str:
     return file_sha256(target)
 
 
-def hub_revision(repo_id: str, filename: str | None = None, *, cache_dir: str | Path | None = None,
-                 weights_glob: str = "*.safetensors") -> str:
+def hub_revision(repo_id: str, *, cache_dir: str | Path | None = None, weights_glob: str = "*.safetensors") -> str:
     """What identifies a hub snapshot in the local cache: the commit it resolves to and, for each weight
     file, its size and content hash. A new revision or a changed weight file is a new key, so tables are
     never reused across it. 'uncached' when nothing of the repo is cached (it is downloaded on load)."""
