@@ -403,3 +403,23 @@ def test_anisotropic_null_respects_the_decoders_crowding():
     fresh = anisotropic_rows(np.random.default_rng(3), 300, d=256, decay=0.4)
     fresh_max = cosine_matrix(fresh, rows).max(1)
     assert abs(np.median(null.max_cosine) - np.median(fresh_max)) < 0.03  # like rows of the same decoder
+
+
+def test_pearson_over_many_columns_is_computed_in_blocks_without_changing_it():
+    """Wide inputs (the 262K co-firing scan) are standardised a block of columns at a time; every column
+    still gets numpy's own correlation, constant columns stay NaN, strata still partial out the set."""
+    from harness.statistics.stats import MEMORY_FLOATS, pearson
+
+    rng = np.random.default_rng(7)
+    n = 1000
+    columns = 3 * MEMORY_FLOATS // (4 * n) + 5  # more than two blocks
+    y = rng.normal(size=n)
+    x = rng.normal(size=(n, columns)).astype(np.float32)
+    x[:, 3] = 0.0
+    r = pearson(y, x)
+    expected = [np.corrcoef(y, x[:, j].astype(np.float64))[0, 1] for j in (0, 1, columns // 2, columns - 1)]
+    assert r[[0, 1, columns // 2, columns - 1]] == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(r[3]) and np.isfinite(np.delete(r, 3)).all()
+    strata = np.arange(n) % 2
+    blocked = pearson(y, x[:, -10:], strata=strata)
+    assert pearson(y, x, strata=strata)[-10:] == pytest.approx(blocked, abs=1e-12)

@@ -257,6 +257,7 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
         now = time.perf_counter()
         timings[stage] = timings.get(stage, 0.0) + now - since
         return now
+
     prompts = prompt_sets.all()
     batch_size = batch_size or profile.analysis.batch_size
     hook, layer, pooling = profile.model.hook, profile.model.layer, profile.analysis.pooling
