@@ -82,7 +82,7 @@ def check_hub_saes(profile: Profile) -> None:
     Gemma Scope's loader derives them from the names, other loaders from a cached cfg.json) must match
     the profile's model. Weights are never read here."""
     from harness.core.errors import MissingResourceError
-    from harness.features.tables import in_registry, sae_location
+    from harness.features.tables import hook_mismatch, in_registry, sae_location
 
     for role, cfg in profile.saes.items():
         if cfg.source != "pretrained":
@@ -97,8 +97,7 @@ def check_hub_saes(profile: Profile) -> None:
         hook = sae_cfg.get("hook_name") or (sae_cfg.get("metadata") or {}).get("hook_name")
         where = f"saes.{role} ({cfg.release} / {cfg.sae_id})"
         if hook and hook != profile.model.hook:
-            raise ConfigError(f"{where} was trained at hook {hook!r}; the profile reads model.hook "
-                              f"{profile.model.hook!r}. Point model.hook at the SAE's hook or use SAEs trained at yours")
+            raise hook_mismatch(where, hook, profile.model.hook)
         # Gemma Scope's loader guesses d_in from the repo name, which holds only for registry releases.
         d_in = sae_cfg.get("d_in")
         names_hold = loader != "gemma_2" or in_registry(cfg.release)

@@ -99,6 +99,11 @@ def _shapes_from_weights(loader):
     return load
 
 
+def hook_mismatch(where: str, sae_hook: str, model_hook: str) -> ConfigError:
+    return ConfigError(f"{where} was trained at hook {sae_hook!r}; the profile reads model.hook {model_hook!r}. "
+                       "Point model.hook at the SAE's hook or use SAEs trained at yours")
+
+
 def sae_hook_name(sae) -> str:
     cfg = sae.cfg
     return getattr(getattr(cfg, "metadata", None), "hook_name", None) or getattr(cfg, "hook_name", None) or ""
@@ -145,8 +150,7 @@ def load_sae(sae_cfg: SaeConfig, d_in: int, device: str = "cpu", hook: str | Non
         )
     found = sae_hook_name(sae)
     if hook and found and sae_cfg.source != "random" and found != hook:
-        raise ConfigError(f"SAE {sae_cfg.role} was trained at hook {found!r}; the profile reads model.hook {hook!r}. "
-                          "Point model.hook at the SAE's hook or use SAEs trained at yours")
+        raise hook_mismatch(f"SAE {sae_cfg.role}", found, hook)
     sae.eval()
     return sae
 
