@@ -139,14 +139,44 @@ def analysis(*, effect: bool = True, seed: int = 0) -> Analysis:
                           decoder_norms=decoder_norms(), sae_info=SAE_INFO)
 
 
-def claims_run(*, effect: bool = True) -> ClaimsRun:
-    """A ClaimsRun whose lazy parts are filled with the planted world (no model, no SAE files)."""
+def control_analysis(sets: PromptSets, profile_, *, seed: int = 0, tokens: int = 6) -> Analysis:
+    """The planted world's random-SAE control, built as the run builds one (harness.features.control):
+    token residuals with a concept direction, tied random TopK SAEs with the planted decoders' moments
+    and widths, max-pooled per prompt."""
+    from harness.features.control import control_directions, tied_topk_encode
+
+    rng = np.random.default_rng([seed, 0x6374])
+    everything = sets.all()
+    n = len(everything)
+    is_concept = np.repeat([p.set == "concept" for p in everything], tokens)
+    x = rng.standard_normal((n * tokens, D_MODEL)) * np.arange(1, D_MODEL + 1) ** -0.5 * 3.0
+    concept = rng.standard_normal(D_MODEL)
+    x[is_concept] += 2.0 * concept / np.linalg.norm(concept)
+    centre = x.mean(0)
+    real = directions(seed)
+    rows = {role: control_directions(real[role], seed=seed) for role in real}
+    pooled = {role: tied_topk_encode(x, rows[role], k=k, centre=centre).reshape(n, tokens, -1).max(1)
+              .astype(np.float32) for role, k in (("coarse", 4), ("fine", 16))}
+    base = tables(sets, seed=seed)
+    control_tables = dataclasses.replace(base, pooled=pooled, key="planted-control")
+    return Analysis.build(profile_, control_tables, sets, rows, decoder_norms=decoder_norms(),
+                          sae_info={"coarse": {"architecture": "topk", "k": 4}, "fine": {"architecture": "topk", "k": 16}})
+
+
+def claims_run(*, effect: bool = True, control: str = "random") -> ClaimsRun:
+    """A ClaimsRun whose lazy parts are filled with the planted world (no model, no SAE files).
+
+    control: "random" (the random-SAE control, built like the run's), or "same" (a control that is the
+    planted world itself, so the rule says GO on it too and GO must be refused)."""
     sets = prompt_sets()
     run = ClaimsRun(profile(), progress=False)
     run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect), directions=directions(),
                         quality={}, device="cpu", decoder_norms=decoder_norms(), sae_info=SAE_INFO)
     run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions,
                                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)
+    run.__dict__["control"] = (control_analysis(sets, run.profile) if control == "random"
+                               else Analysis.build(run.profile, run.tables, sets, run.directions,
+                                                   decoder_norms=run.decoder_norms, sae_info=run.sae_info))
     return run
 
 

@@ -41,7 +41,7 @@ def report(tmp_path_factory):
     run = planted.claims_run(effect=True)
     facet = ClaimSpec(family="facet", name="top", statement="planted facet claim", params={"anchor": planted.ANCHOR})
     for spec in (*run.profile.claims, facet):
-        run.record(evaluate(spec, run.analysis))
+        run.record(evaluate(spec, run.analysis, control=run.control))
     out = tmp_path_factory.mktemp("report")
     return write_outputs(run.ledger(exit_status=0), out)
 

@@ -41,7 +41,7 @@ def test_calibration_verdict_is_the_engine_verdict(condition):
     analysis directly gives the same record."""
     child = np.random.SeedSequence(7).spawn(1)[0]
     trial = condition.make(np.random.default_rng(child), 7, SETTINGS)
-    direct = evaluate(trial.spec, trial.analysis, steering=trial.study)
+    direct = evaluate(trial.spec, trial.analysis, steering=trial.study, control=trial.control)
     assert trial.verdict() == direct.verdict
     assert direct.family == condition.family
 

@@ -24,17 +24,23 @@ def null_world():
     return planted.analysis(effect=False)
 
 
+@pytest.fixture(scope="module")
+def control_world():
+    """The planted world's random-SAE control (the gate needs one)."""
+    return planted.control_analysis(planted.prompt_sets(), planted.profile())
+
+
 @pytest.mark.parametrize("spec", planted.profile().claims, ids=lambda s: s.claim_id)
-def test_planted_claims_hold(world, spec):
-    record = evaluate(spec, world)
+def test_planted_claims_hold(world, control_world, spec):
+    record = evaluate(spec, world, control=control_world)
     assert record.passed, record.reason
     assert record.id == spec.claim_id and record.family == spec.family
 
 
 @pytest.mark.parametrize("family", ["selectivity", "loud_unselective", "sub_features", "go_gate"])
-def test_claims_fail_without_the_planted_effect(null_world, family):
+def test_claims_fail_without_the_planted_effect(null_world, control_world, family):
     for spec in planted.profile().claims_of(family):
-        record = evaluate(spec, null_world)
+        record = evaluate(spec, null_world, control=control_world)
         assert not record.passed, record.reason
 
 
@@ -99,10 +105,10 @@ def test_confirmation_split_uses_only_the_other_half():
 
 
 # ---------------------------------------------------------------- verdicts as stated (issue: trustworthy verdicts)
-def test_every_record_carries_a_verdict_and_passed_means_held(world, null_world):
+def test_every_record_carries_a_verdict_and_passed_means_held(world, null_world, control_world):
     for w in (world, null_world):
         for spec in planted.profile().claims:
-            record = evaluate(spec, w)
+            record = evaluate(spec, w, control=control_world)
             assert record.verdict in ("held", "refuted", "inconclusive")
             assert record.passed == (record.verdict == "held")
 

@@ -10,7 +10,8 @@ import pytest
 
 from harness.engine.claims_engine import evaluate
 from harness.entry.cli import main
-from harness.outputs.ledger import ClaimRecord, Ledger, decide_verdict, diff_ledgers, ledger_schema, read_ledger
+from harness.outputs.ledger import (ClaimRecord, Ledger, decide_verdict, diff_ledgers, gate_summary, ledger_schema,
+                                    read_ledger)
 from harness.outputs.report import render_html
 from harness.entry.session import write_outputs
 from tests import planted
@@ -19,7 +20,7 @@ from tests import planted
 def build_ledger(effect: bool = True) -> Ledger:
     run = planted.claims_run(effect=effect)
     for spec in run.profile.claims:
-        run.record(evaluate(spec, run.analysis))
+        run.record(evaluate(spec, run.analysis, control=run.control))
     return run.ledger(exit_status=0)
 
 
@@ -52,18 +53,28 @@ def test_planted_world_is_go_and_null_world_is_no_go(ledger):
     assert null.verdict == "NO-GO" and "go_gate[go]" in null.verdict_reason
 
 
-def test_verdict_needs_every_claim_and_a_gate():
-    def record(claim_id, family, passed):
+def test_verdict_is_the_gate_and_findings_never_flip_it():
+    def record(claim_id, family, passed, gating=None):
         return ClaimRecord(id=claim_id, family=family, statement="s", statistic_name="x", statistic=1.0,
-                           threshold=1.0, passed=passed)
+                           threshold=1.0, passed=passed, verdict="held" if passed else "refuted",
+                           gating=family == "go_gate" if gating is None else gating)
     assert decide_verdict([record("go_gate[go]", "go_gate", True)])[0] == "GO"
-    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False)])
-    assert verdict == "NO-GO" and "sparsity[a]" in reason
-    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == ("NO-GO", "no gating go_gate claim was declared")
-    # An exploratory claim is reported in the reason and never flips GO.
-    exploratory = record("facet[top]", "facet", False).model_copy(update={"gating": False, "verdict": "refuted"})
-    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True), exploratory])
-    assert verdict == "GO" and "1 exploratory claim not gating (1 not held)" in reason
+    # A refuted finding is reported beside the gate, never counted.
+    verdict, _ = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False),
+                                 record("steering[x]", "steering", False)])
+    assert verdict == "GO"
+    summary = gate_summary([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False),
+                            record("steering[x]", "steering", False)], "GO", "r")
+    assert summary["findings"]["phase 1"]["refuted"] == 1 and summary["findings"]["phase 2 (steering)"]["refuted"] == 1
+    assert summary["claims"] == ["go_gate[go]"]
+    # A claim the profile marks gating joins the gate.
+    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True),
+                                      record("sparsity[a]", "sparsity", False, gating=True)])
+    assert verdict == "NO-GO" and "sparsity[a] refuted" in reason
+    verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", False)])
+    assert verdict == "NO-GO" and reason.startswith("go_gate[go] refuted")
+    assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == (
+        "NO-GO", "no go_gate claim was declared: there is no GO rule")
 
 
 def test_report_tables_come_from_the_harness(ledger):
@@ -133,7 +144,7 @@ def test_outputs_are_staged_and_runs_keep_their_full_id(tmp_path):
 
     run = planted.claims_run()
     for spec in run.profile.claims:
-        run.record(evaluate(spec, run.analysis))
+        run.record(evaluate(spec, run.analysis, control=run.control))
     first, second = run.ledger(), run.ledger()
     assert first.run_id != second.run_id  # two runs in the same second still get two folders
     for ledger in (first, second):

@@ -180,9 +180,14 @@ class AnalysisConfig:
     null_directions: int = 1000
     # A tested prompt group smaller than this makes its claims "not evaluated": too little data.
     min_group_size: int = 10
+    # The gate's negative control: the same prompts through random SAEs of the trained ones' shape
+    # ("random_sae"), or none ("none": then a go_gate claim must say control = false).
+    control: str = "random_sae"
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        if self.control not in ("random_sae", "none"):
+            raise choices_error("analysis.control", self.control, ("random_sae", "none"))
         for name, least in (("seed", 0), ("batch_size", 1), ("top_fine_matches", 0), ("min_firing_prompts", 2),
                             ("min_group_size", 2)):
             if getattr(self, name) < least:
@@ -217,7 +222,8 @@ class DiscoveryConfig:
 @dataclass(frozen=True)
 class ClaimSpec:
     """One declared claim. `params` holds the family's parameters, checked against its registered
-    `harness.Param`s; `gating = false` in the profile makes it exploratory (reported, never flips GO).
+    `harness.Param`s. Every claim is a finding with its own verdict; GO is the `go_gate` claim's, plus
+    any claim the profile marks `gating = true` (never a steering claim: Phase 2 does not gate Phase 2).
 
     A family that no module has registered yet (a researcher's, in claims/) is checked when its
     module registers it, at collection, before anything loads."""
@@ -237,6 +243,12 @@ class ClaimSpec:
         family = get_family(self.family)
         if family is not None:
             family.check(f"claim {self.claim_id!r}", self.params)
+            if self.gating and family.needs_steering:
+                raise ConfigError(f"claim {self.claim_id!r}: gating = true, but steering claims are Phase 2 and never "
+                                  "gate the decision to start Phase 2; remove `gating`")
+            if self.gating is False and family.name == "go_gate":
+                raise ConfigError(f"claim {self.claim_id!r}: gating = false, but the go_gate claim is the gate; "
+                                  "remove `gating` (or the claim, for a run with no GO decision)")
 
     def check(self) -> None:
         """Check against the registered family (raises when none is registered)."""
@@ -539,6 +551,11 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     )
     if profile.name != path.stem and path.parent == PROFILES_DIR:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
+    if profile.analysis.control == "none":
+        for spec in claims:
+            if spec.family == "go_gate" and spec.param("control"):
+                raise ConfigError(f"{spec.origin}: {spec.claim_id} requires the random-SAE control (control = true) "
+                                  "but [analysis] control = \"none\"; set one of them the other way")
     needs_anchors = sorted({c.family for c in claims if (f := get_family(c.family)) is not None and f.needs_anchors})
     if require_anchors and needs_anchors and not anchors.coarse:
         raise ConfigError(f"claims of families {needs_anchors} need coarse anchors, and the profile has none (no "

@@ -76,11 +76,12 @@ def _both_halves(spec) -> tuple[str, ...]:
 class Family:
     name: str
     params: dict[str, Param] = field(default_factory=dict)
-    gating: bool = True  # False: exploratory, reported but never flips GO
+    gating: bool = False  # True: its claims must hold for GO besides the gate (built in: only go_gate)
     groups: Callable[[Any], tuple[str, ...]] = _both_halves  # prompt groups a claim tests (size floor)
     evaluate: Callable | None = None  # engine function (spec, analysis[, steering]) -> ClaimRecord
     needs_anchors: bool = False
     needs_steering: bool = False
+    needs_control: bool = False  # evaluate(spec, analysis, control) gets the random-SAE control analysis
     origin: str = ""  # the module that registered it
     doc: str = ""
 
@@ -114,9 +115,10 @@ def _load_builtins() -> None:
         import harness.engine.facets  # noqa: F401
 
 
-def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = True,
+def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
                     groups: Callable | tuple[str, ...] | None = None, evaluate: Callable | None = None,
-                    needs_anchors: bool = False, needs_steering: bool = False, origin: str = "",
+                    needs_anchors: bool = False, needs_steering: bool = False, needs_control: bool = False,
+                    origin: str = "",
                     doc: str = "") -> Family:
     """Add a family to the registry. A module re-imported (pytester, reload) replaces its own family;
     a family of the same name from another module is an error, so no one silently redefines another's."""
@@ -134,7 +136,8 @@ def register_family(name: str, params: dict[str, Param] | None = None, *, gating
         raise ConfigError(f"family {name!r} is already registered by {existing.origin or 'harness'}; "
                           f"choose another name (registered: {', '.join(sorted(_REGISTRY))})")
     family = Family(name=name, params=params, gating=gating, groups=groups or _both_halves, evaluate=evaluate,
-                    needs_anchors=needs_anchors, needs_steering=needs_steering, origin=origin, doc=doc)
+                    needs_anchors=needs_anchors, needs_steering=needs_steering, needs_control=needs_control,
+                    origin=origin, doc=doc)
     _REGISTRY[name] = family
     return family
 

@@ -208,17 +208,20 @@ class Analysis:
         summary = self.feature_summary(role, candidates)
         test = self.selectivity_test(role, candidates)
         _, q = benjamini_hochberg(test.p_value, self.alpha)
-        near = self.feature_summary(role, candidates, "near_miss")
-        near_test = self.selectivity_test(role, candidates, "near_miss") if self.group("near_miss").any() else None
+        has_near = bool(self.group("near_miss").any())  # a profile may bring no near-miss prompts
+        near = self.feature_summary(role, candidates, "near_miss") if has_near else None
+        near_test = self.selectivity_test(role, candidates, "near_miss") if has_near else None
         near_q = benjamini_hochberg(near_test.p_value, self.alpha)[1] if near_test is not None else None
         order = np.lexsort((-summary["auroc"], -summary["selectivity"]))[:top]
         rows = []
         for i in order:
             rows.append({
                 "feature": int(candidates[i]), "mean_concept": float(summary["mean_concept"][i]),
-                "mean_neutral": float(summary["mean_other"][i]), "mean_near_miss": float(near["mean_other"][i]),
+                "mean_neutral": float(summary["mean_other"][i]),
+                "mean_near_miss": float(near["mean_other"][i]) if near is not None else None,
                 "selectivity": float(summary["selectivity"][i]),
-                "selectivity_near_miss": float(near["selectivity"][i]), "auroc": float(summary["auroc"][i]),
+                "selectivity_near_miss": float(near["selectivity"][i]) if near is not None else None,
+                "auroc": float(summary["auroc"][i]),
                 "fire_rate_concept": float(summary["fire_concept"][i]),
                 "fire_rate_neutral": float(summary["fire_other"][i]), "p_value": float(test.p_value[i]),
                 "q_value": float(q[i]),
@@ -302,7 +305,8 @@ class Analysis:
         default_cutoff = min([c.param("min_cosine") for c in specs.values()] or [0.3])
         # Rows down to the lowest cosine any claim asks about are scanned (empty top-left may ask for
         # less than the sub-feature cutoff); only rows at the anchor's own cutoff enter the BH family.
-        scan_cutoff = min([default_cutoff] + [c.param("min_cosine") for c in self.profile.claims_of("empty_top_left")])
+        scan_cutoff = min([default_cutoff] + [c.param("min_cosine") for c in self.profile.claims_of("empty_top_left")]
+                          + [c.param("min_cosine") for c in self.profile.claims_of("go_gate")])
         rows = self.evaluation_rows()
         strata = self.set_labels(rows)
         concept_in_rows = strata == "concept"
@@ -323,7 +327,10 @@ class Analysis:
                                                                  .tolist())
             candidates = np.array(sorted(set(qualified.tolist()) | display), dtype=np.int64)
             test = correlation_permutation_test(coarse_col, fine_acts[:, candidates], strata=strata,
-                                                n_resamples=self.n_permutations, seed=self.seed)
+                                                n_resamples=self.n_permutations, seed=self.seed, keep_null=True)
+            # The gate's step-down bound needs every candidate's statistic under the same shuffles.
+            self._cache.setdefault("co-firing-null", {})[int(anchor)] = (
+                candidates, np.where(coarse_silent, np.nan, test.statistic), test.null_distribution)
             parent_fires = coarse_col[concept_in_rows] > 0
             for j, fine in enumerate(candidates):
                 fires = int(fine_fires[fine])
@@ -351,6 +358,16 @@ class Analysis:
             pair.update(classify_pair(pair, specs.get(pair["coarse"]), self.alpha))
         self._cache["pairs"] = pairs
         return pairs
+
+    def co_firing_null(self, anchor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fine ids, observed within-set correlations, [B, ids] the same under each shuffle) of the pair
+        table's candidates for this anchor (NaN where a column cannot be evaluated)."""
+        self.pair_table()
+        nulls = self._cache.get("co-firing-null", {})
+        if int(anchor) not in nulls:
+            raise ConfigError(f"coarse {anchor} is not an anchor of this analysis; anchors: {list(self.anchors)}")
+        fine, observed, null = nulls[int(anchor)]
+        return fine, observed, null
 
     def partial_correlation_bounds(self, pairs: list[dict], level: float) -> dict[tuple[int, int], tuple]:
         """BCa intervals (prompts resampled within sets) of the within-set correlation of each pair."""

@@ -55,14 +55,14 @@ FAMILY_ATTRIBUTE = "_claims_family"
 FAMILY_ERROR = "_claims_family_error"
 
 
-def claim_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = True,
+def claim_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
                  groups: tuple[str, ...] = ("concept", "neutral"), doc: str | None = None) -> Callable:
     """Register a claim family on its test function; the test is then parametrized with the profile's
     `[[claims]]` of that family (`claim` argument), exactly like a built-in family.
 
     params: the family's parameters (`Param(int, default, low=, high=, choices=)`; no default:
-    required). With no params, `name` must be a built-in family. gating=False: exploratory, its claims
-    are reported but never flip GO (a profile can override per claim with `gating = true/false`).
+    required). With no params, `name` must be a built-in family. Claims are findings, reported beside
+    the gate; gating=True makes GO also require them (a profile can set `gating = true/false` per claim).
     groups: prompt sets whose size floor (`analysis.min_group_size`) the claims need.
 
     A bad registration is reported by the plugin as one usage error, not an import traceback.

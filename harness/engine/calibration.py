@@ -63,14 +63,15 @@ class Trial:
     analysis: Analysis
     spec: ClaimSpec
     study: dict | None = None
+    control: Analysis | None = None  # the gate's random-SAE control
 
     def verdict(self) -> str:
-        return evaluate(self.spec, self.analysis, steering=self.study).verdict
+        return evaluate(self.spec, self.analysis, steering=self.study, control=self.control).verdict
 
 
 # ---- building synthetic worlds -----------------------------------------------------------------
-def _labels(n_concept: int = N_CONCEPT) -> np.ndarray:
-    return np.array(["concept"] * n_concept + ["neutral"] * N_NEUTRAL)
+def _labels(n_concept: int = N_CONCEPT, n_neutral: int = N_NEUTRAL) -> np.ndarray:
+    return np.array(["concept"] * n_concept + ["neutral"] * n_neutral)
 
 
 def zero_heavy(rng, n: int, rate: float, mean_magnitude: float) -> np.ndarray:
@@ -78,9 +79,10 @@ def zero_heavy(rng, n: int, rate: float, mean_magnitude: float) -> np.ndarray:
     return np.where(rng.random(n) < rate, rng.gamma(2.0, mean_magnitude / 2.0, n), 0.0)
 
 
-def by_set(rng, concept: tuple[float, float], neutral: tuple[float, float], n_concept: int = N_CONCEPT) -> np.ndarray:
+def by_set(rng, concept: tuple[float, float], neutral: tuple[float, float], n_concept: int = N_CONCEPT,
+           n_neutral: int = N_NEUTRAL) -> np.ndarray:
     """A feature firing at (rate, mean magnitude) on concept prompts and at another on neutral ones."""
-    return np.r_[zero_heavy(rng, n_concept, *concept), zero_heavy(rng, N_NEUTRAL, *neutral)]
+    return np.r_[zero_heavy(rng, n_concept, *concept), zero_heavy(rng, n_neutral, *neutral)]
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -100,10 +102,11 @@ def aligned_to(rng, anchor: np.ndarray, cosine: float) -> np.ndarray:
 
 def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fine_dirs=None, seed: int,
                     settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
-                    min_firing_prompts: int = 5, concept_facets=None) -> Analysis:
+                    min_firing_prompts: int = 5, concept_facets=None, n_concept: int = N_CONCEPT,
+                    n_neutral: int = N_NEUTRAL, anchors: tuple[int, ...] = (0,)) -> Analysis:
     """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
     rng = np.random.default_rng([seed, 0x776F726C64])
-    labels = _labels(N_CONCEPT if concept_facets is None else len(concept_facets))
+    labels = _labels(n_concept if concept_facets is None else len(concept_facets), n_neutral)
     coarse = np.asarray(coarse, dtype=np.float64).reshape(len(labels), -1)
     fine = np.zeros((len(labels), 1)) if fine is None else np.asarray(fine, dtype=np.float64)
     d = D_MODEL
@@ -136,7 +139,7 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
         analysis=AnalysisConfig(seed=seed, permutations=settings.n_permutations, bootstrap=settings.n_bootstrap,
                                 alpha=settings.alpha, null_directions=settings.n_null_directions,
                                 min_firing_prompts=min_firing_prompts),
-        anchors=Anchors(coarse=(0,), source="synthetic", split="all"), claims=(spec,),
+        anchors=Anchors(coarse=tuple(anchors), source="synthetic", split="all"), claims=(spec,),
     )
     return Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
                           decoder_norms=decoder_norms, sae_info=sae_info)
@@ -192,7 +195,7 @@ def co_firing_trial(rng, seed: int, s: Settings, *, condition: str, family: str)
     if condition in ("within-set", "display"):
         for row in range(3, 11):  # unaligned features that follow the parent: picked for display by r
             fine[:, row] = (parent > 0) * (rng.random(parent.size) < 0.8) * rng.gamma(2.0, 1.0, parent.size)
-    spec = (_claim("go_gate", min_sub_features=3) if family == "go_gate"
+    spec = (_claim("go_gate", min_sub_features=3, control=False) if family == "go_gate"
             else _claim("sub_features", anchor=0, min_count=3 if condition == "effect" else 1))
     world = synthetic_world(spec, coarse=parent, fine=fine, coarse_dirs=anchor[None], fine_dirs=fine_dirs, seed=seed,
                             settings=s)
@@ -459,6 +462,92 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
     return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
 
 
+# ---- the GO gate as a whole -------------------------------------------------------------------------
+SEED_CHILD_COSINES = (0.54, 0.42, 0.34)  # C-11333's three fine matches in the seed (its GO)
+GATE_ANCHORS = 3  # the seed pre-registered three coarse anchors; the embedded profile discovers three
+N_COARSE_CONTROL, CONTROL_TOKENS, CONTROL_K = (256, 6, (8, 16))
+# Residual width of the gate's worlds: wide enough that directions unrelated to an anchor almost never reach
+# cosine 0.3 by chance, as in the real models (576 and 2,304 dimensions); at 128 they often do.
+D_GATE = 384
+
+
+def _gate_dictionary(rng, anchors_AD: np.ndarray) -> np.ndarray:
+    """Fine rows whose crowd stays below the cutoff for every anchor (most of each anchor component removed)."""
+    fine = unit_rows(rng.standard_normal((N_FINE, D_GATE)))
+    basis, _ = np.linalg.qr(anchors_AD.T)
+    fine -= 0.9 * (fine @ basis) @ basis.T
+    return unit_rows(fine)
+
+
+_TRAINED_MOMENTS: dict = {}
+
+
+def _trained_moments(role: str, size: int):
+    """Mean and covariance root of one fixed anisotropic "trained" dictionary per role (its rows do not
+    matter to a random SAE, only their moments; computed once per process)."""
+    from harness.features.control import decoder_moments
+
+    if role not in _TRAINED_MOMENTS:
+        rows = anisotropic_rows(np.random.default_rng([0x7472, size]), size, d=D_GATE)
+        _TRAINED_MOMENTS[role] = decoder_moments(rows)
+    return _TRAINED_MOMENTS[role]
+
+
+def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept: int, n_neutral: int) -> Analysis:
+    """A world whose SAEs are random (harness.features.control, the very construction the run uses):
+    token residuals with a concept direction, encoded by tied random TopK SAEs built from anisotropic
+    "trained" dictionaries, max-pooled per prompt. Anchors: the most concept-selective coarse features,
+    picked the way the control picks them."""
+    from harness.engine.gate import control_anchors, with_anchors
+    from harness.features.control import draw_rows, tied_topk_encode
+
+    n = n_concept + n_neutral
+    spectrum = np.arange(1, D_GATE + 1) ** -0.5
+    x = rng.standard_normal((n * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0
+    concept_direction = unit_rows(rng.standard_normal(D_GATE) * spectrum)
+    token_is_concept = np.repeat(np.arange(n) < n_concept, CONTROL_TOKENS)
+    x[token_is_concept] += 2.0 * concept_direction
+    centre = x.mean(0)
+    rows = {role: draw_rows(*_trained_moments(role, size), size, seed=seed + i)
+            for i, (role, size) in enumerate((("coarse", N_COARSE_CONTROL), ("fine", N_FINE)))}
+    pooled = {role: tied_topk_encode(x, rows[role], k=k, centre=centre).reshape(n, CONTROL_TOKENS, -1).max(1)
+              for role, k in zip(("coarse", "fine"), CONTROL_K, strict=True)}
+    world = synthetic_world(spec, coarse=pooled["coarse"], fine=pooled["fine"], coarse_dirs=rows["coarse"],
+                            fine_dirs=rows["fine"], seed=seed, settings=s, n_concept=n_concept, n_neutral=n_neutral)
+    picked = control_anchors(world, GATE_ANCHORS, world.profile.discovery.min_fire_rate)
+    return with_anchors(world, picked or (0,))
+
+
+def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int = 0, n_concept: int = N_CONCEPT,
+               n_neutral: int = N_NEUTRAL, control: bool = True, world: str = "planted") -> Trial:
+    """The gate over three selective anchors; anchor 0 has `children` nested sub-features at the seed's
+    cosines (fire on 60% of its firings, carrying part of its magnitude) and `aligned` more rows at cosines
+    0.32-0.6 that prefer the concept but do not co-fire with it within prompt sets. With `control`, a
+    random-SAE world on the same prompt counts is the control. world="random": the SAEs themselves are random."""
+    spec = _claim("go_gate", min_sub_features=3, control=control)
+    control_world = (random_sae_world(np.random.default_rng([seed, 0x6374]), seed + 1, s, spec, n_concept=n_concept,
+                                      n_neutral=n_neutral) if control else None)
+    if world == "random":
+        return Trial(random_sae_world(rng, seed, s, spec, n_concept=n_concept, n_neutral=n_neutral), spec,
+                     control=control_world)
+    anchors = unit_rows(rng.standard_normal((GATE_ANCHORS, D_GATE)))
+    fine_dirs = _gate_dictionary(rng, anchors)
+    parents = np.stack([by_set(rng, (0.8, 3.0), (0.05, 1.0), n_concept, n_neutral) for _ in range(GATE_ANCHORS)],
+                       axis=1)
+    fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept, n_neutral) for _ in range(N_FINE)], axis=1)
+    parent = parents[:, 0]
+    for row in range(children):
+        fine_dirs[row] = aligned_to(rng, anchors[0], SEED_CHILD_COSINES[row % len(SEED_CHILD_COSINES)])
+        fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
+    for row in range(children, children + aligned):
+        fine_dirs[row] = aligned_to(rng, anchors[0], rng.uniform(0.32, 0.6))
+        fine[:, row] = by_set(rng, (0.5, 2.0), (0.05, 1.0), n_concept, n_neutral)
+    analysis = synthetic_world(spec, coarse=parents, fine=fine, coarse_dirs=anchors, fine_dirs=fine_dirs, seed=seed,
+                               settings=s, n_concept=n_concept, n_neutral=n_neutral,
+                               anchors=tuple(range(GATE_ANCHORS)))
+    return Trial(analysis, spec, control=control_world)
+
+
 @dataclass(frozen=True)
 class Condition:
     family: str
@@ -539,6 +628,22 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("steering", "boundary-multi-rank", "fpr", steering_trial, "multi_vs_single: multi beats single by 0.3 "
        "nats but is one more draw among 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single",
        part="rank"),
+    # Appended, so the rows above keep their seeds (a row's seed is its position).
+    _c("go_gate", "boundary-2+10", "fpr", gate_trial, "the gate at its boundary: anchor 0 has 2 true sub-features "
+       "plus 10 aligned rows that prefer the concept but do not co-fire within sets (3 anchors, 100 + 100 "
+       "prompts, no control)", children=2, aligned=10, control=False),
+    _c("go_gate", "boundary-2+36", "fpr", gate_trial, "as boundary-2+10 with 36 aligned non-co-firing rows",
+       children=2, aligned=36, control=False),
+    _c("go_gate", "power-seed-design", "power", gate_trial, "3 nested sub-features at the seed's cosines "
+       "(0.54 / 0.42 / 0.34), parent selectivity ~0.98; the seed's design: 200 + 200 prompts, 3 pre-registered "
+       "anchors, no split; random-SAE control", n_concept=200, n_neutral=200),
+    _c("go_gate", "power-embedded-design", "power", gate_trial, "as power-seed-design on the embedded design: "
+       "the confirmation half (100 + 100 prompts), 3 discovered anchors; random-SAE control"),
+    _c("go_gate", "random-sae-rule-only", "fpr", gate_trial, "the SAEs are random (tied TopK with a decoder's "
+       "covariance; anchors picked as the most concept-selective): the rule alone, no control",
+       world="random", control=False),
+    _c("go_gate", "random-sae", "fpr", gate_trial, "the SAEs are random: the whole gate, with the random-SAE "
+       "control", world="random"),
 )
 
 

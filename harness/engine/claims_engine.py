@@ -373,31 +373,62 @@ def empty_top_left_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     )
 
 
-def go_gate_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
-    """GO for the steering study: some coarse anchor has at least `min_sub_features` sub-features."""
+def go_gate_claim(spec: ClaimSpec, a: Analysis, control: Analysis | None = None) -> ClaimRecord:
+    """GO for the steering study: the seed's Phase 1 rule, decided as one test (harness.engine.gate).
+
+    Some anchor prefers the concept, has more fine rows beyond the cutoff than null directions, and
+    has at least `min_sub_features` true sub-features by a simultaneous lower bound; with `control`,
+    the same rule must say NO-GO on a random SAE of the same shape (anchors re-picked on it)."""
+    from harness.engine.gate import check_gate_spec, control_gate, describe_anchor, gate_decision
+
+    check_gate_spec(spec)
     need = int(spec.param("min_sub_features"))
-    groups = {int(anchor): _anchor_pairs(a, int(anchor)) for anchor in a.profile.anchors.coarse}
-    counts = {anchor: len(g["sub_features"]) for anchor, g in groups.items()}
-    # Silent rows cannot be tested here, so they may still be sub-features: they count as possible.
-    plausible = {anchor: _plausible(g) + len(g["silent"]) for anchor, g in groups.items()}
-    best_anchor = max(counts, key=counts.get) if counts else None
-    best = counts.get(best_anchor, 0) if best_anchor is not None else 0
-    if not counts:
-        verdict = "refuted"
-    elif best >= need:
-        verdict = "held"
-    elif max(plausible.values()) < need:
-        verdict = "refuted"
+    decision = gate_decision(a, spec)
+    parts = decision["anchors"]
+    best = max(parts, key=lambda p: (p["verdict"] == "held", p["sub_features"]["lower_bound"]), default=None)
+    verdict = decision["verdict"]
+    control_decision = None
+    if spec.param("control"):
+        if control is None:
+            raise ConfigError(f"claim {spec.claim_id!r} requires the random-SAE control (control = true) and none "
+                              "was given; pass control= or set control = false on the claim")
+        control_decision = control_gate(control, spec, max(1, len(a.anchors)))
+    held_anchors = [p for p in parts if p["verdict"] == "held"]
+    if not parts:
+        reason = "no coarse anchors registered"
+    elif held_anchors:
+        reason = "GO through " + "; ".join(describe_anchor(p) for p in held_anchors)
     else:
-        verdict = "inconclusive"
+        reason = "no anchor passes the rule: " + "; ".join(describe_anchor(p) for p in parts)
+    reason += f" (each anchor at alpha {decision['alpha_per_anchor'] or a.alpha:.3g}, Bonferroni over {len(parts)})"
+    if control_decision is not None:
+        control_go = control_decision["verdict"] == "held"
+        picked = ", ".join(f"coarse-{x}" for x in control_decision.get("picked", [])) or "none"
+        reason += (f"; random-SAE control: {'GO' if control_go else 'NO-GO'} (anchors re-picked on it: {picked}"
+                   + (f"; {control_decision['reason']}" if control_decision.get("reason") else "") + ")")
+        if control_go and verdict == "held":
+            verdict = "inconclusive"
+            reason += ("; GO refused: the rule also says GO on a random SAE of the same shape, so it cannot tell "
+                       "this SAE's structure from chance geometry")
     return make_record(
-        spec, verdict=verdict, statistic_name="most sub-features of any coarse anchor", statistic=float(best),
-        threshold=float(need), comparison=">=",
-        reason=(f"coarse-{best_anchor} has {best} sub-features ({'>=' if best >= need else '<'} {need}); at most "
-                f"{max(plausible.values())} could qualify on these prompts" if counts
-                else "no coarse anchors registered"),
-        details={"sub_feature_counts": counts, "plausible_counts": plausible},
+        spec, verdict=verdict, statistic_name="true sub-features of the best anchor (simultaneous lower bound)",
+        statistic=float(best["sub_features"]["lower_bound"]) if best else 0.0, threshold=float(need),
+        comparison=">=", reason=reason,
+        details={"rule": gate_rule_text(spec), "anchors": parts, "alpha_per_anchor": decision["alpha_per_anchor"],
+                 "best_anchor": best["anchor"] if best else None,
+                 "control": control_decision, "control_required": bool(spec.param("control"))},
     )
+
+
+def gate_rule_text(spec: ClaimSpec) -> str:
+    geometry = {"count": "more fine rows reach the cutoff than null directions do",
+                "crowd_and_count": "null directions stay below the cutoff and fewer reach it than the anchor's rows",
+                "none": "no geometry condition"}[spec.param("geometry")]
+    text = (f"GO when some coarse anchor has selectivity > {spec.param('min_selectivity'):g} against "
+            f"{spec.param('against').replace('_', '-')} prompts, {geometry} (cosine >= {spec.param('min_cosine'):g}), "
+            f"and at least {spec.param('min_sub_features')} true sub-features (simultaneous lower bound, step-down "
+            "min-P over within-set co-firing)")
+    return text + ("; and the same rule says NO-GO on a random SAE of the same shape" if spec.param("control") else "")
 
 
 STEERING_KINDS = ("beats_random", "specificity", "multi_vs_single", "concept_rate", "versus_baseline")
@@ -619,7 +650,17 @@ register_family("sub_features", {
     "red_max_cosine": Param(float, 0.1, **UNIT_INTERVAL)}, evaluate=sub_features_claim)
 register_family("empty_top_left", {"min_cosine": Param(float, 0.3, **COSINE),
                                    "min_correlation": Param(float, 0.1, **COSINE)}, evaluate=empty_top_left_claim)
-register_family("go_gate", {"min_sub_features": Param(int, 3, low=1)}, evaluate=go_gate_claim, needs_anchors=True)
+# The gate: the one claim whose verdict is GO / NO-GO (every other claim is a finding beside it).
+register_family("go_gate", {
+    "min_sub_features": Param(int, 3, low=1, help="true sub-features an anchor needs (the seed: 3)"),
+    "min_selectivity": Param(float, 0.5, **UNIT_INTERVAL, help="the anchor must be selective beyond this "
+                             "(0.5: it prefers the concept; a threshold claim like > 0.9 is a finding)"),
+    "against": Param(str, "neutral", choices=("neutral", "near_miss")),
+    "min_cosine": Param(float, 0.3, **COSINE, help="decoder cosine a sub-feature needs"),
+    "geometry": Param(str, "count", choices=("count", "crowd_and_count", "none"),
+                      help="how the cutoff must be meaningful against directions with the decoder's covariance"),
+    "control": Param(bool, True, help="GO also needs NO-GO on a random SAE of the same shape")},
+    evaluate=go_gate_claim, needs_anchors=True, needs_control=True, gating=True)
 # baseline: only for kind "versus_baseline".
 register_family("steering", {"kind": Param(str, choices=STEERING_KINDS),
                              "baseline": Param(str, "diffmean", choices=STEERING_BASELINES)},
@@ -640,8 +681,10 @@ def too_little_data(spec: ClaimSpec, a: Analysis) -> ClaimRecord | None:
                        details={"group_sizes": small, "min_group_size": floor})
 
 
-def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = None) -> ClaimRecord:
-    """The engine's verdict on one claim of a registered family (the function calibration calls too)."""
+def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = None,
+             control: Analysis | None = None) -> ClaimRecord:
+    """The engine's verdict on one claim of a registered family (the function calibration calls too).
+    `control`: the same data through a random SAE of the same shape (the gate's negative control)."""
     family = require_family(spec.family)
     if family.evaluate is None:
         raise ConfigError(f"family {spec.family!r} (from {family.origin}) has no engine function: its test "
@@ -653,4 +696,6 @@ def evaluate(spec: ClaimSpec, analysis: Analysis, *, steering: dict | None = Non
         if steering is None:
             raise ConfigError(f"claim {spec.claim_id!r} needs the steering study; pass steering=")
         return family.evaluate(spec, analysis, steering)
+    if family.needs_control:
+        return family.evaluate(spec, analysis, control)
     return family.evaluate(spec, analysis)

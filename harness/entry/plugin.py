@@ -2,15 +2,15 @@
 
 - Options in one group ("claims"); the profile comes from --profile, else $SAE_CLAIMS_PROFILE,
   else the ini setting `claims_profile`, else smollm2-135m (the header says which).
-- Exit status, the gate a pipeline reads: 0 GO (every declared gating claim evaluated and held),
-  1 NO-GO (some claim refuted, inconclusive or not evaluated), 4 usage error (a bad option,
+- Exit status, the gate a pipeline reads: 0 GO (the go_gate claim held, with any claim the profile
+  marks `gating = true`), 1 NO-GO (the gate did not hold; every other claim is a finding beside it), 4 usage error (a bad option,
   profile, prompt file, SAE folder, baseline or output folder: found before any model loads),
   6 setup failure (the model, an SAE, a cache or the hub could not be loaded: reported once, the
   session stops, --html is left untouched).
 - Each test in claims/ names its family with @harness.claim_family (built-in or the researcher's
   own, registered there with its parameters); its `claim` argument is parametrized from the
-  profile's claims of that family with readable ids (test_selectivity[coarse-3999]). Exploratory
-  (non-gating) claims are reported and never flip the exit status.
+  profile's claims of that family with readable ids (test_selectivity[coarse-3999]). Findings
+  (every claim but the gate) are reported and never flip the exit status; steering never gates.
 - A test hands its ClaimRecord to the `record_claim` fixture; the record travels on the
   test report (so it also reaches the controller under xdist) and the ledger and HTML are
   written once, in pytest_sessionfinish, never on an xdist worker.
@@ -346,8 +346,11 @@ class ClaimsSession:
         elif (verdict == "GO" and session.exitstatus == pytest.ExitCode.TESTS_FAILED
               and not self.blocking_failures):
             session.exitstatus = pytest.ExitCode.OK  # only exploratory claims failed: reported, not gating
-        counts = {v: sum(c.verdict == v for c in records) for v in ("held", "refuted", "inconclusive",
-                                                                     "not evaluated")}
+        from harness.outputs.ledger import findings_summary
+
+        counts = findings_summary(records)
+        gate_record = next((c for c in records if c.family == "go_gate"), None)
+        control = (gate_record.details.get("control") if gate_record is not None else None) or None
         index = None
         out = self.config.getoption("claims_html")
         if out:
@@ -359,10 +362,11 @@ class ClaimsSession:
             ledger = run.ledger(exit_status=int(session.exitstatus),
                                 steering=run.steering_for_ledger() or self.steering)
             ledger = ledger.model_copy(update={"partial": partial, "verdict_reason": reason,
+                                               "gate": {**ledger.gate, "reason": reason},
                                                "profile_source": self.config.stash.get(SOURCE_KEY, "")})
             baseline = self.config.getoption("claims_baseline")
             index = str(write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None))
-        self.summary = (verdict, reason, index, counts)
+        self.summary = (verdict, reason, index, counts, control)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if SETUP_FAILED_KEY in config.stash:
@@ -375,10 +379,17 @@ class ClaimsSession:
             return
         if not self.summary:
             return
-        verdict, reason, index, counts = self.summary
+        verdict, reason, index, counts, control = self.summary
         terminalreporter.section("claims verdict")
-        terminalreporter.write_line(", ".join(f"{n} {v}" for v, n in counts.items() if n))
-        terminalreporter.write_line(f"{verdict}: {reason}", bold=True, green=verdict == "GO", red=verdict != "GO")
+        terminalreporter.write_line(f"GATE {verdict}: {reason}", bold=True, green=verdict == "GO",
+                                    red=verdict != "GO")
+        if control is not None:
+            terminalreporter.write_line("  random-SAE control: " + ("GO (so GO is refused)" if control["verdict"] == "held"
+                                                                    else "NO-GO, as it should be"))
+        for phase, tally in counts.items():
+            if any(tally.values()):
+                text = ", ".join(f"{n} {v}" for v, n in tally.items() if n)
+                terminalreporter.write_line(f"findings, {phase} (never gate): {text}")
         if index:
             terminalreporter.write_line(f"report: {index}")
             terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")

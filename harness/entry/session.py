@@ -19,9 +19,32 @@ import torch
 from harness.engine.analysis import Analysis
 from harness.core.config import Profile
 from harness.features.tables import cached_feature_tables, load_sae, sae_hash
-from harness.outputs.ledger import ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, git_commit, new_run_id
+from harness.outputs.ledger import (ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, gate_summary, git_commit,
+                                    new_run_id)
 from harness.world.model import load_model, resolve_device
 from harness.world.prompts import load_prompt_sets
+
+
+def with_control(spec) -> bool:
+    """Claims the random-SAE control re-evaluates: built-in Phase 1 families (not the gate, which runs its
+    own control, and not steering, which needs a model study)."""
+    from harness.core.families import get_family
+
+    family = get_family(spec.family)
+    return (family is not None and family.evaluate is not None and not family.needs_steering
+            and not family.needs_control)
+
+
+def on_control(spec, control: Analysis) -> dict:
+    """The claim's verdict on the control, by the engine function that decided it on the real SAEs."""
+    from harness.engine.claims_engine import evaluate
+    from harness.core.errors import HarnessError
+
+    try:
+        record = evaluate(spec, control)
+    except (HarnessError, ValueError, IndexError) as exc:
+        return {"control_verdict": "not evaluated", "control_reason": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"control_verdict": record.verdict, "control_reason": record.reason}
 
 
 STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_alpha", "controls", "samples", "summary")
@@ -93,8 +116,9 @@ class ClaimsRun:
         dropped from the run; asking for `run.saes` again reloads them from disk.
         """
         saes = self.saes
-        directions, norms, info, cfgs = {}, {}, {}, {}
+        directions, norms, info, cfgs, encoder_norms = {}, {}, {}, {}, {}
         for role, sae in saes.items():
+            encoder_norms[role] = sae.W_enc.detach().float().norm(dim=0).cpu().numpy().copy()
             cfg = sae.cfg.to_dict()
             info[role] = {"architecture": sae.cfg.architecture(), "k": cfg.get("k"), "d_sae": cfg.get("d_sae")}
             cfgs[role] = ({k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool))},
@@ -106,7 +130,8 @@ class ClaimsRun:
                 norms[role] = row_norms.numpy().copy()
                 w_dec /= row_norms.clamp_min(1e-12)[:, None]  # in place: the SAE is not used after this
             directions[role] = w_dec.numpy()
-        self.__dict__.update(directions=directions, decoder_norms=norms, sae_info=info, sae_configs=cfgs)
+        self.__dict__.update(directions=directions, decoder_norms=norms, sae_info=info, sae_configs=cfgs,
+                             encoder_norms=encoder_norms)
         self.__dict__.pop("saes", None)
 
     @cached_property
@@ -133,6 +158,39 @@ class ClaimsRun:
     def analysis(self) -> Analysis:
         return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions,
                               decoder_norms=self.decoder_norms, sae_info=self.sae_info)
+
+    @cached_property
+    def control(self) -> Analysis | None:
+        """The same prompts through random SAEs of the trained ones' shape (harness.features.control):
+        the gate's negative control and every claim's "holds on random SAE". Cached like the tables."""
+        if self.profile.analysis.control == "none":
+            return None
+        import hashlib
+
+        from harness.features.control import control_directions, control_sae
+        from harness.features.tables import cached_feature_tables
+
+        tables, seed = self.tables, self.profile.analysis.seed
+        directions, norms = self.directions, self.decoder_norms
+        encoder_norms = self.__dict__.get("encoder_norms", {})
+        centre = tables.resid_sum.sum(0) / tables.n_tokens.sum()
+        ks = {role: max(1, int(round(tables.l0(role)))) for role in directions}
+        hashes = {role: hashlib.sha256(f"control:{sae_hash(cfg)}:{seed}:{ks[role]}".encode()).hexdigest()[:16]
+                  for role, cfg in self.profile.saes.items()}
+
+        control_dirs = {role: control_directions(directions[role], seed=seed) for role in directions}
+
+        def build_saes():
+            return {role: control_sae(control_dirs[role], decoder_norms=norms[role],
+                                      encoder_norms=encoder_norms.get(role), k=ks[role], centre=centre,
+                                      device=self.device) for role in directions}
+
+        control_tables = cached_feature_tables(self.profile, self.prompt_sets, model_loader=lambda: self.model,
+                                               sae_loader=build_saes, sae_hashes=hashes, ce_loss=False,
+                                               progress=self.progress)
+        return Analysis.build(self.profile, control_tables, self.prompt_sets, control_dirs, decoder_norms=norms,
+                              sae_info={role: {"architecture": "topk", "k": ks[role], "control": True}
+                                        for role in directions})
 
     @cached_property
     def quality(self) -> dict[str, dict]:
@@ -312,7 +370,8 @@ class ClaimsRun:
             permutations=self.profile.analysis.permutations, split=self.profile.anchors.split,
             saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),
             prompt_counts={k: len(getattr(self.prompt_sets, k)) for k in ("concept", "neutral", "near_miss")},
-            verdict=verdict, verdict_reason=reason, claims=claims, tables=tables, steering=steering or {},
+            verdict=verdict, verdict_reason=reason, gate=gate_summary(claims, verdict, reason), claims=claims,
+            tables=tables, steering=steering or {},
             exit_status=exit_status, stand_in=self.stand_in_parts(),
         )
 

@@ -251,8 +251,9 @@ def tables_key(profile: Profile, prompt_sets: PromptSets, sae_hashes: dict[str, 
 @torch.no_grad()
 def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: PromptSets,
                            *, batch_size: int | None = None, progress: bool = True,
-                           timings: dict[str, float] | None = None) -> FeatureTables:
-    """`timings`, when given, collects seconds per stage (forward to the hook, encode per SAE, CE-loss)."""
+                           timings: dict[str, float] | None = None, ce_loss: bool = True) -> FeatureTables:
+    """`timings`, when given, collects seconds per stage (forward to the hook, encode per SAE, CE-loss).
+    `ce_loss=False` skips the CE-loss score (the random-SAE control needs only activations)."""
     import time
 
     timings = {} if timings is None else timings
@@ -308,11 +309,11 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
     bar.close()
     # CE-loss score on the concept + neutral prompts: how much next-token loss the SAE costs.
     ce_batches = [tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
-                  for chunk in batched([p for p in prompts if p.set != "near_miss"], batch_size)]
+                  for chunk in batched([p for p in prompts if p.set != "near_miss"], batch_size)] if ce_loss else []
     ce = {}
     ce_ids = [p.id for p in prompts if p.set != "near_miss"]
     ce_per_prompt: dict = {"ids": ce_ids}
-    for role, sae in tqdm(saes.items(), desc="CE-loss score", disable=not progress):
+    for role, sae in tqdm(saes.items() if ce_loss else (), desc="CE-loss score", disable=not progress):
         clock = time.perf_counter()
         reference = {"clean": ce_per_prompt["clean"], "zero": ce_per_prompt["zero"]} if "clean" in ce_per_prompt else None
         ce[role] = ce_loss_score_batches(sae, model, hook, ce_batches, reference=reference)
@@ -393,13 +394,14 @@ def load_tables(path: Path, expected_key: str) -> FeatureTables | None:
 
 
 def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_loader, sae_loader,
-                          cache_root: Path | None = None, progress: bool = True) -> FeatureTables:
+                          cache_root: Path | None = None, progress: bool = True,
+                          sae_hashes: dict[str, str] | None = None, ce_loss: bool = True) -> FeatureTables:
     """Load the tables for this exact (model, hook, SAEs, prompts, pooling) or build and store them.
 
     `model_loader()` and `sae_loader()` are called only on a cache miss, so a warm run never
-    loads the model.
+    loads the model. `sae_hashes` names SAEs the profile does not describe (the random-SAE control).
     """
-    hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
+    hashes = sae_hashes or {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
     key = tables_key(profile, prompt_sets, hashes)
     path = (cache_root or cache_dir() / "features") / f"tables-{key}.npz"  # content only, not the profile's name
     tables = load_tables(path, key)
@@ -411,7 +413,7 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
 
         warnings.warn(f"feature-table cache {path} is unreadable or incomplete: rebuilding it", stacklevel=2)
     saes = sae_loader()  # before the model: a wrong SAE fails before gigabytes of model weights load
-    tables = compute_feature_tables(model_loader(), saes, profile, prompt_sets, progress=progress)
+    tables = compute_feature_tables(model_loader(), saes, profile, prompt_sets, progress=progress, ce_loss=ce_loss)
     tables.key = key
     tables.meta.update({"sae_hashes": hashes, "prompt_hashes": prompt_sets.hashes(), "path": str(path)})
     try:

@@ -57,7 +57,11 @@ class ClaimRecord(BaseModel):
     by_construction: bool = Field(False, description="true by the SAE's architecture (e.g. L0 = k for TopK), "
                                                      "not a finding")
     reason: str = Field("", description="one sentence: why it held, was refuted or stayed inconclusive")
-    gating: bool = Field(True, description="false: an exploratory claim, reported but never flips GO")
+    gating: bool = Field(False, description="true: GO needs this claim (the go_gate claim, and any the profile "
+                                            "marks gating); false: a finding, reported beside the gate")
+    control_verdict: str | None = Field(None, description="the same claim on a random SAE of the same shape (the "
+                                                          "negative control); None when not evaluated there")
+    control_reason: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
     duration_s: float = 0.0
     nodeid: str = ""
@@ -117,6 +121,8 @@ class Ledger(BaseModel):
     prompt_counts: dict[str, int]
     verdict: Literal["GO", "NO-GO"]
     verdict_reason: str
+    gate: dict[str, Any] = Field(default_factory=dict, description="the GO rule, the claims it used, its verdict, "
+                                 "the random-SAE control's verdict, per-anchor parts, and findings beside it")
     claims: list[ClaimRecord]
     tables: dict[str, Any] = Field(default_factory=dict, description="data for the report's figures")
     steering: dict[str, Any] = Field(default_factory=dict)
@@ -149,26 +155,51 @@ def new_run_id() -> tuple[str, str]:
 
 
 def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
-    """GO only when every declared gating claim was evaluated and held, the GO gate included; the reason
-    names what did not hold, and how. Exploratory (non-gating) claims are reported, never counted."""
-    gating = [c for c in claims if c.gating]
-    exploratory = [c for c in claims if not c.gating]
-    note = ""
-    if exploratory:
-        not_held = sum(c.verdict != "held" for c in exploratory)
-        note = f"; {len(exploratory)} exploratory claim{'s' * (len(exploratory) != 1)} not gating ({not_held} not held)"
-    gate = [c for c in gating if c.family == "go_gate"]
+    """GO when the gate (the go_gate claim) held, and any claim the profile marked `gating = true` too.
+
+    Every other claim is a finding: reported with its own verdict beside the gate, never counted.
+    Steering claims (Phase 2) can never gate (the profile refuses it)."""
+    gate = [c for c in claims if c.family == "go_gate"]
+    extra = [c for c in claims if c.gating and c.family != "go_gate"]
     if not gate:
-        return "NO-GO", "no gating go_gate claim was declared" + note
-    if all(c.verdict == "held" for c in gating):
-        return "GO", (gate[0].reason or "every claim held") + note
-    parts = []
-    for verdict in ("refuted", "inconclusive", "not evaluated"):
-        ids = [c.id for c in gating if c.verdict == verdict]
-        if ids:
-            parts.append(f"{len(ids)} {verdict}: " + ", ".join(ids[:6]) + (" ..." if len(ids) > 6 else ""))
-    return "NO-GO", f"{sum(c.verdict != 'held' for c in gating)} of {len(gating)} gating claims did not hold (" + \
-        "; ".join(parts) + ")" + note
+        return "NO-GO", "no go_gate claim was declared: there is no GO rule"
+    failed = [c for c in gate + extra if c.verdict != "held"]
+    if not failed:
+        text = gate[0].reason
+        if extra:
+            text += f"; and the {len(extra)} claim{'s' * (len(extra) != 1)} marked gating held"
+        return "GO", text
+    parts = [f"{c.id} {c.verdict}: {c.reason}" if c.family == "go_gate" else f"{c.id} {c.verdict}" for c in failed]
+    return "NO-GO", "; ".join(parts)
+
+
+def findings_summary(claims: list[ClaimRecord]) -> dict[str, dict[str, int]]:
+    """Verdict counts of the claims beside the gate: Phase 1 findings and Phase 2 (steering) findings."""
+    out = {}
+    for phase, members in (("phase 1", [c for c in claims if c.family not in ("go_gate", "steering") and not c.gating]),
+                           ("phase 2 (steering)", [c for c in claims if c.family == "steering"])):
+        out[phase] = {v: sum(c.verdict == v for c in members) for v in ("held", "refuted", "inconclusive",
+                                                                         "not evaluated")}
+    return out
+
+
+def gate_summary(claims: list[ClaimRecord], verdict: str, reason: str) -> dict[str, Any]:
+    """The ledger's `gate` object: the rule, the claims it used, its verdict and the control's."""
+    gate = next((c for c in claims if c.family == "go_gate"), None)
+    details = gate.details if gate is not None else {}
+    control = details.get("control") or None
+    return {
+        "verdict": verdict, "reason": reason,
+        "rule": details.get("rule", "no go_gate claim declared"),
+        "claims": ([gate.id] if gate else []) + [c.id for c in claims if c.gating and c.family != "go_gate"],
+        "gate_claim_verdict": gate.verdict if gate else None,
+        "control_required": bool(details.get("control_required")),
+        "control_verdict": None if control is None else ("GO" if control.get("verdict") == "held" else "NO-GO"),
+        "control_anchors": (control or {}).get("picked", []),
+        "alpha_per_anchor": details.get("alpha_per_anchor"),
+        "anchors": details.get("anchors", []),
+        "findings": findings_summary(claims),
+    }
 
 
 def write_ledger(ledger: Ledger, path: Path) -> None:

@@ -202,13 +202,15 @@ def _within_strata_permutations(rng, size: int, n: int, strata: np.ndarray | Non
 
 
 def correlation_permutation_test(y, x, *, strata=None, n_resamples: int = 10_000, seed: int,
-                                 alternative: str = "greater", batch: int | None = None) -> PermutationResult:
+                                 alternative: str = "greater", batch: int | None = None,
+                                 keep_null: bool = False) -> PermutationResult:
     """Pearson r of y with each column of x; null by shuffling y (the same shuffles for every column).
 
     `strata` (one label per row, e.g. the prompt set): the statistic is the correlation after
     centring within each stratum, and shuffles move prompts only within their stratum, so two
     features that merely prefer the same prompt set do not count as co-firing. Columns with no
-    variation (within strata) get statistic and p NaN: not evaluable.
+    variation (within strata) get statistic and p NaN: not evaluable. `keep_null`: return the [B, F]
+    null statistics too (for a step-down adjustment over the columns).
     """
     x, batch = _validate(x, n_resamples, alternative, batch, seed)
     y = np.asarray(y, dtype=np.float64)
@@ -227,15 +229,19 @@ def correlation_permutation_test(y, x, *, strata=None, n_resamples: int = 10_000
     counter = _Counter(np.where(constant, 0.0, observed), alternative)
     rng = np.random.default_rng(seed)
     done = 0
+    kept = []
     while done < n_resamples:
         size = min(batch, n_resamples - done)
         null = y_std[:, 0][_within_strata_permutations(rng, size, y.size, strata)] @ x_std
         counter.add(null)
+        if keep_null:
+            kept.append(null)
         done += size
     p = counter.p_values(n_resamples)
     observed[constant] = np.nan
     p[constant] = np.nan
-    return PermutationResult(observed, p, n_resamples, alternative)
+    return PermutationResult(observed, p, n_resamples, alternative,
+                             np.concatenate(kept) if keep_null else None)
 
 
 def paired_sign_flip_test(differences, *, n_resamples: int = 10_000, seed: int, alternative: str = "greater",
@@ -561,3 +567,66 @@ def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, b
     p_values = counter.p_values(n_resamples)
     p_values[np.ptp(x, axis=0) == 0] = 1.0  # a constant column prefers nothing
     return FacetResult(observed, contrasts.argmax(0), p_values, (onehot @ x) / counts[:, None], n_resamples)
+
+
+@dataclass(frozen=True)
+class StepDownResult:
+    """Westfall-Young step-down min-P over features that share their resamples."""
+
+    adjusted_p: np.ndarray  # [F] family-wise adjusted p-values
+    p_value: np.ndarray  # [F] each feature's own permutation p
+    rejected: np.ndarray  # [F] adjusted p <= alpha
+    alpha: float
+
+    @property
+    def true_discovery_bound(self) -> int:
+        """With probability >= 1 - alpha, at least this many features are truly non-null."""
+        return int(self.rejected.sum())
+
+
+def step_down_min_p(observed, null_distribution, *, alpha: float, alternative: str = "greater") -> StepDownResult:
+    """Step-down min-P adjustment (Westfall & Young 1993) from a shared resampling distribution.
+
+    `null_distribution` [B, F] holds each feature's statistic under the same B resamples (the same
+    shuffles for every column, as `correlation_permutation_test(..., keep_null=True)` keeps them), so
+    the dependence between features is the data's own. The observed statistics count as one more
+    resample (the identity), so every p is >= 1 / (B + 1) and the test is exact under exchangeability.
+
+    It is a shortcut for closed testing with min-P local tests, so its number of rejections is a
+    simultaneous (1 - alpha) lower bound on how many features are non-null (Goeman & Solari 2011):
+    "at least k true" is decided with error <= alpha whatever the others do, where counting
+    Benjamini-Hochberg discoveries controls only their expected false share.
+    """
+    observed = np.asarray(observed, dtype=np.float64).reshape(-1)
+    null = np.asarray(null_distribution, dtype=np.float64)
+    if null.ndim != 2 or null.shape[1] != observed.size:
+        raise ConfigError(f"null_distribution must be [resamples, {observed.size}]; got shape {null.shape}")
+    if not (0 < alpha < 1):
+        raise ConfigError(f"alpha {alpha} must lie in (0, 1)")
+    if alternative not in ("greater", "less"):
+        raise choices_error("alternative", alternative, ("greater", "less"))
+    n_features = observed.size
+    if n_features == 0:
+        empty = np.zeros(0)
+        return StepDownResult(empty, empty, np.zeros(0, bool), alpha)
+    if not (np.isfinite(observed).all() and np.isfinite(null).all()):
+        raise ConfigError("observed and null statistics must be finite (drop features that are not evaluable)")
+    stats_BF = np.vstack([observed[None], null])
+    if alternative == "less":
+        stats_BF = -stats_BF
+    n_draws = stats_BF.shape[0]
+    # Each draw's own p within its column: the share of draws at least as extreme (ties within scipy's
+    # relative tolerance count as extreme, as in every other test here).
+    ordered = np.sort(stats_BF, axis=0)
+    p_BF = np.empty_like(stats_BF)
+    for j in range(n_features):
+        below = stats_BF[:, j] - np.abs(np.finfo(np.float64).eps * 100 * stats_BF[:, j])
+        p_BF[:, j] = (n_draws - np.searchsorted(ordered[:, j], below, side="left")) / n_draws
+    p_obs = p_BF[0].copy()
+    order = np.lexsort((-stats_BF[0], p_obs))  # smallest p first; ties: larger statistic first
+    # For step i the remaining set is order[i:]; its min-P under every draw is a suffix minimum.
+    suffix_min = np.minimum.accumulate(p_BF[:, order][:, ::-1], axis=1)[:, ::-1]
+    adjusted_sorted = np.maximum.accumulate((suffix_min <= p_obs[order][None, :] * (1 + 1e-12)).mean(0))
+    adjusted = np.empty(n_features)
+    adjusted[order] = adjusted_sorted
+    return StepDownResult(adjusted, p_obs, adjusted <= alpha, alpha)
