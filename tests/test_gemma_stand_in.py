@@ -90,6 +90,9 @@ def test_main_job_runs_the_gemma_path_offline(main_job):
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # a verdict (NO-GO), not a usage error
     ledger = json.loads((out / "reports" / "claims.json").read_text())
     assert ledger["verdict"] == "NO-GO" and ledger["exit_status"] == 1
+    # Random SAEs: the gate's own rule says NO-GO (before, it counted 11 "sub-features" and held).
+    assert ledger["gate"]["gate_claim_verdict"] != "held", ledger["gate"]["reason"]
+    assert ledger["gate"]["control_required"] and ledger["gate"]["control_verdict"] in ("GO", "NO-GO")
     assert ledger["stand_in"] == ["model sae-claims/gemma-2-tiny", "coarse SAE sae-claims/tiny-gemma-scope-2b-pt-res",
                                   "fine SAE sae-claims/tiny-gemma-scope-2b-pt-res"]
     assert {r: s["architecture"] for r, s in ledger["saes"].items()} == {"coarse": "jumprelu", "fine": "jumprelu"}

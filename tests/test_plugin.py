@@ -213,7 +213,7 @@ def test_readme_user_claim_runs_beside_the_built_ins_and_changes_none_of_them(py
     assert record["gating"] is False and record["statistic_name"].endswith("on cuisine minus other facets")
     assert user[0] in ("held", "refuted", "inconclusive") and record["effect"]["ci_low"] is not None
     html = (pytester.path / "both" / "index.html").read_text()
-    assert 'id="facet-contrast"' in html and "exploratory" in html
+    assert 'id="facet-contrast"' in html and "finding" in html
 
 
 def test_exploratory_failure_never_flips_go(pytester):

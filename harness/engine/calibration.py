@@ -519,11 +519,16 @@ def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept:
 
 
 def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int = 0, n_concept: int = N_CONCEPT,
-               n_neutral: int = N_NEUTRAL, control: bool = True, world: str = "planted") -> Trial:
+               n_neutral: int = N_NEUTRAL, control: bool = True, world: str = "planted", every_anchor: bool = False,
+               shared_aligned: bool = False, unselective: bool = False) -> Trial:
     """The gate over three selective anchors; anchor 0 has `children` nested sub-features at the seed's
     cosines (fire on 60% of its firings, carrying part of its magnitude) and `aligned` more rows at cosines
     0.32-0.6 that prefer the concept but do not co-fire with it within prompt sets. With `control`, a
-    random-SAE world on the same prompt counts is the control. world="random": the SAEs themselves are random."""
+    random-SAE world on the same prompt counts is the control. world="random": the SAEs themselves are random.
+
+    every_anchor: all three anchors get the children and aligned rows (GO through any of them is the risk);
+    shared_aligned: the aligned rows fire together (one latent per prompt), still apart from the parent;
+    unselective: anchor 0 fires alike on both sets (selectivity exactly 0.5) but has its children."""
     spec = _claim("go_gate", min_sub_features=3, control=control)
     control_world = (random_sae_world(np.random.default_rng([seed, 0x6374]), seed + 1, s, spec, n_concept=n_concept,
                                       n_neutral=n_neutral) if control else None)
@@ -532,16 +537,22 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
                      control=control_world)
     anchors = unit_rows(rng.standard_normal((GATE_ANCHORS, D_GATE)))
     fine_dirs = _gate_dictionary(rng, anchors)
-    parents = np.stack([by_set(rng, (0.8, 3.0), (0.05, 1.0), n_concept, n_neutral) for _ in range(GATE_ANCHORS)],
-                       axis=1)
+    parents = np.stack([by_set(rng, (0.8, 3.0), (0.8, 3.0) if unselective and i == 0 else (0.05, 1.0), n_concept,
+                               n_neutral) for i in range(GATE_ANCHORS)], axis=1)
     fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept, n_neutral) for _ in range(N_FINE)], axis=1)
-    parent = parents[:, 0]
-    for row in range(children):
-        fine_dirs[row] = aligned_to(rng, anchors[0], SEED_CHILD_COSINES[row % len(SEED_CHILD_COSINES)])
-        fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
-    for row in range(children, children + aligned):
-        fine_dirs[row] = aligned_to(rng, anchors[0], rng.uniform(0.32, 0.6))
-        fine[:, row] = by_set(rng, (0.5, 2.0), (0.05, 1.0), n_concept, n_neutral)
+    row = 0
+    for a in range(GATE_ANCHORS if every_anchor else 1):
+        parent = parents[:, a]
+        latent = by_set(rng, (0.5, 2.0), (0.05, 1.0), n_concept, n_neutral) > 0
+        for child in range(children):
+            fine_dirs[row] = aligned_to(rng, anchors[a], SEED_CHILD_COSINES[child % len(SEED_CHILD_COSINES)])
+            fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
+            row += 1
+        for _ in range(aligned):
+            fine_dirs[row] = aligned_to(rng, anchors[a], rng.uniform(0.32, 0.6))
+            fine[:, row] = (latent * (rng.random(parent.size) < 0.8) * rng.gamma(2.0, 1.0, parent.size) if shared_aligned
+                            else by_set(rng, (0.5, 2.0), (0.05, 1.0), n_concept, n_neutral))
+            row += 1
     analysis = synthetic_world(spec, coarse=parents, fine=fine, coarse_dirs=anchors, fine_dirs=fine_dirs, seed=seed,
                                settings=s, n_concept=n_concept, n_neutral=n_neutral,
                                anchors=tuple(range(GATE_ANCHORS)))
@@ -634,11 +645,21 @@ CONDITIONS: tuple[Condition, ...] = (
        "prompts, no control)", children=2, aligned=10, control=False),
     _c("go_gate", "boundary-2+36", "fpr", gate_trial, "as boundary-2+10 with 36 aligned non-co-firing rows",
        children=2, aligned=36, control=False),
+    _c("go_gate", "boundary-2+36-shared", "fpr", gate_trial, "as boundary-2+36, the 36 aligned rows firing together "
+       "(one latent per prompt), still apart from the parent: dependent nulls", children=2, aligned=36,
+       shared_aligned=True, control=False),
+    _c("go_gate", "boundary-every-anchor", "fpr", gate_trial, "all three anchors at the boundary (2 true "
+       "sub-features + 10 aligned non-co-firing rows each): GO through any one is the error", children=2,
+       aligned=10, every_anchor=True, control=False),
+    _c("go_gate", "boundary-unselective", "fpr", gate_trial, "anchor 0 has 3 true sub-features but no preference "
+       "for the concept (fires alike on both sets: selectivity exactly 0.5)", unselective=True, control=False),
     _c("go_gate", "power-seed-design", "power", gate_trial, "3 nested sub-features at the seed's cosines "
        "(0.54 / 0.42 / 0.34), parent selectivity ~0.98; the seed's design: 200 + 200 prompts, 3 pre-registered "
        "anchors, no split; random-SAE control", n_concept=200, n_neutral=200),
     _c("go_gate", "power-embedded-design", "power", gate_trial, "as power-seed-design on the embedded design: "
        "the confirmation half (100 + 100 prompts), 3 discovered anchors; random-SAE control"),
+    _c("go_gate", "power-40-prompts", "power", gate_trial, "as power-seed-design with 40 + 40 prompts (a "
+       "hand-written re-validation set); random-SAE control", n_concept=40, n_neutral=40),
     _c("go_gate", "random-sae-rule-only", "fpr", gate_trial, "the SAEs are random (tied TopK with a decoder's "
        "covariance; anchors picked as the most concept-selective): the rule alone, no control",
        world="random", control=False),
@@ -669,7 +690,8 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
         se = math.sqrt(max(rate * (1 - rate), 1e-12) / n_datasets)
         row = {"power": rate, "target": 0.8, "ok": rate >= 0.8}
     return {"family": condition.family, "condition": condition.condition, "description": condition.description,
-            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts}
+            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts,
+            "permutations": settings.n_permutations, "bootstrap": settings.n_bootstrap, "seed": seed}
 
 
 def calibrate(*, n_datasets: int = 1000, seed: int = 0, settings: Settings | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.outputs.ledger import Ledger, diff_ledgers, read_ledger
+from harness.outputs.ledger import Ledger, diff_ledgers, findings_summary, read_ledger
 from harness.core.paths import atomic_write_text
 
 CATEGORY_COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "red": "#d62728", "grey": "#b0b0b0",
@@ -371,6 +371,8 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
         "other_families": other_families, "detail_rows": detail_rows,
         "diff": diff_ledgers(ledger, baseline) if baseline else None,
         "category_colours": CATEGORY_COLOURS, "category_meaning": CATEGORY_MEANING,
+        "gate": ledger.gate or {}, "findings": findings_summary(ledger.claims),
+        "has_control": any(c.control_verdict for c in ledger.claims),
         "n_passed": sum(c.passed for c in ledger.claims), "n_claims": len(ledger.claims),
         "n_inconclusive": sum(c.verdict == "inconclusive" for c in ledger.claims),
         "n_refuted": sum(c.verdict == "refuted" for c in ledger.claims),
