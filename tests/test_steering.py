@@ -40,6 +40,25 @@ PROMPTS = [[1, 5, 7, 3, 9, 2], [1, 4, 4], [1, 8, 2, 6, 3, 3, 7, 11, 12], [1, 30]
 UNITS = [(5,), (7, 8), (7, 9, 10), (20, 21), (7, 8, 33)]
 
 
+def steered_logprobs(model, tokens, vector, n_prompt, positions):
+    """[T, V] log-probs of one sequence with the vector added after layer LAYER (from the last prompt
+    token on, or everywhere)."""
+    start = n_prompt - 1 if positions == "reply" else 0
+
+    def add(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        gate = (torch.arange(hidden.shape[1]) >= start).float()
+        hidden = hidden + vector[None, None] * gate[None, :, None]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = model.model.layers[LAYER].register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([tokens])).logits.float(), -1)[0]
+    finally:
+        handle.remove()
+
+
 def plain_scores(model, prompt, unit, vector, positions):
     """Reference: one ordinary forward of prompt + unit with the vector added after layer LAYER."""
     n = len(prompt)
@@ -115,6 +134,60 @@ def test_sampling_stops_at_a_stop_token(tiny):
 
 def test_word_trie_lists_every_proper_prefix_once():
     assert word_trie([(1,), (2, 3), (2, 3, 4), (2, 5)]) == [(2,), (2, 3)]
+    # whole words: the units themselves too (where the next token must end the word)
+    assert word_trie([(1,), (2, 3), (2, 3, 4)], whole_words=True) == [(1,), (2,), (2, 3), (2, 3, 4)]
+
+
+WORD_END = np.zeros(64, dtype=bool)
+WORD_END[[0, 2, 3, 33, 40, 41]] = True  # the tiny vocabulary's "spaces, punctuation and end of text"
+
+
+@pytest.mark.parametrize("positions", ["reply", "all"])
+def test_whole_word_scores_equal_a_full_forward_with_the_word_end(tiny, positions):
+    """P(tokens) x P(next token ends the word), from the engine, equals a plain steered forward of
+    prompt + unit with the word-end mass read after the unit."""
+    engine = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4, word_end=WORD_END)
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(3)) * 2
+    result = engine.score(engine.prepare(PROMPTS, UNITS), vectors)
+    for k in range(2):
+        for i, prompt in enumerate(PROMPTS):
+            for u, unit in enumerate(UNITS):
+                _, tokens_lp = plain_scores(tiny, prompt, unit, vectors[k], positions)
+                after = steered_logprobs(tiny, prompt + list(unit), vectors[k], len(prompt), positions)[-1]
+                expected = tokens_lp + float(torch.logsumexp(after[torch.as_tensor(WORD_END)], -1))
+                assert result["unit_logprob"][k, i, u] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_whole_word_never_counts_a_longer_word(tiny):
+    """(7, 8) and (7, 8, 33): the shorter word's probability excludes every continuation that does not
+    end it, so it is at most P(7, 8) - P(7, 8, t) for each non-ending t, and adding the mass of all
+    words that extend it (word-ending or not) gives back the prefix probability."""
+    whole = SteeringEngine(tiny, LAYER, word_end=WORD_END)
+    prefix = SteeringEngine(tiny, LAYER)
+    prompts = PROMPTS[:2]
+    w = np.exp(whole.score(whole.prepare(prompts, [(7, 8)]), np.zeros((1, 32)))["unit_logprob"][0, :, 0])
+    p = np.exp(prefix.score(prefix.prepare(prompts, [(7, 8)]), np.zeros((1, 32)))["unit_logprob"][0, :, 0])
+    longer = [(7, 8, t) for t in range(64) if not WORD_END[t]]
+    q = np.exp(prefix.score(prefix.prepare(prompts, longer), np.zeros((1, 32)))["unit_logprob"][0])
+    assert (w < p).all()
+    np.testing.assert_allclose(w + q.sum(-1), p, rtol=1e-4)
+
+
+def test_word_end_mask_reads_the_tokenizer():
+    from harness.steering.study import word_end_mask
+
+    class Tok:
+        all_special_ids = [3]
+        pieces = ["Par", "is", " Paris", ",", "\n", "ian", "\ufffd", "", "é", "_x"]
+
+        def __len__(self):
+            return len(self.pieces)
+
+        def batch_decode(self, ids):
+            return [self.pieces[i[0]] for i in ids]
+
+    mask = word_end_mask(Tok(), 12)
+    assert mask.tolist() == [False, False, True, True, True, False, False, True, False, False, False, False]
 
 
 def test_hook_layer_names_the_block_and_refuses_other_hooks():
@@ -185,14 +258,16 @@ def test_word_share_counts_whole_words_only_and_each_word_once():
     assert word_share("Île-de-France et Paris", ["Île-de-France", "Paris"]) == pytest.approx(2 / 3)
 
 
-def test_a_unit_that_extends_another_is_not_counted_twice():
+def test_words_that_extend_others_are_different_words():
+    """Scored as whole words, " Paris" and " Parisian" are disjoint events: both are kept. Only the very
+    same spelling in both lexicons would count one mass twice."""
     tokenizer = SpaceTokenizer()
     lexicon = Lexicon.build(tokenizer, ["Paris", "Parisian"])
-    assert " Parisian" not in lexicon.variants and " Paris" in lexicon.variants
+    assert " Parisian" in lexicon.variants and " Paris" in lexicon.variants
     from harness.steering.study import check_units_apart
-    other = Lexicon.build(tokenizer, ["Parisienne"])  # begins with the tokens of "Paris"
-    with pytest.raises(ConfigError, match="begins with the tokens of"):
-        check_units_apart(Lexicon.build(tokenizer, ["Paris"]), other)
+    check_units_apart(Lexicon.build(tokenizer, ["Paris"]), Lexicon.build(tokenizer, ["Parisienne"]))
+    with pytest.raises(ConfigError, match="are the same tokens"):
+        check_units_apart(Lexicon.build(tokenizer, ["Paris"]), Lexicon.build(tokenizer, ["Paris"]))
 
 
 # ---- coefficients and ranks ----------------------------------------------------------------------

@@ -211,12 +211,12 @@ class ClaimsRun:
         """The steering study, cached on disk by content (tables, anchors, config, harness version)."""
         from harness import __version__
         from harness.core.paths import atomic_write_text, cache_dir
-        from harness.steering.study import SteeringConfig, steering_key, steering_study
+        from harness.steering.study import STUDY_VERSION, SteeringConfig, steering_key, steering_study
 
         cfg = SteeringConfig.from_dict(self.profile.steering)
         key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
                             "seed": self.profile.analysis.seed, "split_seed": self.profile.prompts.split_seed,
-                            "harness": __version__})
+                            "harness": __version__, "study": STUDY_VERSION})
         path = cache_dir() / "steering" / f"steering-{key}.json"
         if path.is_file():
             cached = _valid_study(path)

@@ -101,10 +101,30 @@ def plain_modules(lm) -> Iterator[None]:
             module._modules[name] = child
 
 
-def word_trie(units: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Proper prefixes of the multi-token units, each a position to compute (sorted by depth)."""
-    nodes = {tuple(u[:k]) for u in units for k in range(1, len(u))}
+def word_trie(units: Sequence[Sequence[int]], *, whole_words: bool = False) -> list[tuple[int, ...]]:
+    """Prefixes of the units, each a position to compute (sorted by depth): the proper ones, and with
+    `whole_words` the units themselves too (where the next token must end the word)."""
+    extra = 1 if whole_words else 0
+    nodes = {tuple(u[:k]) for u in units for k in range(1, len(u) + extra)}
     return sorted(nodes, key=lambda n: (len(n), n))
+
+
+def unit_logprobs(logprobs_BNV: torch.Tensor, nodes, units, word_end: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, units] log-probabilities of each unit from log-probs gathered at [last prompt token, node...].
+
+    With `word_end` ([V] bool), each unit is a whole word: its tokens' log-probs plus the log of the
+    probability mass the model puts, right after it, on tokens that end a word."""
+    col = {node: 1 + j for j, node in enumerate(nodes)}
+    out = torch.zeros(logprobs_BNV.shape[0], len(units))
+    for u, unit in enumerate(units):
+        total = logprobs_BNV[:, 0, unit[0]].clone()
+        for k in range(1, len(unit)):
+            total += logprobs_BNV[:, col[unit[:k]], unit[k]]
+        if word_end is not None:
+            ends = word_end.to(logprobs_BNV.device)
+            total += torch.logsumexp(logprobs_BNV[:, col[tuple(unit)]][:, ends], dim=-1)
+        out[:, u] = total.cpu()
+    return out
 
 
 @dataclass
@@ -132,11 +152,15 @@ class Prepared:
 
 class SteeringEngine:
     def __init__(self, model, layer: int, *, positions: str = "reply", batch_prompts: int = 16,
-                 batch_rows: int = 64, sample_batch: int = 64):
+                 batch_rows: int = 64, sample_batch: int = 64, word_end: np.ndarray | None = None):
+        """`word_end`: a [vocab] mask of the tokens that end a word (whitespace, punctuation, end of text).
+        With it a unit scores as a whole word, P(its tokens) x P(the next token ends it), so " Est" never
+        counts " Estonia"; without it, as its tokens alone (a prefix)."""
         if positions not in POSITIONS:
             from harness.core.errors import choices_error
             raise choices_error("steering.positions", positions, POSITIONS)
         self.lm = causal_lm(model)
+        self.word_end = None if word_end is None else torch.as_tensor(np.asarray(word_end, dtype=bool))
         self.layer = layer
         self.positions = positions
         self.batch_prompts = batch_prompts
@@ -191,7 +215,7 @@ class SteeringEngine:
 
     def _prepare(self, prompts, units) -> Prepared:
         units = [tuple(int(t) for t in u) for u in units]
-        nodes = word_trie(units)
+        nodes = word_trie(units, whole_words=self.word_end is not None)
         order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths batch together
         batches = []
         for start in range(0, len(order), self.batch_prompts):
@@ -271,17 +295,10 @@ class SteeringEngine:
             return last
         return torch.cat([last, hidden_BQD[:, node_cols]], dim=1)
 
-    @staticmethod
-    def _unit_logprobs(logprobs_BNV: torch.Tensor, nodes, units) -> torch.Tensor:
-        """log P(unit) = log P(t0 | prompt) + sum_k log P(t_k | prompt, t_<k), from the gathered rows."""
-        col = {node: 1 + j for j, node in enumerate(nodes)}
-        out = torch.zeros(logprobs_BNV.shape[0], len(units))
-        for u, unit in enumerate(units):
-            total = logprobs_BNV[:, 0, unit[0]].clone()
-            for k in range(1, len(unit)):
-                total += logprobs_BNV[:, col[unit[:k]], unit[k]]
-            out[:, u] = total.cpu()
-        return out
+    def _unit_logprobs(self, logprobs_BNV: torch.Tensor, nodes, units) -> torch.Tensor:
+        """log P(unit) = log P(t0 | prompt) + sum_k log P(t_k | prompt, t_<k), from the gathered rows;
+        as a whole word, plus log P(the next token ends the word | prompt, unit)."""
+        return unit_logprobs(logprobs_BNV, nodes, units, self.word_end)
 
     # ---- steered scoring ----------------------------------------------------------------------
     @torch.no_grad()
@@ -296,7 +313,7 @@ class SteeringEngine:
         K = vectors.shape[0]
         kl = np.zeros((K, prepared.n_prompts))
         unit_lp = np.zeros((K, prepared.n_prompts, len(prepared.units)))
-        nodes = word_trie(prepared.units)
+        nodes = word_trie(prepared.units, whole_words=self.word_end is not None)
         for batch in prepared.batches:
             B = len(batch.index)
             per_call = max(1, self.batch_rows // B)

@@ -37,9 +37,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.core.errors import ConfigError
-from harness.steering.engine import POSITIONS, SteeringEngine, hook_layer
+from harness.steering.engine import POSITIONS, SteeringEngine, causal_lm, hook_layer
 
 MIN_UNIT_CHARS = 3  # no scored word shorter than this: single letters are not words
+STUDY_VERSION = 3  # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
 RENAMED_KEYS = {"random_seeds": "random_directions", "prompt_only": "positions"}
 
 
@@ -152,23 +153,35 @@ class Lexicon:
                 if ids and ids not in units:
                     variants.append(variant)
                     units.append(ids)
-        # A unit that extends another (" Paris" + "ian") is already inside the shorter one's
-        # probability: keeping both would count that mass twice.
-        keep = [i for i, u in enumerate(units)
-                if not any(len(v) < len(u) and u[:len(v)] == v for v in units)]
-        return cls(words=tuple(words), variants=[variants[i] for i in keep], units=[units[i] for i in keep])
+        # Units are scored as whole words (the token after them must end the word), so " Paris" and
+        # " Parisian" are different events and both are kept.
+        return cls(words=tuple(words), variants=variants, units=units)
 
 
 def check_units_apart(concept: Lexicon, other: Lexicon) -> None:
-    """No unit of one lexicon may begin with a unit of the other: its mass would count for both."""
-    for a, b, a_lex, b_lex in ((concept, other, "concept_words", "other_concept_words"),
-                               (other, concept, "other_concept_words", "concept_words")):
-        for i, u in enumerate(a.units):
-            for j, v in enumerate(b.units):
-                if len(v) <= len(u) and u[:len(v)] == v:
-                    raise ConfigError(f"steering.{a_lex} spelling {a.variants[i]!r} begins with the tokens of "
-                                      f"steering.{b_lex} spelling {b.variants[j]!r}; the two lexicons must not "
-                                      f"share probability mass")
+    """No spelling may be scored for both lexicons: its mass would count for both."""
+    for i, u in enumerate(concept.units):
+        for j, v in enumerate(other.units):
+            if u == v:
+                raise ConfigError(f"steering.concept_words spelling {concept.variants[i]!r} and "
+                                  f"steering.other_concept_words spelling {other.variants[j]!r} are the same tokens; "
+                                  f"the two lexicons must not share probability mass")
+
+
+def word_end_mask(tokenizer, vocab_size: int | None = None) -> np.ndarray:
+    """[vocab] True for tokens that end a word when they follow it: text starting with whitespace or a
+    character that is not a letter or digit (punctuation, newline), and special tokens (end of text)."""
+    size = int(vocab_size or len(tokenizer))
+    known = min(size, len(tokenizer))  # ids past the tokenizer (padded embeddings) are never words' ends
+    texts = tokenizer.batch_decode([[i] for i in range(known)])
+    mask = np.zeros(size, dtype=bool)
+    for token_id, text in enumerate(texts):
+        # A lone piece of a multi-byte character decodes to U+FFFD: it continues a word.
+        mask[token_id] = not text or ("\ufffd" not in text and not (text[0].isalnum() or text[0] == "_"))
+    for token_id in getattr(tokenizer, "all_special_ids", []) or []:
+        if 0 <= token_id < size:
+            mask[token_id] = True
+    return mask
 
 
 def log_mass(unit_logprob: np.ndarray) -> np.ndarray:
@@ -399,7 +412,9 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
         check_units_apart(concept_lex, other_lex)
     units = concept_lex.units + (other_lex.units if other_lex else [])
     n_concept = len(concept_lex.units)
-    engine = SteeringEngine(model, hook_layer(profile.model.hook), positions=cfg.positions)
+    vocab = causal_lm(model).lm_head.weight.shape[0]
+    engine = SteeringEngine(model, hook_layer(profile.model.hook), positions=cfg.positions,
+                            word_end=word_end_mask(tokenizer, vocab))
     by_kind: dict[str, list[Direction]] = {}
     for d in directions:
         by_kind.setdefault(d.kind, []).append(d)
@@ -550,7 +565,8 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                             "other_share": float(np.mean(other_share["unsteered"]))}
     where = "the reply's positions (from the prompt's last token on)" if cfg.positions == "reply" else "every position"
     return {
-        "version": 2,
+        "version": STUDY_VERSION,
+        "scoring": "whole words: P(tokens) x P(the next token ends the word)",
         "description": (
             f"alpha x unit(direction) x {radius:.1f} (mean residual norm at {profile.model.hook} on neutral prompts), "
             f"added at {where}; prompts {'in the chat template' if used_template else 'as plain text'}. "
