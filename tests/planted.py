@@ -30,7 +30,10 @@ def prompt_sets(n_concept: int = 80, n_neutral: int = 80, n_near: int = 40) -> P
     return PromptSets(make("c", "concept", n_concept), make("n", "neutral", n_neutral), make("m", "near_miss", n_near))
 
 
-def directions(seed: int = 0) -> dict[str, np.ndarray]:
+BOUNDARY_ALIGNED = tuple(range(30, 40))  # boundary world: aligned rows that prefer the concept, never co-fire
+
+
+def directions(seed: int = 0, *, boundary: bool = False) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     coarse = rng.standard_normal((N_COARSE, D_MODEL))
     coarse /= np.linalg.norm(coarse, axis=1, keepdims=True)
@@ -52,10 +55,18 @@ def directions(seed: int = 0) -> dict[str, np.ndarray]:
     noise = rng.standard_normal(D_MODEL)
     noise -= (noise @ anchor) * anchor
     fine[SILENT_ALIGNED] = 0.6 * anchor + 0.8 * noise / np.linalg.norm(noise)
+    if boundary:
+        extra = np.random.default_rng([seed, 0x62])
+        for fid, cos in zip(BOUNDARY_ALIGNED, np.linspace(0.35, 0.6, len(BOUNDARY_ALIGNED)), strict=True):
+            noise = extra.standard_normal(D_MODEL)
+            noise -= (noise @ anchor) * anchor
+            fine[fid] = cos * anchor + math.sqrt(1 - cos**2) * noise / np.linalg.norm(noise)
     return {"coarse": coarse, "fine": fine}
 
 
-def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0) -> FeatureTables:
+def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0, boundary: bool = False) -> FeatureTables:
+    """boundary: the gate's boundary, 2 true sub-features (children 10 and 11) and 11 aligned rows (12 and
+    BOUNDARY_ALIGNED) that prefer the concept but fire independently of the anchor within each set."""
     rng = np.random.default_rng(seed)
     everything = sets.all()
     n = len(everything)
@@ -71,6 +82,11 @@ def tables(sets: PromptSets, *, effect: bool = True, seed: int = 0) -> FeatureTa
         for fid in CHILDREN:
             fine[:, fid] = np.where(fires & (rng.random(n) < 0.6), rng.normal(2.0, 0.3, n), 0.0)
         fine[:, CO_OCCURRING] = np.where(fires & (rng.random(n) < 0.7), rng.normal(1.5, 0.3, n), 0.0)
+    if boundary:
+        apart = np.random.default_rng([seed, 0x62])
+        for fid in (12, *BOUNDARY_ALIGNED):
+            rate = np.where(is_concept, 0.5, 0.05)
+            fine[:, fid] = np.where(apart.random(n) < rate, apart.normal(2.0, 0.3, n), 0.0)
     fine[:, SILENT_ALIGNED] = 0.0
     tokens = np.full(n, 10)
     resid_sum = rng.standard_normal((n, D_MODEL)) * 10
@@ -163,15 +179,16 @@ def control_analysis(sets: PromptSets, profile_, *, seed: int = 0, tokens: int =
                           sae_info={"coarse": {"architecture": "topk", "k": 4}, "fine": {"architecture": "topk", "k": 16}})
 
 
-def claims_run(*, effect: bool = True, control: str = "random") -> ClaimsRun:
+def claims_run(*, effect: bool = True, control: str = "random", boundary: bool = False) -> ClaimsRun:
     """A ClaimsRun whose lazy parts are filled with the planted world (no model, no SAE files).
 
     control: "random" (the random-SAE control, built like the run's), or "same" (a control that is the
     planted world itself, so the rule says GO on it too and GO must be refused)."""
     sets = prompt_sets()
     run = ClaimsRun(profile(), progress=False)
-    run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect), directions=directions(),
-                        quality={}, device="cpu", decoder_norms=decoder_norms(), sae_info=SAE_INFO)
+    run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect, boundary=boundary),
+                        directions=directions(boundary=boundary), quality={}, device="cpu",
+                        decoder_norms=decoder_norms(), sae_info=SAE_INFO)
     run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions,
                                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     run.__dict__["control"] = (control_analysis(sets, run.profile) if control == "random"

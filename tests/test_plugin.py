@@ -108,6 +108,21 @@ def test_partial_run_is_go_only_when_the_gate_ran(pytester):
     result.stdout.fnmatch_lines(["GATE NO-GO: partial run: go_gate[[]go[]] not evaluated*"])
 
 
+def test_boundary_world_is_no_go(pytester):
+    """The gate's boundary through the main job: 2 true sub-features and 11 aligned rows that prefer the
+    concept but never co-fire with the anchor within a set. NO-GO, exit 1, with the count in the ledger."""
+    pytester.makeconftest(CONFTEST.format(effect=True).replace("planted.claims_run(effect=True)",
+                                                               "planted.claims_run(effect=True, boundary=True)"))
+    copy_claims(pytester)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 1, result.stdout.str()[-2000:]
+    result.stdout.fnmatch_lines(["GATE NO-GO: go_gate[[]go[]] inconclusive: no anchor passes the rule*"])
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    part = ledger["gate"]["anchors"][0]
+    assert part["sub_features"]["lower_bound"] == 2 and part["sub_features"]["tested"] >= 12
+    assert part["selectivity"]["verdict"] == part["geometry"]["verdict"] == "held"
+
+
 def test_go_refused_when_the_random_sae_control_also_says_go(pytester):
     """The planted hierarchy holds, but the control is a world where the rule also says GO: NO-GO, exit 1."""
     pytester.makeconftest(CONFTEST.format(effect=True).replace("planted.claims_run(effect=True)",

@@ -288,18 +288,18 @@ class ClaimsSession:
         self.collected_claims = 0
         self.steering: dict = {}  # from a worker's report under xdist
         self.summary: tuple | None = None
-        self.blocking_failures = 0  # failed tests other than exploratory (non-gating) claims
+        self.blocking_failures = 0  # failed tests other than findings (claims that do not gate)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.collected_claims = sum(1 for item in session.items if "claim" in getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:
-            exploratory = False
+            finding = False
             for name, value in report.user_properties:
                 if name == PROPERTY:
-                    exploratory = not ClaimRecord.model_validate_json(value).gating
-            self.blocking_failures += not exploratory
+                    finding = not ClaimRecord.model_validate_json(value).gating
+            self.blocking_failures += not finding
         for name, value in report.user_properties:
             if name == PROPERTY:
                 record = ClaimRecord.model_validate_json(value)
@@ -345,7 +345,7 @@ class ClaimsSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a partial or empty run is never GO
         elif (verdict == "GO" and session.exitstatus == pytest.ExitCode.TESTS_FAILED
               and not self.blocking_failures):
-            session.exitstatus = pytest.ExitCode.OK  # only exploratory claims failed: reported, not gating
+            session.exitstatus = pytest.ExitCode.OK  # only findings failed: reported beside the gate
         from harness.outputs.ledger import findings_summary
 
         counts = findings_summary(records)
