@@ -62,22 +62,9 @@ def steered_logprobs(model, tokens, vector, n_prompt, positions):
 def plain_scores(model, prompt, unit, vector, positions):
     """Reference: one ordinary forward of prompt + unit with the vector added after layer LAYER."""
     n = len(prompt)
-    tokens = torch.tensor([prompt + list(unit)])
-    start = n - 1 if positions == "reply" else 0
-
-    def add(module, args, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        gate = (torch.arange(hidden.shape[1]) >= start).float()
-        hidden = hidden + vector[None, None] * gate[None, :, None]
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
     with torch.no_grad():
-        base = torch.log_softmax(model(tokens).logits.float(), -1)[0]
-        handle = model.model.layers[LAYER].register_forward_hook(add)
-        try:
-            steered = torch.log_softmax(model(tokens).logits.float(), -1)[0]
-        finally:
-            handle.remove()
+        base = torch.log_softmax(model(torch.tensor([prompt + list(unit)])).logits.float(), -1)[0]
+    steered = steered_logprobs(model, prompt + list(unit), vector, n, positions)
     kl = float((steered[n - 1].exp() * (steered[n - 1] - base[n - 1])).sum())
     logprob = float(sum(steered[n - 1 + k, unit[k]] for k in range(len(unit))))
     return kl, logprob
@@ -331,6 +318,29 @@ def test_planted_steering_claims_decide_for_the_planted_reason(planted_analysis)
     assert diffmean.verdict == "refuted" and "DiffMean" in diffmean.reason  # DiffMean is planted 0.3 ahead
     assert verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting").verdict == "refuted"
     assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "not evaluated"  # no multi planted
+
+
+def test_specificity_tests_both_parts_and_needs_a_working_contrast(planted_analysis):
+    """The statement has two parts: under the anchor, concept words move more than the other words; and
+    more so than under the other concept's direction. And that direction must raise its own words."""
+    from tests.planted import steering_study
+
+    study = steering_study()
+    record = verdict(planted_analysis, study, kind="specificity")
+    assert record.details["anchor_prefers_concept_words"]["verdict"] == "held"
+    assert record.details["other_raises_own_words"]["ci_low"] > 0
+    # The anchor moves Germany words more than France words: the first part fails, whatever the 2 x 2 says.
+    france = np.asarray(study["per_prompt"]["coarse-5"]["concept"])
+    study["per_prompt"]["coarse-5"]["other"] = (france + 0.3).tolist()
+    study["per_prompt"]["coarse-7 (Germany)"]["other"] = np.full(france.size, 2.0).tolist()
+    first = verdict(planted_analysis, study, kind="specificity")
+    assert first.verdict == "refuted" and first.details["anchor_prefers_concept_words"]["verdict"] == "refuted"
+    # A Germany direction that lowers Germany words is no contrast: not evaluated, and the reason says so.
+    study = steering_study()
+    study["per_prompt"]["coarse-7 (Germany)"]["other"] = (-np.abs(np.asarray(
+        study["per_prompt"]["coarse-7 (Germany)"]["other"]))).tolist()
+    inert = verdict(planted_analysis, study, kind="specificity")
+    assert inert.verdict == "not evaluated" and "does not raise Germany words" in inert.reason
 
 
 def test_an_anchor_no_better_than_its_controls_does_not_hold(planted_analysis):

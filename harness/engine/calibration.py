@@ -422,7 +422,17 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
     n = N_NEUTRAL
     noise = rng.standard_t(4, n) * 0.4
     kind = claim_kind
-    if kind == "specificity":
+    if kind == "specificity" and part in ("first", "inert"):
+        # first: the anchor moves both lexicons alike (the statement's first part exactly at 0) while the
+        #        Germany direction clearly favours Germany words (the difference in differences is large);
+        # inert: the Germany direction does not raise Germany words at all (mean exactly 0), the rest true.
+        fr = rng.normal(0.7, 0.5, n)
+        gap = 0.0 if part == "first" else 0.6
+        de_own = rng.normal(0.0, 0.3, n) if part == "inert" else rng.normal(1.2, 0.3, n)
+        study = _steering_study({"anchor": {"concept": fr.tolist(), "other": (fr - gap + noise).tolist(), "kl": []},
+                                 "other": {"concept": rng.normal(-0.6, 0.3, n).tolist(), "other": de_own.tolist(),
+                                           "kl": []}})
+    elif kind == "specificity":
         # 2 x 2: the France direction favours France words by 0.3 nats, and so does the Germany
         # direction (population means): the difference in differences is exactly 0.
         fr = rng.normal(0.7, 0.5, n)
@@ -665,6 +675,12 @@ CONDITIONS: tuple[Condition, ...] = (
        world="random", control=False),
     _c("go_gate", "random-sae", "fpr", gate_trial, "the SAEs are random: the whole gate, with the random-SAE "
        "control", world="random"),
+    _c("steering", "boundary-specificity-first", "fpr", steering_trial, "specificity: the anchor moves France and "
+       "Germany words alike (the statement's first part exactly 0); the difference in differences is large",
+       condition="boundary", claim_kind="specificity", part="first"),
+    _c("steering", "boundary-specificity-inert", "fpr", steering_trial, "specificity: the Germany direction does not "
+       "raise Germany words (mean exactly 0); the rest of the 2 x 2 true: must not be held", condition="boundary",
+       claim_kind="specificity", part="inert"),
 )
 
 

@@ -450,6 +450,13 @@ def rank_against_controls(value: float, controls, alpha: float) -> tuple[str, fl
     return "inconclusive", p, beaten_by
 
 
+def _shift_with_p(values: np.ndarray, a: Analysis) -> tuple[Interval, float]:
+    """BCa interval of a per-prompt mean and its exact sign-flip p (greater than 0)."""
+    values = np.asarray(values, dtype=np.float64)
+    p = float(paired_sign_flip_test(values, n_resamples=a.n_permutations, seed=a.seed).p_value[0])
+    return mean_interval(values, a), p
+
+
 def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     """Steering claims on word-level scores at matched fluency cost (see harness/steering/study.py).
 
@@ -516,16 +523,32 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
             return not_evaluated("no other concept in [steering] (other_concept), so no 2 x 2 design",
                                  "difference in differences")
         other = names["other"]
+        other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
         fr_dir = concept_of(anchor) - np.asarray(per[anchor]["other"])
         de_dir = concept_of(other) - np.asarray(per[other]["other"])
+        details.update(other_direction=other, kl_reached={anchor: kl.get(anchor), other: kl.get(other)})
+        # The contrast direction must work: one that does not raise its own words makes any difference
+        # in differences look good (it is a broken control, not evidence of specificity).
+        own, own_p = _shift_with_p(np.asarray(per[other]["other"], dtype=np.float64), a)
+        details["other_raises_own_words"] = {**own.as_dict(), "p": own_p}
+        if not (own.low > 0 and own_p < a.alpha):
+            return not_evaluated(f"the {other_name} direction {other} does not raise {other_name} words "
+                                 f"({_interval_text(own)} nats, sign-flip p = {own_p:.2g}): the 2 x 2 has no working "
+                                 "contrast direction", "difference in differences")
+        # First part of the statement: under the anchor, concept words move more than the other words.
+        first, first_p = _shift_with_p(fr_dir, a)
+        first_verdict = decide(first.low, first.high, 0.0, ">")
+        if first_verdict == "held" and not first_p < a.alpha:
+            first_verdict = "inconclusive"
+        extra_verdicts.append(first_verdict)
+        details["anchor_prefers_concept_words"] = {**first.as_dict(), "p": first_p, "verdict": first_verdict}
         effect_values = fr_dir - de_dir
-        other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
         effect_name = f"difference in differences: ({concept} - {other_name} words) under {anchor} minus under {other}"
         reason = (f"2 x 2 at matched KL: {anchor} moves {concept} words {np.mean(concept_of(anchor)):.3f} and "
-                  f"{other_name} words {np.mean(per[anchor]['other']):.3f}; {other} moves them "
+                  f"{other_name} words {np.mean(per[anchor]['other']):.3f} ({concept} minus {other_name} "
+                  f"{_interval_text(first)}, {first_verdict}); {other} moves them "
                   f"{np.mean(concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
                   f"difference in differences {{interval}}")
-        details.update(other_direction=other, kl_reached={anchor: kl.get(anchor), other: kl.get(other)})
         require_budget(other, kl.get(other))
     elif kind == "multi_vs_single":
         if "multi" not in names:
