@@ -63,7 +63,9 @@ def test_cli_rows_and_table():
                                                                  ("steering", "boundary-rare-words"),
                                                                  ("steering", "boundary-multi"),
                                                                  ("steering", "boundary-multi-interval"),
-                                                                 ("steering", "boundary-multi-rank")]
+                                                                 ("steering", "boundary-multi-rank"),
+                                                                 ("steering", "boundary-specificity-first"),
+                                                                 ("steering", "boundary-specificity-inert")]
     for row in rows:
         assert {"family", "condition", "fpr", "n_datasets", "mc_se", "alpha"} <= set(row)
     assert format_table(rows).count("\n| ") == len(rows) + 1
