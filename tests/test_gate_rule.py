@@ -142,3 +142,16 @@ def test_steering_never_gates_and_the_gate_always_does():
     assert ClaimSpec(family="selectivity", name="x", statement="s",
                      params={"sae": "coarse", "feature": 1, "min_selectivity": 0.9}).is_gating is False
     assert ClaimSpec(family="go_gate", name="x", statement="s").is_gating is True
+
+
+def test_the_gate_says_when_its_shuffles_cannot_resolve_the_rows_it_tests():
+    """38 aligned rows at alpha / 3 need about 2,280 shuffles: with 199 the count cannot reach 3 however
+    strong the rows are, and the record says how many shuffles would do, instead of a silent 0."""
+    from harness.engine.calibration import Settings, gate_trial
+
+    trial = gate_trial(np.random.default_rng(0), 5, Settings(n_permutations=199), children=2, aligned=36,
+                       control=False)
+    record = evaluate(trial.spec, trial.analysis)
+    counted = record.details["anchors"][0]["sub_features"]
+    assert counted["tested"] == 38 and counted["too_few_shuffles"] and counted["shuffles_needed"] == 2280
+    assert "199 shuffles cannot resolve 38 rows at this level: use analysis.permutations >= 2280" in record.reason

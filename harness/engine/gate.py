@@ -84,6 +84,11 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
     else:
         bound, confirmed, adjusted = 0, [], {}
     plausible = sum(1 for j in tested if observed[j] > 0) + silent
+    # Min-P is discrete: with m rows and B shuffles the first step's adjusted p can be as large as
+    # m / (B + 1), so above alpha * (B + 1) rows it may reject nothing however strong the rows are.
+    n_draws = null_BF.shape[0] + 1
+    shuffles_needed = int(np.ceil(len(tested) / alpha)) if tested else 0
+    coarse = len(tested) > alpha * n_draws
     if bound >= need:
         count_verdict = "held"
     elif plausible < need:
@@ -99,7 +104,9 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
         "geometry": {**geometry, "verdict": geometry_verdict},
         "sub_features": {"lower_bound": bound, "need": need, "tested": len(tested), "silent": silent,
                          "plausible": plausible, "confirmed": confirmed, "bh_discoveries": bh_count,
-                         "adjusted_p": adjusted, "verdict": count_verdict},
+                         "adjusted_p": adjusted, "verdict": count_verdict, "shuffles": n_draws - 1,
+                         "too_few_shuffles": bool(coarse and count_verdict != "held"),
+                         "shuffles_needed": shuffles_needed},
     }
 
 
@@ -128,8 +135,11 @@ def describe_anchor(part: dict) -> str:
             text += f"; null's 95% largest cosine {g['crowd_q95']:.3f}"
         text += f", {g['verdict']}); "
     text += (f">= {c['lower_bound']} true sub-features of {c['tested']} tested (need {c['need']}; "
-             f"{c['bh_discoveries']} BH discoveries, descriptive; {c['verdict']})")
-    return text
+             f"{c['bh_discoveries']} BH discoveries, descriptive; {c['verdict']}")
+    if c.get("too_few_shuffles"):
+        text += (f"; {c['shuffles']} shuffles cannot resolve {c['tested']} rows at this level: use "
+                 f"analysis.permutations >= {c['shuffles_needed']}")
+    return text + ")"
 
 
 # ---- the negative control: anchors picked on a random SAE the same way -----------------------------
