@@ -18,6 +18,7 @@ from harness.outputs.ledger import ClaimRecord, Effect
 from harness.statistics.stats import (
     Interval,
     bootstrap_interval,
+    combine,
     decide,
     paired_sign_flip_test,
     prompts_to_decide,
@@ -56,13 +57,6 @@ def difference_interval(group, other, analysis: Analysis) -> Interval:
     x, y = np.asarray(group, dtype=np.float64), np.asarray(other, dtype=np.float64)
     return bootstrap_interval(lambda i, j: x[i].mean(-1) - y[j].mean(-1), [np.arange(x.size), np.arange(y.size)],
                               n_resamples=analysis.n_bootstrap, seed=analysis.seed, level=analysis.level)
-
-
-def combine(*verdicts: str) -> str:
-    """A claim made of several parts holds when every part holds and is refuted when any part is."""
-    if all(v == "held" for v in verdicts):
-        return "held"
-    return "refuted" if "refuted" in verdicts else "inconclusive"
 
 
 def _interval_text(interval: Interval) -> str:
@@ -615,10 +609,8 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     else:
         reason_suffix = ""
     details["kl_unmatched"] = unmatched
-    effect_values = np.asarray(effect_values, dtype=np.float64)
-    flip_p = float(paired_sign_flip_test(effect_values, n_resamples=a.n_permutations, seed=a.seed).p_value[0])
+    interval, flip_p = _shift_with_p(effect_values, a)
     p_value = flip_p if p_value is None else max(p_value, flip_p)
-    interval = mean_interval(effect_values, a)
     reason = reason.replace("{interval}", _interval_text(interval)) + reason_suffix
     verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
     if interval.note:

@@ -24,15 +24,9 @@ import numpy as np
 from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError
 from harness.engine.analysis import Analysis, selectivity_interval
-from harness.statistics.stats import decide, quantile_interval, step_down_min_p
+from harness.statistics.stats import combine, decide, quantile_interval, step_down_min_p
 
 GEOMETRY_RULES = ("count", "crowd_and_count", "none")
-
-
-def combine_parts(*verdicts: str) -> str:
-    if all(v == "held" for v in verdicts):
-        return "held"
-    return "refuted" if "refuted" in verdicts else "inconclusive"
 
 
 def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict:
@@ -67,7 +61,7 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
         if geometry_rule == "crowd_and_count":
             crowd, low, high = quantile_interval(null.max_cosine, 0.95, level=level)
             crowd_verdict = decide(low, high, cutoff, "<")
-            geometry_verdict = combine_parts(geometry_verdict, crowd_verdict)
+            geometry_verdict = combine(geometry_verdict, crowd_verdict)
             geometry.update(crowd_q95=crowd, crowd_interval=[low, high], crowd_verdict=crowd_verdict)
 
     fine, observed, null_BF = a.co_firing_null(anchor)
@@ -96,7 +90,7 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
     else:
         count_verdict = "inconclusive"
     bh_count = sum(1 for p in rows if p["cosine"] >= cutoff and p["sub_feature"])
-    verdict = combine_parts(selective, geometry_verdict, count_verdict)
+    verdict = combine(selective, geometry_verdict, count_verdict)
     return {
         "anchor": int(anchor), "verdict": verdict,
         "selectivity": {"estimate": sel.estimate, "low": sel.low, "high": sel.high, "level": sel.level,
@@ -156,9 +150,15 @@ def control_anchors(control: Analysis, n: int, min_fire_rate: float) -> tuple[in
     return tuple(chosen[:n])
 
 
+ANCHOR_DEPENDENT = ("pairs", "co-firing-null")  # Analysis cache entries built over the profile's anchors
+
+
 def with_anchors(a: Analysis, anchors: tuple[int, ...]) -> Analysis:
+    """The same data with other coarse anchors; what does not depend on them (the geometry null,
+    cosines, selectivity tests) is kept rather than computed again."""
     profile = dataclasses.replace(a.profile, anchors=dataclasses.replace(a.profile.anchors, coarse=tuple(anchors)))
-    return dataclasses.replace(a, profile=profile, _cache={})
+    kept = {key: value for key, value in a._cache.items() if key not in ANCHOR_DEPENDENT}
+    return dataclasses.replace(a, profile=profile, _cache=kept)
 
 
 def control_gate(control: Analysis, spec: ClaimSpec, n_anchors: int) -> dict:

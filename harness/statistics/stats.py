@@ -401,6 +401,13 @@ def decide(low: float, high: float, threshold: float, comparison: str) -> str:
     raise choices_error("comparison", comparison, (">", ">=", "<", "<="))
 
 
+def combine(*verdicts: str) -> str:
+    """A claim made of several parts holds when every part holds and is refuted when any part is."""
+    if all(v == "held" for v in verdicts):
+        return "held"
+    return "refuted" if "refuted" in verdicts else "inconclusive"
+
+
 def prompts_to_decide(interval: Interval, threshold: float, n_per_group: int, *, power: float = 0.8) -> int | None:
     """Prompts per set that would decide a straddling claim at `power`, from the observed effect and spread.
 
