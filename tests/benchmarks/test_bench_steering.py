@@ -11,7 +11,7 @@ the new study replaced by KL at the reply's first token (a few percent of its ti
 
 The new engine runs it twice: steering every position (the old semantics: only the layers after
 the hook rerun) and steering the reply (the new study's default: the prompt's keys and values are
-shared by every direction). The full new study at its own, larger settings is timed in README.
+shared by every direction). The full new study at its own, larger settings is timed in docs/findings.md.
 """
 
 from __future__ import annotations
