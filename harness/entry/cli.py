@@ -49,19 +49,30 @@ def cmd_info(args) -> int:
 def cmd_train_saes(args) -> int:
     from harness.core.config import load_profile
     from harness.world.prompts import all_prompt_texts
-    from harness.world.training import train_saes
+    from harness.world.training import train_saes, training_targets
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile, require_anchors=False)
     if profile.model.source != "smollm2-gguf":
-        raise HarnessError(f"train-saes builds the embedded profile's SAEs; profile {profile.name!r} loads "
-                           f"its SAEs from {profile.saes['coarse'].source!r}")
-    roles = tuple(r for r in args.roles.split(",") if r) or ("coarse", "fine")
+        raise HarnessError(f"train-saes trains SAEs on the embedded model; profile {profile.name!r} loads "
+                           f"its model from {profile.model.source!r}")
+    roles = tuple(dict.fromkeys(r.strip() for r in args.roles.split(",") if r.strip())) or ("coarse", "fine")
     for role in roles:
         if role not in ("coarse", "fine"):
-            raise HarnessError(f"unknown role {role!r}; valid choices: 'coarse', 'fine'")
-    provenance = train_saes(profile, tokens=args.tokens, seed=args.seed, device=args.device, roles=roles,
-                            forbidden_prompts=all_prompt_texts(profile))
-    print(json.dumps(provenance.get("saes", {}), indent=2))
+            raise HarnessError(f"--roles: unknown role {role!r}; valid choices: 'coarse', 'fine'")
+    if args.tokens < 4096:
+        raise HarnessError(f"--tokens {args.tokens} is below one training batch (4,096 tokens)")
+    if args.seed < 0:
+        raise HarnessError(f"--seed {args.seed} must be >= 0")
+    if args.heldout_tokens < 512:
+        raise HarnessError(f"--heldout-tokens {args.heldout_tokens} is too few to measure quality; use >= 512")
+    out = Path(args.out).expanduser() if args.out else None
+    targets = training_targets(profile, roles, out, args.overwrite)  # refused here, before the model loads
+    print("[train-saes] will write: " + ", ".join(f"{role} -> {path}" for role, path in targets.items()),
+          file=sys.stderr, flush=True)
+    result = train_saes(profile, tokens=args.tokens, seed=args.seed, device=args.device, roles=roles,
+                        forbidden_prompts=all_prompt_texts(profile), out_root=out, overwrite=args.overwrite,
+                        heldout_tokens=args.heldout_tokens)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -159,10 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_arg(info)
     info.set_defaults(func=cmd_info)
 
-    train = sub.add_parser("train-saes", help="rebuild the embedded profile's coarse and fine SAEs")
+    train = sub.add_parser(
+        "train-saes", help="train coarse and fine TopK SAEs on the embedded model (into --out or the profile's folders)",
+        description="Train the profile's coarse and fine TopK SAEs on the embedded model's residual stream. "
+        "Each SAE goes to DIR/<role> with --out DIR, else to the profile's saes.<role>.path. A folder that "
+        "already holds an SAE (such as the repository's packaged ones) is replaced only with --overwrite. "
+        "Progress: residual capture in tokens, then one bar step per training step; the folders written are "
+        "named at the end, with provenance.json beside them.")
     _profile_arg(train)
+    train.add_argument("--out", default=None, metavar="DIR", help="write DIR/coarse, DIR/fine and DIR/provenance.json "
+                       "(default: the profile's saes.<role>.path)")
+    train.add_argument("--overwrite", action="store_true", help="replace an SAE that is already in the target folder")
     train.add_argument("--tokens", type=int, default=1_200_000, help="training tokens (default 1,200,000)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    train.add_argument("--heldout-tokens", type=int, default=40_000,
+                       help="held-out tokens the quality numbers are measured on (default 40,000)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--roles", default="", help="comma list of coarse,fine (default both)")
     train.set_defaults(func=cmd_train_saes)

@@ -1,6 +1,6 @@
 """Train the embedded profile's coarse and fine SAEs with SAELens's training classes.
 
-`python -m harness train-saes --profile smollm2-135m` rebuilds both, deterministically:
+`python -m harness train-saes --profile PROFILE [--out DIR]` trains both, deterministically:
 corpus (pinned registry packages) -> residuals at the hook (sharded, resumable) ->
 TopK SAEs (`TopKTrainingSAE` + `SAETrainer`) -> held-out evaluation (SAEBench core
 definitions) -> float16 SAELens folders + provenance.json. Each finished stage is kept in
@@ -190,7 +190,13 @@ def train_sae(acts: torch.Tensor, recipe: SaeRecipe, profile: Profile, role: str
         dead_feature_window=DEAD_FEATURE_WINDOW_STEPS, feature_sampling_window=max(100, steps // 2),
         n_batches_for_norm_estimate=50,
     )
-    trainer = SAETrainer(trainer_cfg, sae, activation_batches(acts, recipe.batch_tokens, seed))
+    class StepProgressTrainer(SAETrainer):
+        """SAELens moves its bar every 100 steps; a short training (48 steps) would show 0 until the end."""
+
+        def _update_pbar(self, step_output, pbar, update_interval: int = 100):
+            super()._update_pbar(step_output, pbar, update_interval=1)
+
+    trainer = StepProgressTrainer(trainer_cfg, sae, activation_batches(acts, recipe.batch_tokens, seed))
     started = time.time()
     trained = trainer.fit()
     return trained, {"steps": steps, "tokens_seen": total, "seconds": round(time.time() - started, 1)}
@@ -232,6 +238,8 @@ def save_sae_float16(sae, out_dir: Path) -> None:
         cfg = json.loads((tmp / "cfg.json").read_text())
         cfg["dtype"] = "float32"  # loaded weights are upcast; storage is float16
         (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         SAE.load_from_disk(str(tmp))  # refuse to ship a folder SAELens cannot load
 
 
@@ -244,12 +252,45 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def training_targets(profile: Profile, roles=("coarse", "fine"), out_root: Path | None = None,
+                     overwrite: bool = False) -> dict[str, Path]:
+    """Where each role's SAE is written: `out_root/<role>`, else the profile's own `saes.<role>.path`.
+
+    Refuses, before anything loads, a folder that already holds an SAE unless `overwrite`, and a packaged
+    SAE (fixtures/saes) even more plainly: the repository's data changes only when asked for."""
+    from harness.core.errors import HarnessError
+    from harness.core.paths import SAES_DIR
+
+    targets = {}
+    for role in roles:
+        cfg = profile.saes.get(role)
+        if out_root is not None:
+            targets[role] = (Path(out_root) / role).resolve()
+        elif cfg is None or cfg.source != "local":
+            raise HarnessError(f"saes.{role} of profile {profile.name!r} is not a local folder "
+                               f"({cfg.source if cfg else 'missing'}); give --out DIR to train into a folder")
+        else:
+            targets[role] = cfg.local_path
+    for role, target in targets.items():
+        if target.exists() and not target.is_dir():
+            raise HarnessError(f"train-saes target {str(target)!r} for the {role} SAE is a file; give a folder")
+        if (target / "cfg.json").exists() and not overwrite:
+            packaged = SAES_DIR.resolve() in target.resolve().parents
+            what = "the repository's packaged" if packaged else "an existing"
+            raise HarnessError(f"train-saes would overwrite {what} {role} SAE at {str(target)!r}; give --out DIR, "
+                               f"point saes.{role}.path at a new folder (and train only that role with --roles), "
+                               "or pass --overwrite to replace it")
+    return targets
+
+
 def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: int = 0,
                device: str = "auto", roles=("coarse", "fine"), forbidden_prompts: list[str] | None = None,
-               out_root: Path | None = None) -> dict:
-    """The whole rebuild. Returns the provenance record it wrote."""
+               out_root: Path | None = None, overwrite: bool = False,
+               heldout_tokens: int = HELDOUT_TOKENS) -> dict:
+    """The whole rebuild. Returns the provenance record it wrote (with `written`: role -> folder)."""
     from harness.world.model import resolve_device
 
+    targets = training_targets(profile, roles, out_root, overwrite)
     device = resolve_device(device)
     seed_everything(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -262,38 +303,43 @@ def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: in
     heldout_rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout_paras, SEQ_TOKENS))
     started = time.time()
     train_acts = harvest(model, profile, train_rows, tokens, work / f"train-{tokens}", "residuals (train)")
-    heldout_acts = harvest(model, profile, heldout_rows, HELDOUT_TOKENS, work / "heldout", "residuals (held-out)")
+    heldout_acts = harvest(model, profile, heldout_rows, heldout_tokens, work / "heldout",
+                           "residuals (held-out)")
     harvest_seconds = round(time.time() - started, 1)
-    out_root = out_root or (profile.saes["coarse"].local_path.parent)
-    provenance_path = out_root / "provenance.json"
-    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
-    provenance.update({
-        "profile": profile.name, "model": profile.model.name, "hook": profile.model.hook,
-        "corpus": corpus_info, "train_tokens": int(train_acts.shape[0]),
-        "heldout_tokens": int(heldout_acts.shape[0]), "sequence_tokens": SEQ_TOKENS,
-        "excluded_positions": "first position (BOS) and every special token",
-        "seed": seed, "device": device, "harvest_seconds": harvest_seconds,
-        "command": f"python -m harness train-saes --profile {profile.name} --tokens {tokens} --seed {seed}",
-        "library_versions": library_versions(),
-    })
-    provenance.setdefault("saes", {})
+    command = (f"python -m harness train-saes --profile {profile.path or profile.name} --tokens {tokens} "
+               f"--seed {seed} --roles {','.join(roles)} --heldout-tokens {heldout_tokens}"
+               + (f" --out {out_root}" if out_root is not None else " --overwrite"))
+    written = {}
     for role in roles:
+        target = targets[role]
+        # Provenance sits beside the SAE folders (the layout `info` and the ledger read).
+        provenance_path = target.parent / "provenance.json"
+        provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+        provenance.update({
+            "profile": profile.name, "model": profile.model.name, "hook": profile.model.hook,
+            "corpus": corpus_info, "train_tokens": int(train_acts.shape[0]),
+            "heldout_tokens": int(heldout_acts.shape[0]), "sequence_tokens": SEQ_TOKENS,
+            "excluded_positions": "first position (BOS) and every special token",
+            "seed": seed, "device": device, "harvest_seconds": harvest_seconds,
+            "command": command, "library_versions": library_versions(),
+        })
+        provenance.setdefault("saes", {})
         recipe = RECIPES[role]
         sae, stats = train_sae(train_acts, recipe, profile, role, seed, device)
         sae.eval()
         quality = evaluate_sae(sae, model, profile, heldout_acts, heldout_rows)
-        save_sae_float16(sae, out_root / role)
+        save_sae_float16(sae, target)
         # Re-evaluate the float16 artefact as shipped: the numbers must describe what loads.
         from sae_lens import SAE
-        shipped = SAE.load_from_disk(str(out_root / role), device=device)
+        shipped = SAE.load_from_disk(str(target), device=device)
         shipped_quality = evaluate_sae(shipped, model, profile, heldout_acts, heldout_rows)
         provenance["saes"][role] = {
             "architecture": "topk", "d_sae": recipe.d_sae, "k": recipe.k, "lr": recipe.lr,
-            "epochs": recipe.epochs, "batch_tokens": recipe.batch_tokens, **stats,
-            "quality_float32": quality, "quality": shipped_quality,
+            "epochs": recipe.epochs, "batch_tokens": recipe.batch_tokens, "seed": seed, "folder": target.name,
+            **stats, "quality_float32": quality, "quality": shipped_quality,
         }
         atomic_write_text(provenance_path, json.dumps(provenance, indent=2))
-        print(json.dumps({role: provenance["saes"][role]}, indent=2))
-    return provenance
-
-
+        written[role] = str(target)
+        print(f"[train-saes] wrote the {role} SAE to {target} (provenance: {provenance_path})", flush=True)
+    return {"written": written, "saes": {role: json.loads((Path(path).parent / "provenance.json").read_text())
+                                         ["saes"][role] for role, path in written.items()}}
