@@ -122,20 +122,49 @@ def test_diff_finds_flips_and_moves(ledger):
     assert 'id="diff"' in html and "go_gate[go]" in html
 
 
-def test_baseline_anchors_are_remapped_into_a_changed_sae(tmp_path, ledger):
-    """Shuffle the fine SAE's rows: the old fine anchor must be found again at its new index."""
+def changed_fine_baseline(tmp_path, ledger):
+    """The baseline as if its fine SAE had other weights (another content hash)."""
+    saes = {**ledger.saes, "fine": ledger.saes["fine"].model_copy(update={"hash": "0123456789abcdef"})}
+    path = tmp_path / "baseline.json"
+    path.write_text(ledger.model_copy(update={"saes": saes}).model_dump_json())
+    return path
+
+
+def test_declared_features_are_followed_into_a_changed_sae(tmp_path, ledger):
+    """Shuffle the fine SAE's rows: the declared fine anchor is found again at its new index, the unchanged
+    coarse SAE is not touched, and the claim on it is rewritten to the new index."""
     import numpy as np
 
-    baseline_path = tmp_path / "baseline.json"
-    baseline_path.write_text(ledger.model_dump_json())
+    from harness.core.config import ClaimSpec
+
     run = planted.claims_run(effect=True)
     order = np.random.default_rng(0).permutation(planted.N_FINE)
     run.__dict__["directions"] = {"coarse": run.directions["coarse"], "fine": run.directions["fine"][order]}
-    run.baseline = baseline_path
-    rows = {(r["role"], r["old"]): r for r in run.remap_baseline_anchors()}
-    moved = rows[("fine", 10)]
-    assert moved["new"] == int(np.flatnonzero(order == 10)[0]) and moved["cosine"] > 0.999
-    assert rows[("coarse", planted.ANCHOR)]["same_id"]
+    run.baseline = changed_fine_baseline(tmp_path, ledger)
+    new_index = int(np.flatnonzero(order == 10)[0])
+    match = run.followed["fine-10"]
+    assert match.new == new_index and match.cosine > 0.999 and not match.shared_with
+    assert not any(name.startswith("coarse-") for name in run.followed)  # the coarse SAE did not change
+    assert run.profile.anchors.fine == (new_index,) and run.declared_profile.anchors.fine == (10,)
+    spec = ClaimSpec(family="selectivity", name="fine-10", statement="s",
+                     params={"sae": "fine", "feature": 10, "min_selectivity": 0.5})
+    followed, used = run.follow_spec(spec)
+    assert followed.params["feature"] == new_index and followed.name == spec.name and used == [match]
+
+
+def test_a_feature_without_a_match_is_not_followed(tmp_path, ledger):
+    """Random fine rows: the best cosine to the old anchor is far below the floor, so there is no match."""
+    import numpy as np
+
+    run = planted.claims_run(effect=True)
+    fine = np.random.default_rng(1).standard_normal(run.directions["fine"].shape).astype(np.float32)
+    run.__dict__["directions"] = {"coarse": run.directions["coarse"],
+                                  "fine": fine / np.linalg.norm(fine, axis=1, keepdims=True)}
+    run.baseline = changed_fine_baseline(tmp_path, ledger)
+    match = run.followed["fine-10"]
+    assert not match.matched and match.cosine < run.profile.analysis.follow_min_cosine
+    assert "no match (best fine-" in match.describe(0.7)
+    assert run.profile.anchors.fine == ()  # dropped, never tested under its old index
 
 
 # ---------------------------------------------------------------- writes that cannot lose a run
@@ -185,3 +214,40 @@ def test_steering_cache_is_validated_on_read(tmp_path, case):
     path = tmp_path / "steering.json"
     path.write_text(content)
     assert (_valid_study(path) is not None) == (case == "valid")
+
+def embedded_baseline(tmp_path, ledger):
+    """A baseline ledger as the embedded profile would write it (its name, hook and prompt hashes)."""
+    from harness.core.config import load_profile
+    from harness.world.prompts import load_prompt_sets
+
+    profile = load_profile("smollm2-135m")
+    path = tmp_path / "embedded.json"
+    path.write_text(ledger.model_copy(update={"profile": profile.name, "model": profile.model.name,
+                                              "hook": profile.model.hook,
+                                              "prompt_hashes": load_prompt_sets(profile).hashes()}).model_dump_json())
+    return path
+
+
+@pytest.mark.parametrize("child, error", [
+    ('[saes.fine]\npath = "saes/fine-seed7"\n', None),  # an SAE update: compared without an override
+    ('[model]\nhook = "blocks.10.hook_resid_post"\n', "comes from another hook"),
+    ('[prompts]\nconcept = "mine.txt"\n', "comes from another concept: concept prompts"),
+])
+def test_a_baseline_from_the_profile_a_child_extends_is_compared_when_only_the_saes_changed(
+        tmp_path, ledger, child, error):
+    from harness.core.config import load_profile
+    from harness.core.errors import ConfigError
+    from harness.entry.preflight import check_baseline
+    from harness.world.prompts import load_prompt_sets
+
+    (tmp_path / "mine.txt").write_text("\n".join(f"A sentence about Paris number {i}." for i in range(30)))
+    (tmp_path / "mine.toml").write_text(f'extends = "smollm2-135m"\nname = "mine"\n{child}')
+    profile = load_profile(str(tmp_path / "mine.toml"), require_anchors=False)
+    baseline = embedded_baseline(tmp_path, ledger)
+    hashes = load_prompt_sets(profile).hashes() if "concept" in child else None
+    if error is None:
+        assert check_baseline(profile, baseline) == baseline
+    else:
+        with pytest.raises(ConfigError, match=error.split(": ")[0]):
+            check_baseline(profile, baseline, prompt_hashes=hashes)
+        assert check_baseline(profile, baseline, any_profile=True) == baseline

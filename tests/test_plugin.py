@@ -266,3 +266,88 @@ def test_a_family_no_module_registers_is_a_usage_error(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*claim family 'facet_contrast' is registered by no module in the collected claims; "
                                  "registered: *go_gate*"])
+
+
+# ---------------------------------------------------------------- re-validation after an SAE update
+FOLLOW_CONFTEST = """
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+import harness.entry.session as session
+from harness.core.config import ClaimSpec
+from harness.entry.plugin import PROFILE_KEY, RUN_KEY
+from tests import planted
+
+pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
+UPDATE = {update!r}  # "none": the baseline run; "shuffled": the fine SAE's rows reordered; "random": a new fine SAE
+
+
+def pytest_configure(config):
+    run = planted.claims_run(effect=True)
+    extra = ClaimSpec(family="selectivity", name="fine-10", statement="Fine feature 10 prefers the concept.",
+                      params={{"sae": "fine", "feature": 10, "min_selectivity": 0.5}})
+    run.profile = run.declared_profile = dataclasses.replace(run.profile, claims=run.profile.claims + (extra,))
+    if UPDATE != "none":
+        real = session.sae_hash
+        session.sae_hash = lambda cfg: "updatedfinesae00" if cfg.role == "fine" else real(cfg)
+        fine, pooled = run.directions["fine"], run.tables.pooled["fine"]
+        if UPDATE == "shuffled":  # the same features under new indices: every verdict must stay
+            order = np.random.default_rng(0).permutation(fine.shape[0])
+            fine, pooled = fine[order], pooled[:, order]
+        else:
+            fine = np.random.default_rng(1).standard_normal(fine.shape).astype(np.float32)
+            fine /= np.linalg.norm(fine, axis=1, keepdims=True)
+        run.__dict__["directions"] = {{"coarse": run.directions["coarse"], "fine": fine}}
+        run.__dict__["tables"] = dataclasses.replace(run.tables, pooled={{**run.tables.pooled, "fine": pooled}})
+    if config.getoption("claims_baseline"):
+        run.baseline = Path(config.getoption("claims_baseline"))
+        run.followed
+        run.__dict__["analysis"] = planted.Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions,
+                                                          decoder_norms=run.decoder_norms, sae_info=run.sae_info)
+        run.__dict__["control"] = planted.control_analysis(run.prompt_sets, run.profile)
+    config.stash[PROFILE_KEY] = run.declared_profile
+    config.stash[RUN_KEY] = run
+"""
+
+
+def follow_suite(pytester, update: str) -> None:
+    pytester.makeconftest(FOLLOW_CONFTEST.format(update=update))
+    if not (pytester.path / "claims").exists():
+        copy_claims(pytester)
+
+
+def test_revalidation_follows_a_reindexed_sae_and_every_verdict_stays(pytester):
+    follow_suite(pytester, "none")
+    assert pytester.runpytest_subprocess("claims", "--html=base", "-p", "no:cacheprovider", "-q").ret == 0
+    follow_suite(pytester, "shuffled")
+    result = pytester.runpytest_subprocess("claims", "--html=after", "--baseline", "base/claims.json",
+                                           "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["diff vs baseline *: GATE GO -> GO; changed: fine SAE (weights * -> updatedfinesae00*",
+                                 "  followed into the new SAE: fine-10 -> fine-* (cos 1.00)"])
+    before = {c["id"]: c for c in json.loads((pytester.path / "base" / "claims.json").read_text())["claims"]}
+    after = json.loads((pytester.path / "after" / "claims.json").read_text())
+    claim = next(c for c in after["claims"] if c["id"] == "selectivity[fine-10]")
+    assert claim["reason"].startswith("tested on the followed feature fine-10 -> fine-")
+    assert claim["details"]["followed"][0]["old"] == 10 and claim["details"]["followed"][0]["new"] != 10
+    assert claim["statistic"] == before["selectivity[fine-10]"]["statistic"]
+    assert after["diff"]["flipped"] == [] and after["diff"]["what_changed"][0].startswith("fine SAE")
+    assert {c["id"]: c["verdict"] for c in after["claims"]} == {i: c["verdict"] for i, c in before.items()}
+
+
+def test_revalidation_says_which_claims_need_discover_when_a_feature_has_no_match(pytester):
+    follow_suite(pytester, "none")
+    assert pytester.runpytest_subprocess("claims", "--html=base", "-p", "no:cacheprovider", "-q").ret == 0
+    follow_suite(pytester, "random")
+    result = pytester.runpytest_subprocess("claims", "--html=after", "--baseline", "base/claims.json",
+                                           "-p", "no:cacheprovider", "-q")
+    assert result.ret == 1  # a random fine SAE has no sub-features: the gate says NO-GO, as it should
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*followed into the new SAE: fine-10: no match (best cos 0.*): re-run discover*"])
+    after = json.loads((pytester.path / "after" / "claims.json").read_text())
+    claim = next(c for c in after["claims"] if c["id"] == "selectivity[fine-10]")
+    assert claim["verdict"] == "not evaluated"
+    assert "fine-10: no match (best fine-" in claim["reason"] and "python -m harness discover" in claim["reason"]
+    assert "selectivity[fine-10]" in {row["id"] for row in after["diff"]["flipped"]}

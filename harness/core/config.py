@@ -183,9 +183,14 @@ class AnalysisConfig:
     # The gate's negative control: the same prompts through random SAEs of the trained ones' shape
     # ("random_sae"), or none ("none": then a go_gate claim must say control = false).
     control: str = "random_sae"
+    # Re-validation: a declared feature is followed into a changed SAE by decoder cosine; a best match
+    # below this is no match (the claim is "not evaluated"; re-run discover). Random rows reach ~0.2.
+    follow_min_cosine: float = 0.7
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        if not 0 < self.follow_min_cosine <= 1:
+            raise ConfigError(f"analysis.follow_min_cosine {self.follow_min_cosine} must lie in (0, 1]")
         if self.control not in ("random_sae", "none"):
             raise choices_error("analysis.control", self.control, ("random_sae", "none"))
         for name, least in (("seed", 0), ("batch_size", 1), ("top_fine_matches", 0), ("min_firing_prompts", 2),

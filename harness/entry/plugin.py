@@ -193,7 +193,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if error or family is None:
         problems.append(error or f"{metafunc.module.__name__}::{metafunc.function.__name__} takes `claim` but names "
                                  "no family: decorate it with @harness.claim_family(\"name\", params={...})")
-        metafunc.parametrize("claim", [])
+        metafunc.parametrize("claim", [], indirect=True)
         return
     profile = get_profile(metafunc.config)
     specs = profile.claims_of(family)
@@ -202,7 +202,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             check_claim(spec, profile)  # a researcher's family is registered only now, by its module
         except HarnessError as exc:
             problems.append(str(exc))
-    metafunc.parametrize("claim", specs, ids=[spec.name for spec in specs])
+    # Indirect: the `claim` fixture hands the test the claim on its followed features (re-validation).
+    metafunc.parametrize("claim", specs, ids=[spec.name for spec in specs], indirect=True)
+
+
+FOLLOWED_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def claim(request):
+    """The declared claim; after an SAE update (a --baseline whose SAE differs) the same claim on the
+    features followed into the new SAE by decoder cosine (harness.entry.revalidation). A named feature
+    with no match makes the claim "not evaluated", with what to do next."""
+    spec = request.param
+    run = get_run(request.config)
+    if run.baseline is None:
+        return spec
+    guarded_setup(request.config, "the baseline's features in this run's SAEs", lambda: run.followed)
+    followed, used = run.follow_spec(spec)
+    floor = run.profile.analysis.follow_min_cosine
+    request.node.stash[FOLLOWED_KEY] = [m.as_dict() | {"text": m.describe(floor)} for m in used]
+    missing = [m for m in used if not m.matched]
+    if missing:
+        pytest.fail(f"{'; '.join(m.describe(floor) for m in missing)} in this run's SAE: the claim names a "
+                    "feature the updated SAE no longer has; re-run `python -m harness discover` to pick anchors "
+                    "on it", pytrace=False)
+    return followed
 
 
 def _collected_everything(config: pytest.Config) -> bool:
@@ -269,6 +294,15 @@ def pytest_runtest_makereport(item: pytest.Item, call):
             import json
 
             report.user_properties.append((STEERING_PROPERTY, json.dumps(summary, default=float)))
+    followed = item.stash.get(FOLLOWED_KEY, None)
+    if record is not None and followed and call.when == "call":
+        moved = [m["text"] for m in followed if m["new"] is not None and not m["same_id"]]
+        details = {**record.details, "followed": followed}
+        reason = (f"tested on the followed feature{'s' * (len(moved) > 1)} {'; '.join(moved)}: {record.reason}"
+                  if moved else record.reason)
+        record = record.model_copy(update={"details": details, "reason": reason})
+    elif record is not None and followed:
+        record = record.model_copy(update={"details": {**record.details, "followed": followed}})
     if record is not None:
         update = {"duration_s": round(report.duration, 3), "nodeid": item.nodeid}
         if report.failed and record.verdict == "held":  # the test body failed after recording a held claim
@@ -351,10 +385,12 @@ class ClaimsSession:
         counts = findings_summary(records)
         gate_record = next((c for c in records if c.family == "go_gate"), None)
         control = (gate_record.details.get("control") if gate_record is not None else None) or None
-        index = None
+        index, diff = None, None
         out = self.config.getoption("claims_html")
-        if out:
+        baseline = self.config.getoption("claims_baseline")
+        if out or baseline:
             from harness.entry.session import write_outputs
+            from harness.outputs.ledger import diff_ledgers, read_ledger
 
             run = get_run(self.config)
             for record in records:
@@ -364,9 +400,12 @@ class ClaimsSession:
             ledger = ledger.model_copy(update={"partial": partial, "verdict_reason": reason,
                                                "gate": {**ledger.gate, "reason": reason},
                                                "profile_source": self.config.stash.get(SOURCE_KEY, "")})
-            baseline = self.config.getoption("claims_baseline")
-            index = str(write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None))
-        self.summary = (verdict, reason, index, counts, control)
+            if baseline:
+                diff = diff_ledgers(ledger, read_ledger(baseline))
+                ledger = ledger.model_copy(update={"diff": diff})
+            if out:
+                index = str(write_outputs(ledger, Path(out), baseline=Path(baseline) if baseline else None))
+        self.summary = (verdict, reason, index, counts, control, diff)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if SETUP_FAILED_KEY in config.stash:
@@ -379,7 +418,7 @@ class ClaimsSession:
             return
         if not self.summary:
             return
-        verdict, reason, index, counts, control = self.summary
+        verdict, reason, index, counts, control, diff = self.summary
         terminalreporter.section("claims verdict")
         terminalreporter.write_line(f"GATE {verdict}: {reason}", bold=True, green=verdict == "GO",
                                     red=verdict != "GO")
@@ -390,6 +429,11 @@ class ClaimsSession:
             if any(tally.values()):
                 text = ", ".join(f"{n} {v}" for v, n in tally.items() if n)
                 terminalreporter.write_line(f"findings, {phase} (never gate): {text}")
+        if diff:
+            from harness.outputs.ledger import diff_lines
+
+            for line in diff_lines(diff):
+                terminalreporter.write_line(line)
         if index:
             terminalreporter.write_line(f"report: {index}")
             terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")

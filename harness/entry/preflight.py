@@ -32,7 +32,8 @@ def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str
     check_model_source(profile)
     check_local_saes(profile)
     check_hub_saes(profile)
-    baseline_path = check_baseline(profile, baseline, any_profile=baseline_any_profile) if baseline else None
+    baseline_path = check_baseline(profile, baseline, any_profile=baseline_any_profile,
+                                   prompt_hashes=prompt_sets.hashes()) if baseline else None
     if html:
         check_output_dir(Path(html))
     return Preflight(prompt_sets=prompt_sets, baseline=baseline_path)
@@ -153,8 +154,22 @@ def check_safetensors(path: Path, *, expect: dict[str, tuple[int, ...]] | None =
             raise ConfigError(f"{path}: {key} has shape {tuple(header[key]['shape'])}, expected {tuple(shape)}")
 
 
-def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool = False) -> Path:
-    """A baseline ledger must parse and come from the same profile, model and hook (unless allowed)."""
+def ancestry(profile: Profile) -> list[str]:
+    """The profile's name and those of the profiles it extends, nearest first."""
+    from harness.core.config import load_profile
+
+    names, current, seen = [profile.name], profile, set()
+    while current.extends and current.extends not in seen:
+        seen.add(current.extends)
+        current = load_profile(current.extends, require_anchors=False)
+        names.append(current.name)
+    return names
+
+
+def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool = False,
+                   prompt_hashes: dict[str, str] | None = None) -> Path:
+    """A baseline ledger must parse and come from the same profile, model and hook, or from a profile this
+    one extends with the same prompts (an SAE or model update in a child profile), unless allowed."""
     from pydantic import ValidationError
 
     from harness.outputs.ledger import read_ledger
@@ -169,14 +184,22 @@ def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool 
     except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--baseline {str(path)!r} is not a claims ledger ({first})") from exc
-    if not any_profile:
-        mine = {"profile": profile.name, "model": profile.model.name, "hook": profile.model.hook}
-        theirs = {"profile": ledger.profile, "model": ledger.model, "hook": ledger.hook}
-        different = [k for k in mine if mine[k] != theirs[k]]
-        if different:
-            what = ", ".join(f"{k} {theirs[k]!r} (this run: {mine[k]!r})" for k in different)
-            raise ConfigError(f"--baseline {str(path)!r} comes from another {'/'.join(different)}: {what}; pass "
-                              "--baseline-any-profile to compare anyway")
+    if any_profile:
+        return path
+    # A child profile may swap the model (an update) or an SAE; the diff names what changed.
+    related = ledger.profile in ancestry(profile)
+    mine, theirs = {"hook": profile.model.hook}, {"hook": ledger.hook}
+    if not related:
+        mine = {"profile": profile.name, "model": profile.model.name, **mine}
+        theirs = {"profile": ledger.profile, "model": ledger.model, **theirs}
+    different = [k for k in mine if mine[k] != theirs[k]]
+    if related and ledger.profile != profile.name and prompt_hashes is not None:
+        different += [f"{name} prompts" for name in ("concept", "neutral", "near_miss")
+                      if ledger.prompt_hashes.get(name) != prompt_hashes.get(name)]
+    if different:
+        what = ", ".join(f"{k} {theirs[k]!r} (this run: {mine[k]!r})" if k in mine else k for k in different)
+        raise ConfigError(f"--baseline {str(path)!r} comes from another {'/'.join(k.split()[0] for k in different)}: "
+                          f"{what}; pass --baseline-any-profile to compare anyway")
     return path
 
 

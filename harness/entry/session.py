@@ -83,8 +83,46 @@ class ClaimsRun:
     records: dict[str, ClaimRecord] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        # `profile` becomes the profile on the followed features once `followed` has run (a baseline whose
+        # SAE differs); `declared_profile` keeps the ids the profile was written with.
+        self.declared_profile = self.profile
+
     def __repr__(self) -> str:
         return f"ClaimsRun(profile={self.profile.name!r}, records={len(self.records)})"
+
+    @cached_property
+    def baseline_ledger(self):
+        from harness.outputs.ledger import read_ledger
+
+        return read_ledger(self.baseline) if self.baseline is not None else None
+
+    @cached_property
+    def followed(self) -> dict:
+        """Declared features followed into SAEs that differ from the baseline's (harness.entry.revalidation):
+        name -> FeatureMatch. Empty without a baseline or when no SAE changed."""
+        from harness.entry.revalidation import carried_matches, follow_profile, match_features, named_features
+
+        base = self.baseline_ledger
+        if base is None:
+            return {}
+        wanted = named_features(self.declared_profile)
+        rows = base.tables.get("anchor_directions", {}) if isinstance(base.tables, dict) else {}
+        carried = base.tables.get("followed", {}) if isinstance(base.tables, dict) else {}
+        changed = {role for role, cfg in self.profile.saes.items()
+                   if role in base.saes and base.saes[role].hash != sae_hash(cfg)}
+        matches = carried_matches(carried, {r: f for r, f in wanted.items() if r not in changed})
+        if changed:
+            matches.update(match_features(rows, self.directions, {r: f for r, f in wanted.items() if r in changed},
+                                          self.profile.analysis.follow_min_cosine))
+        self.profile = follow_profile(self.declared_profile, matches)
+        return matches
+
+    def follow_spec(self, spec):
+        """The claim on its followed features, and the matches it used."""
+        from harness.entry.revalidation import follow_spec
+
+        return follow_spec(spec, self.followed)
 
     @cached_property
     def device(self) -> str:
@@ -156,6 +194,7 @@ class ClaimsRun:
 
     @cached_property
     def analysis(self) -> Analysis:
+        self.followed  # noqa: B018 - the anchors are the followed ones when an SAE changed since the baseline
         return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions,
                               decoder_norms=self.decoder_norms, sae_info=self.sae_info)
 
@@ -165,6 +204,7 @@ class ClaimsRun:
         the gate's negative control and every claim's "holds on random SAE". Cached like the tables."""
         if self.profile.analysis.control == "none":
             return None
+        self.followed  # noqa: B018
         import hashlib
 
         from harness.features.control import control_directions, control_sae
@@ -213,6 +253,7 @@ class ClaimsRun:
         from harness.core.paths import atomic_write_text, cache_dir
         from harness.steering.study import STUDY_VERSION, SteeringConfig, steering_key, steering_study
 
+        self.followed  # noqa: B018 - steer the followed anchors
         cfg = SteeringConfig.from_dict(self.profile.steering)
         key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
                             "seed": self.profile.analysis.seed, "split_seed": self.profile.prompts.split_seed,
@@ -310,32 +351,21 @@ class ClaimsRun:
                                 "n_fine": int(a.anchor_cosines(c).size)} for c in coarse}
         for spec in self.profile.claims_of("geometry"):
             tables.setdefault("cutoffs", {})[f"coarse-{spec.param('anchor')}"] = spec.param("cutoff")
-        # Decoder rows of the anchors, so a later run against a changed SAE can follow them.
-        tables["anchor_directions"] = {
-            f"{role}-{f}": np.round(self.directions[role][f], 5).tolist()
-            for role, ids in (("coarse", coarse), ("fine", [int(f) for f in anchors.fine])) for f in ids}
-        if self.baseline is not None:
-            tables["remapped_anchors"] = self.remap_baseline_anchors()
+        # The decoder row of every feature the profile names (of the feature tested for it, when followed),
+        # keyed by its declared name: a later run against a changed SAE follows them from here.
+        from harness.entry.revalidation import named_features
+
+        named = named_features(self.declared_profile)
+        tables["anchor_directions"] = {}
+        for role, ids in named.items():
+            for f in sorted(ids):
+                match = self.followed.get(f"{role}-{f}")
+                tested = f if match is None else match.new
+                if tested is not None and role in self.directions and tested < self.directions[role].shape[0]:
+                    tables["anchor_directions"][f"{role}-{f}"] = np.round(self.directions[role][tested], 5).tolist()
+        if self.followed:
+            tables["followed"] = {name: m.as_dict() for name, m in sorted(self.followed.items())}
         return tables
-
-    def remap_baseline_anchors(self) -> list[dict]:
-        """Each anchor of the baseline ledger, mapped to its best decoder-cosine match in this run's SAE."""
-        from harness.outputs.ledger import read_ledger
-
-        old = read_ledger(self.baseline).tables.get("anchor_directions", {})
-        rows = []
-        for name, vector in old.items():
-            role, feature = name.rsplit("-", 1)
-            if role not in self.directions:
-                continue
-            v = np.asarray(vector, dtype=np.float64)
-            if v.shape[0] != self.directions[role].shape[1]:
-                continue  # a different model width: nothing to compare
-            cos = self.directions[role] @ (v / max(np.linalg.norm(v), 1e-12))
-            best = int(np.argmax(cos))
-            rows.append({"role": role, "old": int(feature), "new": best, "cosine": float(cos[best]),
-                         "same_id": best == int(feature)})
-        return rows
 
     def steering_for_ledger(self) -> dict:
         """What the report shows of the study (per-prompt arrays stay in the cache)."""

@@ -131,6 +131,8 @@ class Ledger(BaseModel):
     profile_source: str = Field("", description="where the profile name came from (--profile, environment, ini, default)")
     stand_in: list[str] = Field(default_factory=list, description="what loaded from `python -m harness stand-in` "
                                 "(random weights): the findings of such a run are meaningless")
+    diff: dict[str, Any] = Field(default_factory=dict, description="with --baseline: what changed (model, SAEs, "
+                                 "prompts, libraries), claims flipped / moved / changed, features followed")
 
 
 def ledger_schema() -> dict:
@@ -210,34 +212,89 @@ def read_ledger(path: Path | str) -> Ledger:
     return Ledger.model_validate_json(Path(path).read_text())
 
 
+def changed_parts(current: Ledger, baseline: Ledger) -> list[str]:
+    """What differs between two runs: model, hook, each SAE (by content hash), prompt sets, libraries."""
+    out = []
+    for key in ("model", "hook"):
+        if getattr(current, key) != getattr(baseline, key):
+            out.append(f"{key} {getattr(baseline, key)!r} -> {getattr(current, key)!r}")
+    for role in sorted(set(current.saes) | set(baseline.saes)):
+        now, then = current.saes.get(role), baseline.saes.get(role)
+        if now is None or then is None:
+            out.append(f"{role} SAE {'added' if then is None else 'removed'}")
+        elif now.hash != then.hash:
+            where = now.path or f"{now.release}/{now.sae_id}"
+            out.append(f"{role} SAE (weights {then.hash} -> {now.hash}, now {where})")
+    for name in sorted(set(current.prompt_hashes) | set(baseline.prompt_hashes)):
+        if current.prompt_hashes.get(name) != baseline.prompt_hashes.get(name):
+            out.append(f"{name} prompts")
+    libs_now, libs_then = current.library_versions, baseline.library_versions
+    moved = [f"{k} {libs_then.get(k)} -> {libs_now.get(k)}" for k in sorted(set(libs_now) | set(libs_then))
+             if libs_now.get(k) != libs_then.get(k)]
+    if moved:
+        out.append("library versions (" + ", ".join(moved) + ")")
+    return out
+
+
 def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
-    """Claims that flipped, statistics that moved beyond their intervals, anchors re-mapped."""
+    """What changed between the runs, claims that flipped, statistics that moved beyond their intervals
+    or only changed, and the declared features followed into a changed SAE."""
     old = {c.id: c for c in baseline.claims}
     new = {c.id: c for c in current.claims}
-    flipped, moved, unchanged = [], [], []
+    flipped, moved, changed, unchanged = [], [], [], []
     for claim_id in sorted(set(old) & set(new)):
         before, after = old[claim_id], new[claim_id]
         row = {"id": claim_id, "before": before.statistic, "after": after.statistic,
                "passed_before": before.passed, "passed_after": after.passed,
-               "verdict_before": before.verdict, "verdict_after": after.verdict}
+               "verdict_before": before.verdict, "verdict_after": after.verdict,
+               "followed": [m["text"] for m in after.details.get("followed", []) if not m.get("same_id")]}
         # A schema-1 baseline knew only held / failed: compare on that, or every failure would "flip".
-        changed = (before.passed != after.passed) if baseline.schema_version == "1" else (before.verdict != after.verdict)
-        if changed:
+        flip = (before.passed != after.passed) if baseline.schema_version == "1" else (before.verdict != after.verdict)
+        if flip:
             flipped.append(row)
         elif _moved_beyond_interval(before, after):
             moved.append(row)
+        elif before.statistic != after.statistic:
+            changed.append(row)
         else:
             unchanged.append(claim_id)
+    followed = current.tables.get("followed", {}) if isinstance(current.tables, dict) else {}
     return {
         "baseline_run_id": baseline.run_id, "baseline_created_at": baseline.created_at,
-        "baseline_verdict": baseline.verdict, "baseline_schema": baseline.schema_version, "flipped": flipped,
-        "moved": moved,
-        "unchanged": unchanged, "only_in_baseline": sorted(set(old) - set(new)),
-        "only_in_current": sorted(set(new) - set(old)),
+        "baseline_verdict": baseline.verdict, "baseline_schema": baseline.schema_version,
+        "verdict_before": baseline.verdict, "verdict_after": current.verdict,
+        "what_changed": changed_parts(current, baseline), "flipped": flipped, "moved": moved,
+        "changed_within_intervals": changed, "unchanged": unchanged,
+        "only_in_baseline": sorted(set(old) - set(new)), "only_in_current": sorted(set(new) - set(old)),
         "sae_changed": {role: current.saes[role].hash != baseline.saes[role].hash
                         for role in current.saes if role in baseline.saes},
-        "remapped_anchors": current.tables.get("remapped_anchors", []),
+        "followed": [{"name": name, **m} for name, m in sorted(followed.items())],
     }
+
+
+def diff_lines(diff: dict) -> list[str]:
+    """The diff as a few lines for the terminal."""
+    lines = [f"diff vs baseline {diff['baseline_run_id']}: GATE {diff['verdict_before']} -> {diff['verdict_after']}; "
+             f"changed: {'; '.join(diff['what_changed']) or 'nothing (same model, SAEs, prompts, libraries)'}"]
+    moves = [m for m in diff["followed"] if not m.get("same_id")]
+    if moves:
+        lines.append("  followed into the new SAE: " + "; ".join(
+            f"{m['name']} -> {m['role']}-{m['new']} (cos {m['cosine']:.2f})" if m["new"] is not None else
+            f"{m['name']}: no match (best cos {_num(m['cosine'])}): re-run discover"
+            for m in moves))
+    for key, label in (("flipped", "flipped"), ("moved", "moved beyond their intervals")):
+        rows = diff[key]
+        if rows:
+            lines.append(f"  {len(rows)} {label}: " + "; ".join(
+                f"{r['id']} {r['verdict_before']} -> {r['verdict_after']} ({_num(r['before'])} -> {_num(r['after'])})"
+                for r in rows))
+    lines.append(f"  {len(diff['changed_within_intervals'])} changed within their intervals, "
+                 f"{len(diff['unchanged'])} identical")
+    return lines
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)  # 0.224, 3
 
 
 def _moved_beyond_interval(before: ClaimRecord, after: ClaimRecord) -> bool:

@@ -369,7 +369,7 @@ def build_context(ledger: Ledger, baseline: Ledger | None) -> dict:
     return {
         "ledger": ledger, "tables": tables, "figures": figures, "fig": by_id, "families": families,
         "other_families": other_families, "detail_rows": detail_rows,
-        "diff": diff_ledgers(ledger, baseline) if baseline else None,
+        "diff": diff_ledgers(ledger, baseline) if baseline else (ledger.diff or None),
         "category_colours": CATEGORY_COLOURS, "category_meaning": CATEGORY_MEANING,
         "gate": ledger.gate or {}, "findings": findings_summary(ledger.claims),
         "has_control": any(c.control_verdict for c in ledger.claims),
