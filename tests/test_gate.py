@@ -136,6 +136,13 @@ USAGE_CASES = [
         "fine = [635, 3726, 4825]", "fine = [635, 3726, 16384]"))],
      "smollm2-135m.anchors.toml: anchors.fine id 16384 is not a feature of the fine SAE; valid: 0..16383"),
     ("baseline-is-a-folder", lambda t: ["--baseline", str(t)], "is a folder; give the claims.json inside it"),
+    # found by a new user's walk-through (a second concept, own prompts)
+    ("steering-other-concept-untagged", lambda t: ["--profile", profile_with(
+        t, 'other_concept = "Germany"', 'other_concept = "Atlantis"')],
+     "steering.other_concept 'Atlantis' has 0 near-miss prompts (need 5+; near-miss countries: Italy 27"),
+    ("anchors-discovered-on-other-prompts", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
+        'discovery_prompt_hash = "', 'discovery_prompt_hash = "0', 1))],
+     "the anchors were discovered on other prompts. Re-run `python -m harness discover"),
     ("profile-is-a-folder", lambda t: ["--profile", str(t)], "is a folder; give a profile name or a .toml file"),
     ("gemma-scope-hook-differs", lambda t: ["--profile", child_of(t, "gemma-2-2b", '[model]\nhook = "blocks.10.hook_resid_post"')],
      "was trained at hook 'blocks.12.hook_resid_post'; the profile reads model.hook 'blocks.10.hook_resid_post'"),
@@ -195,6 +202,7 @@ def test_missing_gguf_override_is_a_usage_error(suite, monkeypatch):
     (["calibrate", "--datasets", "0"], "error: --datasets 0 must be >= 1"),
     (["calibrate", "--families", "nope", "--datasets", "1"], "error: unknown calibration family 'nope'"),
     (["discover", "--concept-prompts", "{tmp}/missing.jsonl"], "error: prompt file '{tmp}/missing.jsonl' does not exist"),
+    (["report", "{tmp}/bad.json", "--out", "{tmp}"], "error: --out '{tmp}' is a folder; give a file name"),
 ])
 def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, argv, expected):
     from harness.entry.cli import main
@@ -238,3 +246,43 @@ def test_header_names_the_profile_and_its_source(suite):
     result = pytester.runpytest_subprocess("claims", "--co", "-p", "no:cacheprovider", "--profile",
                                            "smollm2-135m", timeout=120)
     result.stdout.fnmatch_lines(["claims profile: smollm2-135m (from --profile; *smollm2-135m.toml)"])
+
+
+def test_stand_in_bad_targets_are_one_error_line(tmp_path, capsys, monkeypatch):
+    """Found by a reliability sweep: these were raw tracebacks."""
+    import errno
+
+    from harness.entry.cli import main
+
+    def one_line(argv, expected):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+
+    one_line(["stand-in", "--seed", "-1", str(tmp_path / "hf")], "--seed -1 must be >= 0")
+    (tmp_path / "with-hub").mkdir()
+    (tmp_path / "with-hub" / "hub").write_text("not a folder")
+    one_line(["stand-in", str(tmp_path / "with-hub")], "holds a file named 'hub' where the hub cache goes")
+
+    def no_permission(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patch:  # a read-only folder (root ignores chmod, so the denial is simulated)
+        patch.setattr("tempfile.mkstemp", no_permission)
+        one_line(["stand-in", "--profile", "gemma-2-tiny", str(tmp_path / "ro")], "is not writable (Permission denied)")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "full" / "hub" / "x.safetensors"))
+
+    monkeypatch.setattr("harness.entry.stand_in.write_stand_in", disk_full)
+    one_line(["stand-in", "--profile", "gemma-2-tiny", str(tmp_path / "full")],
+             "No space left on device; free some space and run it again")
+
+
+def test_a_long_or_odd_profile_name_makes_a_safe_run_folder():
+    from harness.entry.session import run_folder_name
+    from tests.test_ledger_report import build_ledger
+
+    ledger = build_ledger(effect=True).model_copy(update={"profile": "my/very " + "long" * 80})
+    name = run_folder_name(ledger)
+    assert "/" not in name and " " not in name and len(name) <= len(ledger.run_id) + 61

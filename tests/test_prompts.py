@@ -110,3 +110,22 @@ def test_bring_your_own_prompts_in_plain_formats(tmp_path):
     jsonl.write_text(json.dumps({"text": "Bonjour", "source": "survey", "rating": 4}) + "\n")
     (prompt,) = load_prompt_file(jsonl, "concept")
     assert prompt.id == "concept:mine-1" and prompt.metadata == {"source": "survey", "rating": 4}
+
+
+def test_concept_words_match_whole_words_and_capitalised_ones_only_as_written():
+    assert concept_words_in("Have a nice day", ["Nice"]) == []
+    assert concept_words_in("We flew to Nice in June.", ["Nice"]) == ["Nice"]
+    assert concept_words_in("A PARIS skyline", ["paris"]) == ["paris"]  # lower case: any case
+    assert concept_words_in("Parisian cafes", ["paris"]) == []  # whole words only
+    assert concept_words_in("the non-french option", ["french"]) == []
+
+
+def test_near_miss_txt_lines_can_name_their_country(tmp_path):
+    path = tmp_path / "near.txt"
+    path.write_text("[Spain] The Prado holds Velazquez.\n[ Italy ] Rome has seven hills.\nBerlin is large.\n")
+    prompts = load_prompt_file(path, "near_miss")
+    assert [(p.country, p.text) for p in prompts] == [("Spain", "The Prado holds Velazquez."),
+                                                      ("Italy", "Rome has seven hills."), ("", "Berlin is large.")]
+    concept = tmp_path / "concept.txt"
+    concept.write_text("[Note] kept as text in other sets\n")
+    assert load_prompt_file(concept, "concept")[0].text == "[Note] kept as text in other sets"

@@ -564,8 +564,10 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     needs_anchors = sorted({c.family for c in claims if (f := get_family(c.family)) is not None and f.needs_anchors})
     if require_anchors and needs_anchors and not anchors.coarse:
         raise ConfigError(f"claims of families {needs_anchors} need coarse anchors, and the profile has none (no "
-                          f"[anchors] and no {side_file.name} beside it); run `python -m harness discover --profile "
-                          f"{path}` or declare [anchors]")
+                          f"[anchors] and no {side_file.name} beside it): pick them on the discovery half with "
+                          f"`python -m harness discover --profile {path}`, or pre-register them by hand in "
+                          f"{side_file.name} ([anchors] coarse = [...], fine = [...], source = \"pre-registered\"; "
+                          "README: Anchors)")
     return profile
 
 

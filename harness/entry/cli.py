@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def cmd_train_saes(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from harness.core.config import load_profile
+    from harness.core.config import anchors_path, load_profile
+    from harness.core.paths import PROFILES_DIR
     from harness.entry.discovery import write_discovery
     from harness.entry.session import ClaimsRun
 
@@ -90,9 +92,17 @@ def cmd_discover(args) -> int:
     profile = with_overrides(load_profile(args.profile, require_anchors=False), concept=absolute(args.concept_prompts),
                              neutral=absolute(args.neutral_prompts), near_miss=absolute(args.near_miss_prompts))
     preflight(profile)  # bad prompt files or SAE folders fail here, before the model loads
-    path, found = write_discovery(ClaimsRun(profile))
-    print(json.dumps({"written": path, "anchors": found["anchors"], "loud": found["loud"],
+    if profile.path is not None and profile.path.resolve().parent == PROFILES_DIR.resolve() and not args.overwrite:
+        raise HarnessError(f"discover writes {anchors_path(profile.path).name} beside the packaged profile "
+                           f"{profile.name!r}; pass --overwrite to replace its anchors, or run it on a profile of your own "
+                           "(a .toml that extends it)")
+    path, found = write_discovery(ClaimsRun(profile, ce_loss=False))  # discovery needs activations only
+    print(json.dumps({"written": path, "anchors": found["anchors"], "loud": found["loud"], "counts": found["counts"],
                       "discovery_table": found["discovery_table"]}, indent=2))
+    counts = found["counts"]
+    print(f"discover: {counts['candidates']} candidate coarse features, {counts['beat_neutral']} beat neutral, "
+          f"{counts['beat_both']} beat neutral and near-miss; anchors {found['anchors']['coarse']} written to {path}\n"
+          f"now: python -m pytest claims/ --html=reports/ --profile {profile.path or profile.name}", file=sys.stderr)
     return 0
 
 
@@ -104,6 +114,8 @@ def cmd_report(args) -> int:
     from harness.outputs.ledger import read_ledger
 
     ledger = Path(args.ledger)
+    if args.out and Path(args.out).is_dir():
+        raise HarnessError(f"--out {args.out!r} is a folder; give a file name (e.g. {Path(args.out) / 'index.html'})")
     for what, path in (("ledger", ledger), ("--baseline", Path(args.baseline) if args.baseline else None)):
         if path is None:
             continue
@@ -141,14 +153,33 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_stand_in(args) -> int:
+    import errno
+    import tempfile
+
     from harness.core.config import load_profile
     from harness.entry.stand_in import write_stand_in
 
     out = Path(args.dir)
+    if args.seed < 0:
+        raise HarnessError(f"--seed {args.seed} must be >= 0")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"stand-in DIR {args.dir!r} is a file; give a folder (it becomes HF_HOME)")
+    if (out / "hub").exists() and not (out / "hub").is_dir():
+        raise HarnessError(f"stand-in DIR {args.dir!r} holds a file named 'hub' where the hub cache goes; "
+                           "move it or give another folder")
     profile = load_profile(args.profile, require_anchors=False)
-    summary = write_stand_in(profile, out, seed=args.seed, progress=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HarnessError(f"stand-in DIR {args.dir!r} is not writable ({exc.strerror})") from exc
+    try:
+        summary = write_stand_in(profile, out, seed=args.seed, progress=True)
+    except OSError as exc:
+        hint = "; free some space and run it again (finished files are kept)" if exc.errno == errno.ENOSPC else ""
+        raise HarnessError(f"stand-in could not write {exc.filename or args.dir!r}: {exc.strerror}{hint}") from exc
     print(json.dumps(summary, indent=2))
     print(f"\nnow: HF_HOME={out.resolve()} HF_HUB_OFFLINE=1 python -m pytest claims/ --html=reports/ "
           f"--profile {args.profile}", file=sys.stderr)
@@ -194,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("concept", "neutral", "near-miss"):
         discover.add_argument(f"--{name}-prompts", default=None, metavar="FILE",
                               help=f"JSONL of {name} prompts instead of the profile's (as for pytest claims/)")
+    discover.add_argument("--overwrite", action="store_true", help="allow replacing a packaged profile's anchors file")
     discover.set_defaults(func=cmd_discover)
 
     report = sub.add_parser("report", help="re-render a claims.json into HTML without running anything")

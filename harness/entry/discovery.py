@@ -29,12 +29,12 @@ def discover(run: ClaimsRun) -> dict:
     alpha = profile.analysis.alpha
     # An anchor must be about the concept, not about its kind: it has to beat the near-miss prompts
     # (other countries) as well as the neutral ones, each with BH q < alpha on the discovery half.
-    significant = [r for r in ranked if r["q_value"] < alpha and r["selectivity"] > 0.5
-                   and r["q_value_near_miss"] is not None and r["q_value_near_miss"] < alpha
+    beats_neutral = [r for r in ranked if r["q_value"] < alpha and r["selectivity"] > 0.5]
+    significant = [r for r in beats_neutral
+                   if r["q_value_near_miss"] is not None and r["q_value_near_miss"] < alpha
                    and r["selectivity_near_miss"] > 0.5]
     if not significant:
-        raise HarnessError("no coarse feature is selective for the concept against both neutral and near-miss "
-                           "prompts on the discovery half (BH q < alpha); nothing to pre-register")
+        raise HarnessError(no_anchor_message(profile, ranked, beats_neutral, alpha, settings.min_fire_rate))
     anchors = significant[: settings.n_coarse_anchors]
     top = anchors[0]
     louder = [r for r in significant if r["feature"] not in {a["feature"] for a in anchors}
@@ -59,7 +59,34 @@ def discover(run: ClaimsRun) -> dict:
         },
         "discovery_table": anchors,
         "loud": loud,
+        "counts": {"candidates": len(ranked), "beat_neutral": len(beats_neutral), "beat_both": len(significant)},
     }
+
+
+def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], alpha: float, min_fire: float) -> str:
+    """Why discovery found no anchor, and what to do instead (never: run discover again as it is)."""
+    where = f"{len(ranked)} coarse features fire on >= {min_fire:.0%} of the discovery-half concept prompts"
+    if not ranked:
+        return (f"discover found no anchor: no coarse feature fires on >= {min_fire:.0%} of the discovery-half concept "
+                "prompts. Add concept prompts, or lower [discovery] min_fire_rate; or pre-register anchors by hand "
+                "(README: Anchors)")
+    if not beats_neutral:
+        best = min(ranked, key=lambda r: r["q_value"])
+        return (f"discover found no anchor: {where}; none beats the neutral prompts (BH q < {alpha}); the best is "
+                f"coarse-{best['feature']} (q {best['q_value']:.3g}, selectivity {best['selectivity']:.2f}). Add concept "
+                "prompts (more power), or pre-register anchors by hand (README: Anchors)")
+    with_near = [r for r in beats_neutral if r["q_value_near_miss"] is not None]
+    if not with_near:
+        return (f"discover found no anchor: {where}; {len(beats_neutral)} beat the neutral prompts, but the profile "
+                "has no near-miss prompts to tell the concept from its kind. Add near-miss prompts (other members of "
+                "the concept's kind, e.g. other countries), or pre-register anchors by hand (README: Anchors)")
+    best = min(with_near, key=lambda r: r["q_value_near_miss"])
+    return (f"discover found no anchor: {where}; {len(beats_neutral)} beat the neutral prompts, none beats the "
+            f"near-miss prompts (BH q < {alpha}); the closest is coarse-{best['feature']} (near-miss q "
+            f"{best['q_value_near_miss']:.3g}, selectivity {best['selectivity_near_miss']:.2f} against them). The "
+            "features that beat neutral fire on the near-miss prompts too: they encode the concept's kind, not the "
+            "concept. Add near-miss prompts (or ones closer to the concept) for power, or pre-register anchors by "
+            "hand if you have reason to (README: Anchors)")
 
 
 def claims_for(found: dict, settings) -> list[dict]:

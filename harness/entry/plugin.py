@@ -173,9 +173,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if PROFILE_KEY not in config.stash:
         return []
+    from harness.core.paths import CACHE_ENV, cache_dir
+
     profile = config.stash[PROFILE_KEY]
+    where = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else f"default; set ${CACHE_ENV} to move it"
     return [f"claims profile: {profile.name} (from {config.stash.get(SOURCE_KEY, 'a test')}; "
-            f"{profile.path or 'built in code'})"]
+            f"{profile.path or 'built in code'})",
+            f"claims cache: {cache_dir()} ({where})"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

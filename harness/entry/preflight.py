@@ -29,6 +29,8 @@ class Preflight:
 def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str | Path | None = None,
               baseline_any_profile: bool = False) -> Preflight:
     prompt_sets = load_prompt_sets(profile)
+    check_anchor_provenance(profile, prompt_sets)
+    check_steering_inputs(profile, prompt_sets)
     check_model_source(profile)
     check_local_saes(profile)
     check_hub_saes(profile)
@@ -37,6 +39,54 @@ def preflight(profile: Profile, *, baseline: str | Path | None = None, html: str
     if html:
         check_output_dir(Path(html))
     return Preflight(prompt_sets=prompt_sets, baseline=baseline_path)
+
+
+def check_anchor_provenance(profile: Profile, prompt_sets: PromptSets) -> None:
+    """Anchors that say they were discovered must have been discovered on these prompts' discovery half
+    (else testing them on the "confirmation half" is a claim about a split that never happened)."""
+    anchors = profile.anchors
+    if anchors.source != "discovered" or not anchors.discovery_prompt_hash:
+        return
+    if {"concept", "neutral"} & set(anchors.whole_sets):
+        return  # prompts supplied for this run: used whole, never halved
+    hashes = prompt_sets.hashes()
+    now = "+".join(hashes[k] for k in ("concept", "neutral"))
+    if now != anchors.discovery_prompt_hash:
+        raise ConfigError(
+            f"{anchors_file(profile)}: [anchors] source = \"discovered\" with discovery_prompt_hash "
+            f"{anchors.discovery_prompt_hash!r}, but this profile's concept + neutral prompts hash to {now!r}: the "
+            f"anchors were discovered on other prompts. Re-run `python -m harness discover --profile "
+            f"{profile.path or profile.name}`, or mark hand-picked anchors source = \"pre-registered\", "
+            "split = \"all\" (README: Anchors)")
+
+
+def check_steering_inputs(profile: Profile, prompt_sets: PromptSets) -> None:
+    """What the steering study needs from the prompts, checked before minutes of Phase 1 claims."""
+    from collections import Counter
+
+    from harness.steering.study import MIN_OTHER_CONCEPT_PROMPTS, SteeringConfig
+
+    if not profile.claims_of("steering"):
+        return
+    cfg = SteeringConfig.from_dict(profile.steering)  # its own lexicon checks ran when the profile loaded
+    if cfg.other_concept:
+        countries = Counter(p.country for p in prompt_sets.near_miss)
+        have = countries.get(cfg.other_concept, 0)
+        if have < MIN_OTHER_CONCEPT_PROMPTS:
+            listed = ", ".join(f"{name or '(none)'} {n}" for name, n in countries.most_common()) or "no near-miss prompts"
+            raise ConfigError(
+                f"steering.other_concept {cfg.other_concept!r} has {have} near-miss prompts (need "
+                f"{MIN_OTHER_CONCEPT_PROMPTS}+; near-miss countries: {listed}); tag them with \"country\": "
+                f"\"{cfg.other_concept}\" (JSONL) or start their .txt lines with [{cfg.other_concept}]")
+
+
+def anchors_file(profile: Profile) -> str:
+    from harness.core.config import anchors_path
+
+    if profile.path is None:
+        return profile.name
+    side = anchors_path(profile.path)
+    return str(side if side.is_file() else profile.path)
 
 
 def check_model_source(profile: Profile) -> None:

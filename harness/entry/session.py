@@ -80,6 +80,7 @@ class ClaimsRun:
     profile: Profile
     progress: bool = True
     baseline: Path | None = None
+    ce_loss: bool = True  # the CE-loss score (reconstruction claims); `discover` does not need it
     records: dict[str, ClaimRecord] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -144,7 +145,7 @@ class ClaimsRun:
     @cached_property
     def tables(self):
         return cached_feature_tables(self.profile, self.prompt_sets, model_loader=lambda: self.model,
-                                     sae_loader=lambda: self.saes, progress=self.progress)
+                                     sae_loader=lambda: self.saes, progress=self.progress, ce_loss=self.ce_loss)
 
     def _take_decoders(self) -> None:
         """Unit decoder rows, row norms and each SAE's config, then the SAE modules are let go.
@@ -397,13 +398,32 @@ class ClaimsRun:
             run_id=run_id, created_at=created, git_commit=git_commit(), library_versions=versions,
             profile=self.profile.name, profile_description=self.profile.description, model=self.profile.model.name,
             hook=self.profile.model.hook, seed=self.profile.analysis.seed,
-            permutations=self.profile.analysis.permutations, split=self.profile.anchors.split,
+            permutations=self.profile.analysis.permutations, split=ledger_split(self.profile.anchors),
             saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),
             prompt_counts={k: len(getattr(self.prompt_sets, k)) for k in ("concept", "neutral", "near_miss")},
             verdict=verdict, verdict_reason=reason, gate=gate_summary(claims, verdict, reason), claims=claims,
             tables=tables, steering=steering or {},
             exit_status=exit_status, stand_in=self.stand_in_parts(),
         )
+
+
+def run_folder_name(ledger: Ledger) -> str:
+    """`<run id>-<profile>`, the profile part made safe for any file system (no separators, <= 60 chars)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ledger.profile).strip("._") or "profile"
+    return f"{ledger.run_id}-{safe[:60]}"
+
+
+def ledger_split(anchors) -> str:
+    """Which prompts the claims were tested on: "all", "confirmation", or the confirmation half with the
+    sets supplied for this run used whole."""
+    whole = set(anchors.whole_sets)
+    if anchors.split == "all" or {"concept", "neutral"} <= whole:
+        return "all"
+    if whole:
+        return f"confirmation ({', '.join(sorted(whole))} used whole)"
+    return anchors.split
 
 
 def write_outputs(ledger: Ledger, out_dir: Path, baseline: Path | None = None) -> Path:
@@ -426,7 +446,7 @@ def write_outputs(ledger: Ledger, out_dir: Path, baseline: Path | None = None) -
     try:
         write_ledger(ledger, staging / "claims.json")
         render_report(staging / "claims.json", staging / "index.html", baseline=baseline)
-        with atomic_dir(out_dir / "runs" / f"{ledger.run_id}-{ledger.profile}") as run_dir:
+        with atomic_dir(out_dir / "runs" / run_folder_name(ledger)) as run_dir:
             for name in ("claims.json", "index.html"):
                 shutil.copy2(staging / name, run_dir / name)
         for name in ("claims.json", "index.html"):

@@ -307,26 +307,38 @@ def compute_feature_tables(model, saes: dict, profile: Profile, prompt_sets: Pro
         start += len(chunk)
         bar.update(len(chunk))
     bar.close()
-    # CE-loss score on the concept + neutral prompts: how much next-token loss the SAE costs.
-    ce_batches = [tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
-                  for chunk in batched([p for p in prompts if p.set != "near_miss"], batch_size)] if ce_loss else []
-    ce = {}
-    ce_ids = [p.id for p in prompts if p.set != "near_miss"]
-    ce_per_prompt: dict = {"ids": ce_ids}
-    for role, sae in tqdm(saes.items() if ce_loss else (), desc="CE-loss score", disable=not progress):
-        clock = time.perf_counter()
-        reference = {"clean": ce_per_prompt["clean"], "zero": ce_per_prompt["zero"]} if "clean" in ce_per_prompt else None
-        ce[role] = ce_loss_score_batches(sae, model, hook, ce_batches, reference=reference)
-        spent(f"CE-loss score {role}", clock)
-        per = ce[role].pop("per_prompt")
-        # clean and zero-ablated losses do not depend on the SAE: the same for every role.
-        ce_per_prompt.update(clean=per["clean"], zero=per["zero"], tokens=per["tokens"])
-        ce_per_prompt[role] = per["sae"]
+    ce, ce_per_prompt = compute_ce_loss(model, saes, profile, prompt_sets, batch_size=batch_size, progress=progress,
+                                        timings=timings) if ce_loss else ({}, {})
     return FeatureTables(
         prompt_ids=[p.id for p in prompts], prompt_sets=[p.set for p in prompts], pooled=pooled,
         n_tokens=n_tokens, l0_sum=l0_sum, sq_error=sq_error, resid_sum=resid_sum, resid_sq=resid_sq,
         resid_norm_sum=resid_norm_sum, meta={"ce_loss": ce, "ce_per_prompt": ce_per_prompt},
     )
+
+
+@torch.no_grad()
+def compute_ce_loss(model, saes: dict, profile: Profile, prompt_sets: PromptSets, *, batch_size: int | None = None,
+                    progress: bool = True, timings: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """CE-loss score on the concept + neutral prompts: how much next-token loss each SAE costs."""
+    import time
+
+    prompts = prompt_sets.all()
+    batch_size = batch_size or profile.analysis.batch_size
+    ce_batches = [tokenize_batch(model.tokenizer, [p.text for p in chunk], profile.model.max_tokens)
+                  for chunk in batched([p for p in prompts if p.set != "near_miss"], batch_size)]
+    ce = {}
+    ce_per_prompt: dict = {"ids": [p.id for p in prompts if p.set != "near_miss"]}
+    for role, sae in tqdm(saes.items(), desc="CE-loss score", disable=not progress):
+        clock = time.perf_counter()
+        reference = {"clean": ce_per_prompt["clean"], "zero": ce_per_prompt["zero"]} if "clean" in ce_per_prompt else None
+        ce[role] = ce_loss_score_batches(sae, model, profile.model.hook, ce_batches, reference=reference)
+        if timings is not None:
+            timings[f"CE-loss score {role}"] = timings.get(f"CE-loss score {role}", 0.0) + time.perf_counter() - clock
+        per = ce[role].pop("per_prompt")
+        # clean and zero-ablated losses do not depend on the SAE: the same for every role.
+        ce_per_prompt.update(clean=per["clean"], zero=per["zero"], tokens=per["tokens"])
+        ce_per_prompt[role] = per["sae"]
+    return ce, ce_per_prompt
 
 
 def warn_truncated(tokenizer, prompts, max_tokens: int) -> None:
@@ -406,6 +418,14 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
     path = (cache_root or cache_dir() / "features") / f"tables-{key}.npz"  # content only, not the profile's name
     tables = load_tables(path, key)
     if tables is not None:
+        if ce_loss and not tables.meta.get("ce_loss"):
+            # Activations cached by a run that did not need the CE-loss score (discover): add only that.
+            ce, per_prompt = compute_ce_loss(model_loader(), sae_loader(), profile, prompt_sets, progress=progress)
+            tables.meta.update(ce_loss=ce, ce_per_prompt=per_prompt)
+            try:
+                save_tables(tables, path)
+            except OSError:
+                pass  # kept in memory; the next run computes it again
         tables.meta["cache"] = "hit"
         return tables
     if path.is_file():

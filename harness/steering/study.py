@@ -210,6 +210,9 @@ def word_share(text: str, words: Sequence[str]) -> float:
     return sum(matched) / len(tokens)
 
 
+MIN_OTHER_CONCEPT_PROMPTS = 5  # near-miss prompts of the other concept its feature is picked on
+
+
 def contains_word(text: str, words: Sequence[str]) -> bool:
     lowered = text.lower()
     return any(re.search(rf"(?<![\w]){re.escape(w.lower())}(?![\w])", lowered) for w in words)
@@ -309,8 +312,9 @@ def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tupl
             "multi_coarse_weight": w}
     if cfg.other_concept:
         near = [p for p in run.prompt_sets.near_miss if p.country == cfg.other_concept]
-        if len(near) < 5:
-            raise ConfigError(f"steering.other_concept {cfg.other_concept!r} has {len(near)} near-miss prompts; need 5+")
+        if len(near) < MIN_OTHER_CONCEPT_PROMPTS:  # preflight says this first (check_steering_inputs)
+            raise ConfigError(f"steering.other_concept {cfg.other_concept!r} has {len(near)} near-miss prompts; "
+                              f"need {MIN_OTHER_CONCEPT_PROMPTS}+")
         ids = {p.id for p in near}
         rows_other = np.array([pid in ids for pid in tables.prompt_ids])
         other = _selective_feature(tables, rows_other & masks["near_miss_discovery"], masks["neutral_discovery"])

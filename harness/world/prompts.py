@@ -37,14 +37,19 @@ class Prompt:
         return {k: json.loads(v) for k, v in self.meta}
 
 
-def _records(path: Path, content: str):
-    """(line number, record dict) per non-empty line, for JSONL or plain text."""
+TXT_COUNTRY = re.compile(r"^\s*\[([^\[\]]{1,60})\]\s+(.*)$")
+
+
+def _records(path: Path, content: str, expected_set: str = ""):
+    """(line number, record dict) per non-empty line, for JSONL or plain text. In a near-miss .txt file a
+    line may start with its country in brackets, `[Spain] The Prado ...` (the steering study's other concept)."""
     plain = path.suffix.lower() == ".txt"
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         if plain:
-            yield number, {"text": line}
+            tagged = TXT_COUNTRY.match(line) if expected_set == "near_miss" else None
+            yield number, ({"text": tagged.group(2), "country": tagged.group(1).strip()} if tagged else {"text": line})
             continue
         try:
             record = json.loads(line)
@@ -73,7 +78,7 @@ def load_prompt_file(path: Path | str, expected_set: str) -> list[Prompt]:
         raise ConfigError(f"prompt file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:
         raise ConfigError(f"prompt file {str(path)!r} cannot be read: {exc.strerror}") from exc
-    for number, record in _records(path, content):
+    for number, record in _records(path, content, expected_set):
         where = f"{path.name}:{number}"
         if "text" not in record:
             raise ConfigError(f"{where} has no \"text\" (keys: {sorted(record)})")
@@ -150,8 +155,9 @@ def load_prompt_sets(profile: Profile) -> PromptSets:
 
 
 def concept_words_for(profile: Profile) -> tuple[str, ...]:
-    """The words that mark a text as being about the concept (`prompts.concept_words`; none: no check)."""
-    return tuple(w.lower() for w in profile.prompts.concept_words)
+    """The words that mark a text as being about the concept (`prompts.concept_words`; none: no check).
+    Kept as written: a word with a capital letter matches only that spelling (see concept_words_in)."""
+    return tuple(profile.prompts.concept_words)
 
 
 def all_prompt_texts(profile: Profile) -> list[str]:
@@ -163,8 +169,15 @@ def all_prompt_texts(profile: Profile) -> list[str]:
 
 
 def concept_words_in(text: str, words) -> list[str]:
-    lowered = text.lower()
-    return [w for w in words if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w])", lowered)]
+    """The concept words that occur in the text as whole words. A word written in lower case matches in any
+    case ("paris" matches "Paris"); a word with a capital letter matches only as written, so "Nice" (the city)
+    does not match "Have a nice day"."""
+    found = []
+    for w in words:
+        flags = 0 if any(c.isupper() for c in w) else re.IGNORECASE
+        if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w])", text, flags):
+            found.append(w)
+    return found
 
 
 def discovery_mask(prompts, seed: int) -> np.ndarray:
