@@ -52,7 +52,8 @@ def test_a_kind_feature_that_fires_on_the_near_miss_prompts_too_is_no_anchor():
     text = str(err.value)
     assert "beat the neutral prompts, none beats the near-miss prompts" in text
     assert "the closest is coarse-" in text and "encode the concept's kind" in text
-    assert "Add near-miss prompts" in text and "pre-register anchors by hand" in text
+    assert "Add near-miss prompts" in text and "pre-register anchors by hand from prior work" in text
+    assert "on the discovery half (40 concept / 40 neutral / 20 near-miss prompts)" in text
 
 
 def test_discover_refuses_to_rewrite_a_packaged_profiles_anchors(capsys, monkeypatch):

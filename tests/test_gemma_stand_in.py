@@ -272,3 +272,29 @@ def test_the_stand_in_is_reproducible(hf_home, tmp_path):
     for repo in ("models--sae-claims--gemma-2-tiny", "models--sae-claims--tiny-gemma-scope-2b-pt-res"):
         assert (tmp_path / "hub" / repo / "refs" / "main").read_text() == \
             (hf_home / "hub" / repo / "refs" / "main").read_text()
+
+
+def test_revalidation_after_a_model_and_sae_update_names_what_changed(main_job, tmp_path):
+    """The re-validation loop at tiny scale: the stand-in rewritten with another seed is an updated model
+    and updated SAEs; `--baseline` names both, follows every declared feature by decoder cosine, and claims
+    on features without a match say to re-run discover (random SAEs share no features: nothing matches)."""
+    _, out = main_job
+    baseline = out / "reports" / "claims.json"
+    home = tmp_path / "hf-updated"
+    done = harness_cli("stand-in", "--profile", TINY, "--seed", "1", str(home), env=offline_env(home, home / "unused"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "pytest", "claims/", f"--html={tmp_path / 'reports'}", "--profile", TINY,
+                          "--baseline", str(baseline), "-p", "no:cacheprovider", "-q"], cwd=REPO_ROOT,
+                         env=offline_env(home, tmp_path / "cache"), capture_output=True, text=True, timeout=900)
+    text = run.stdout + run.stderr
+    assert run.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert "diff vs baseline" in text and "changed: model weights (weights " in text
+    assert "coarse SAE (weights " in text and "fine SAE (weights " in text
+    ledger = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    declared = load_profile(TINY)
+    followed = {m["name"]: m for m in ledger["diff"]["followed"]}
+    assert set(followed) >= {f"coarse-{c}" for c in declared.anchors.coarse} | {f"fine-{f}" for f in declared.anchors.fine}
+    assert all(m["new"] is None and m["cosine"] < 0.7 for m in followed.values())
+    gate = next(c for c in ledger["claims"] if c["family"] == "go_gate")
+    assert gate["verdict"] == "not evaluated" and "python -m harness discover" in gate["reason"]
+    assert ledger["verdict"] == "NO-GO"

@@ -251,3 +251,13 @@ def test_a_baseline_from_the_profile_a_child_extends_is_compared_when_only_the_s
         with pytest.raises(ConfigError, match=error.split(": ")[0]):
             check_baseline(profile, baseline, prompt_hashes=hashes)
         assert check_baseline(profile, baseline, any_profile=True) == baseline
+
+
+def test_the_ledger_split_says_all_when_the_prompts_were_used_whole():
+    from harness.core.config import Anchors
+    from harness.entry.session import ledger_split
+
+    assert ledger_split(Anchors(split="all")) == "all"
+    assert ledger_split(Anchors(split="confirmation")) == "confirmation"
+    assert ledger_split(Anchors(split="confirmation", whole_sets=("concept", "neutral"))) == "all"
+    assert ledger_split(Anchors(split="confirmation", whole_sets=("near_miss",))) == "confirmation (near_miss used whole)"

@@ -351,3 +351,11 @@ def test_revalidation_says_which_claims_need_discover_when_a_feature_has_no_matc
     assert claim["verdict"] == "not evaluated"
     assert "fine-10: no match (best fine-" in claim["reason"] and "python -m harness discover" in claim["reason"]
     assert "selectivity[fine-10]" in {row["id"] for row in after["diff"]["flipped"]}
+
+
+def test_the_header_names_the_profile_and_the_cache_folder(pytester, monkeypatch):
+    make_suite(pytester, effect=True)
+    monkeypatch.setenv("SAE_CLAIMS_CACHE", str(pytester.path / "my-cache"))
+    result = pytester.runpytest_subprocess("claims", "--co", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["claims profile: planted (from default; *)",
+                                 f"claims cache: {pytester.path / 'my-cache'} ($SAE_CLAIMS_CACHE)"])

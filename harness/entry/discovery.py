@@ -34,7 +34,9 @@ def discover(run: ClaimsRun) -> dict:
                    if r["q_value_near_miss"] is not None and r["q_value_near_miss"] < alpha
                    and r["selectivity_near_miss"] > 0.5]
     if not significant:
-        raise HarnessError(no_anchor_message(profile, ranked, beats_neutral, alpha, settings.min_fire_rate))
+        half = {name: int(analysis.rows(name, "discovery").sum()) for name in ("concept", "neutral", "near_miss")}
+        sizes = f"{half['concept']} concept / {half['neutral']} neutral / {half['near_miss']} near-miss prompts"
+        raise HarnessError(no_anchor_message(profile, ranked, beats_neutral, alpha, settings.min_fire_rate, sizes))
     anchors = significant[: settings.n_coarse_anchors]
     top = anchors[0]
     louder = [r for r in significant if r["feature"] not in {a["feature"] for a in anchors}
@@ -63,9 +65,11 @@ def discover(run: ClaimsRun) -> dict:
     }
 
 
-def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], alpha: float, min_fire: float) -> str:
+def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], alpha: float, min_fire: float,
+                      sizes: str = "") -> str:
     """Why discovery found no anchor, and what to do instead (never: run discover again as it is)."""
-    where = f"{len(ranked)} coarse features fire on >= {min_fire:.0%} of the discovery-half concept prompts"
+    where = (f"on the discovery half ({sizes}), {len(ranked)} coarse features fire on >= {min_fire:.0%} of the "
+             "concept prompts")
     if not ranked:
         return (f"discover found no anchor: no coarse feature fires on >= {min_fire:.0%} of the discovery-half concept "
                 "prompts. Add concept prompts, or lower [discovery] min_fire_rate; or pre-register anchors by hand "
@@ -86,7 +90,8 @@ def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], al
             f"{best['q_value_near_miss']:.3g}, selectivity {best['selectivity_near_miss']:.2f} against them). The "
             "features that beat neutral fire on the near-miss prompts too: they encode the concept's kind, not the "
             "concept. Add near-miss prompts (or ones closer to the concept) for power, or pre-register anchors by "
-            "hand if you have reason to (README: Anchors)")
+            "hand from prior work (README: Anchors; picking them from this output and testing them on the same "
+            "prompts would be double dipping)")
 
 
 def claims_for(found: dict, settings) -> list[dict]:

@@ -227,10 +227,17 @@ def claim(request):
     floor = run.profile.analysis.follow_min_cosine
     request.node.stash[FOLLOWED_KEY] = [m.as_dict() | {"text": m.describe(floor)} for m in used]
     missing = [m for m in used if not m.matched]
+    from harness.core.families import get_family
+
+    family = get_family(spec.family)
+    if family is not None and family.needs_anchors and run.declared_profile.anchors.coarse and not run.profile.anchors.coarse:
+        # A claim on "the anchors" (the gate, facets, steering) with none left in the updated SAE.
+        missing += [m for name, m in sorted(run.followed.items())
+                    if name.startswith("coarse-") and not m.matched and m not in missing]
     if missing:
-        pytest.fail(f"{'; '.join(m.describe(floor) for m in missing)} in this run's SAE: the claim names a "
-                    "feature the updated SAE no longer has; re-run `python -m harness discover` to pick anchors "
-                    "on it", pytrace=False)
+        pytest.fail(f"{'; '.join(m.describe(floor) for m in missing)} in this run's SAE: the updated SAE has no "
+                    "feature close enough to it; re-run `python -m harness discover` to pick anchors on it",
+                    pytrace=False)
     return followed
 
 
@@ -433,6 +440,9 @@ class ClaimsSession:
             if any(tally.values()):
                 text = ", ".join(f"{n} {v}" for v, n in tally.items() if n)
                 terminalreporter.write_line(f"findings, {phase} (never gate): {text}")
+        if any(n for tally in counts.values() for v, n in tally.items() if v != "held"):
+            terminalreporter.write_line("  (a finding that did not hold shows as a failed test above; the exit "
+                                        f"status is the gate's: {exitstatus_text(verdict)})")
         if diff:
             from harness.outputs.ledger import diff_lines
 
@@ -441,3 +451,7 @@ class ClaimsSession:
         if index:
             terminalreporter.write_line(f"report: {index}")
             terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")
+
+
+def exitstatus_text(verdict: str) -> str:
+    return "0, GO" if verdict == "GO" else "1, NO-GO"

@@ -273,6 +273,17 @@ class ClaimsRun:
                           stacklevel=2)
         return study
 
+    def model_detail(self) -> dict[str, str]:
+        from harness.world.model import weights_hash
+
+        cfg = self.profile.model
+        try:
+            weights = weights_hash(cfg, download=False)  # a run that never needed the model fetches nothing
+        except Exception:  # noqa: BLE001 - a planted or unreachable model: the ledger says so
+            weights = "unknown"
+        return {"weights": weights, "dtype": cfg.dtype, "source": cfg.source,
+                "location": cfg.path or cfg.hf_id or cfg.gguf_file or cfg.package or cfg.source}
+
     def sae_records(self) -> dict[str, SaeRecord]:
         out = {}
         for role, cfg in self.profile.saes.items():
@@ -397,6 +408,7 @@ class ClaimsRun:
         return Ledger(
             run_id=run_id, created_at=created, git_commit=git_commit(), library_versions=versions,
             profile=self.profile.name, profile_description=self.profile.description, model=self.profile.model.name,
+            model_detail=self.model_detail(),
             hook=self.profile.model.hook, seed=self.profile.analysis.seed,
             permutations=self.profile.analysis.permutations, split=ledger_split(self.profile.anchors),
             saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),

@@ -112,6 +112,8 @@ class Ledger(BaseModel):
     profile: str
     profile_description: str = ""
     model: str
+    model_detail: dict[str, str] = Field(default_factory=dict, description="what identifies the model's weights "
+                                         "(content hash, dtype, source): a re-validation diff names a change")
     hook: str
     seed: int
     permutations: int
@@ -218,6 +220,11 @@ def changed_parts(current: Ledger, baseline: Ledger) -> list[str]:
     for key in ("model", "hook"):
         if getattr(current, key) != getattr(baseline, key):
             out.append(f"{key} {getattr(baseline, key)!r} -> {getattr(current, key)!r}")
+    detail_now, detail_then = current.model_detail, baseline.model_detail
+    moved = [f"{k} {detail_then.get(k)} -> {detail_now.get(k)}" for k in sorted(set(detail_now) & set(detail_then))
+             if detail_now.get(k) != detail_then.get(k)]
+    if moved:
+        out.append("model weights (" + ", ".join(moved) + ")")
     for role in sorted(set(current.saes) | set(baseline.saes)):
         now, then = current.saes.get(role), baseline.saes.get(role)
         if now is None or then is None:
@@ -241,9 +248,12 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
     or only changed, and the declared features followed into a changed SAE."""
     old = {c.id: c for c in baseline.claims}
     new = {c.id: c for c in current.claims}
-    flipped, moved, changed, unchanged = [], [], [], []
+    flipped, moved, changed, unchanged, not_run = [], [], [], [], []
     for claim_id in sorted(set(old) & set(new)):
         before, after = old[claim_id], new[claim_id]
+        if after.statistic_name == "not run":  # deselected this time (-k, -x): nothing to compare
+            not_run.append(claim_id)
+            continue
         row = {"id": claim_id, "before": before.statistic, "after": after.statistic,
                "passed_before": before.passed, "passed_after": after.passed,
                "verdict_before": before.verdict, "verdict_after": after.verdict,
@@ -264,7 +274,7 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
         "baseline_verdict": baseline.verdict, "baseline_schema": baseline.schema_version,
         "verdict_before": baseline.verdict, "verdict_after": current.verdict,
         "what_changed": changed_parts(current, baseline), "flipped": flipped, "moved": moved,
-        "changed_within_intervals": changed, "unchanged": unchanged,
+        "changed_within_intervals": changed, "unchanged": unchanged, "not_run": not_run,
         "only_in_baseline": sorted(set(old) - set(new)), "only_in_current": sorted(set(new) - set(old)),
         "sae_changed": {role: current.saes[role].hash != baseline.saes[role].hash
                         for role in current.saes if role in baseline.saes},
@@ -286,11 +296,18 @@ def diff_lines(diff: dict) -> list[str]:
         rows = diff[key]
         if rows:
             lines.append(f"  {len(rows)} {label}: " + "; ".join(
-                f"{r['id']} {r['verdict_before']} -> {r['verdict_after']} ({_num(r['before'])} -> {_num(r['after'])})"
+                f"{r['id']} {r['verdict_before']} -> {r['verdict_after']} ({_num(r['before'])} -> {_num(r['after'])}"
+                + (f", on {', '.join(_tested_on(t) for t in r['followed'])})" if r.get("followed") else ")")
                 for r in rows))
     lines.append(f"  {len(diff['changed_within_intervals'])} changed within their intervals, "
-                 f"{len(diff['unchanged'])} identical")
+                 f"{len(diff['unchanged'])} identical" + (f", {len(diff['not_run'])} not run this time"
+                                                          if diff.get("not_run") else ""))
     return lines
+
+
+def _tested_on(text: str) -> str:
+    """'fine-3726 -> fine-11329 (decoder cosine 0.797)' -> 'fine-11329'; an unmatched feature -> 'no match'."""
+    return "no match" if "no match" in text or " -> " not in text else text.split(" (")[0].split(" -> ")[-1]
 
 
 def _num(value) -> str:

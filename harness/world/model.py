@@ -201,10 +201,10 @@ def local_model_dir(model_cfg: ModelConfig) -> Path:
     return folder
 
 
-def weights_hash(model_cfg: ModelConfig) -> str:
+def weights_hash(model_cfg: ModelConfig, *, download: bool = True) -> str:
     """What identifies the model's weights, for cache keys: never the profile's name."""
     if model_cfg.source == "smollm2-gguf":
-        path = locate_smollm2_gguf(model_cfg.gguf_file or SMOLLM2_GGUF)
+        path = locate_smollm2_gguf(model_cfg.gguf_file or SMOLLM2_GGUF, download=download)
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             digest.update(handle.read(1 << 20))
