@@ -152,3 +152,14 @@ def test_extends_inherits_and_anchors_belong_to_the_concept(tmp_path):
     loop.write_text(f'extends = "{loop}"\nname = "loop"\n')
     with pytest.raises(ConfigError, match="a cycle"):
         load_profile(str(loop))
+
+
+def test_a_child_with_another_concept_inherits_no_steering_unless_it_brings_its_own(tmp_path):
+    """The parent's lexicons score France words: an Italy child without [steering] must not run them."""
+    (tmp_path / "italy.txt").write_text("\n".join(f"Rome and Venice, line {i}." for i in range(30)))
+    (tmp_path / "italy.toml").write_text('extends = "smollm2-135m"\nname = "italy"\n[prompts]\nconcept = "italy.txt"\n'
+                                         'concept_words = ["rome", "venice"]\n')
+    italy = load_profile(str(tmp_path / "italy.toml"), require_anchors=False)
+    assert not italy.claims_of("steering") and italy.steering == {}
+    japan = load_profile("smollm2-135m-japan")  # brings its own [steering]: the claims come along
+    assert japan.claims_of("steering") and "Japan" in japan.steering["concept_words"]

@@ -440,7 +440,9 @@ def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """A profile's data; with `extends = "name-or-path"`, merged over its parent: model, SAEs, prompts,
     analysis, steering and the parent's claims are inherited (a claim of the same id is replaced).
     The parent's anchors, and the claims `discover` wrote for them, are inherited only while the child
-    keeps the parent's concept prompts and declares no anchors of its own: anchors belong to a concept."""
+    keeps the parent's concept prompts and declares no anchors of its own: anchors belong to a concept.
+    So do the steering lexicons: a child with other concept prompts and no [steering] of its own
+    inherits neither the parent's [steering] nor its steering claims."""
     data = _file_data(path)
     parent_ref = data.pop("extends", None)
     if parent_ref is None:
@@ -461,6 +463,10 @@ def _profile_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         parent.pop("anchors", None)
         parent.pop(ANCHORS_FILE, None)
         inherited = [c for c in inherited if not c.get(SIDECAR)]
+    if concept_changed and "steering" not in data:
+        # The parent's steering lexicons score the parent's concept: not this one's.
+        parent.pop("steering", None)
+        inherited = [c for c in inherited if c.get("family") != "steering"]
     replaced = {(c.get("family"), c.get("name")) for c in own_claims}
     merged = _merge(parent, data)
     merged["claims"] = [c for c in inherited if (c.get("family"), c.get("name")) not in replaced] + own_claims
