@@ -70,12 +70,15 @@ class Analysis:
     decoder_norms: dict[str, np.ndarray] = field(default_factory=dict)  # role -> [d_sae] ||W_dec row||
     sae_info: dict[str, dict] = field(default_factory=dict)  # role -> {"architecture", "k", ...}
     facets: np.ndarray | None = None  # [P] each prompt's facet ("" when it has none)
+    # role -> [d_sae] the largest activation each feature reached on held-out corpus text (the SAE's
+    # `ceilings.safetensors`): what an unseen firing can be at most, for the selectivity bound.
+    ceilings: dict[str, np.ndarray] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, profile: Profile, tables: FeatureTables, prompt_sets: PromptSets, directions: dict,
               *, split: str | None = None, decoder_norms: dict | None = None,
-              sae_info: dict | None = None) -> Analysis:
+              sae_info: dict | None = None, ceilings: dict | None = None) -> Analysis:
         analysis_cfg = profile.analysis
         return cls(
             profile=profile, tables=tables, directions={k: np.asarray(v) for k, v in directions.items()},
@@ -85,6 +88,7 @@ class Analysis:
             decoder_norms={k: np.asarray(v, dtype=np.float64) for k, v in (decoder_norms or {}).items()},
             sae_info=dict(sae_info or {}),
             facets=facets_by_row(tables, prompt_sets),
+            ceilings={k: np.asarray(v, dtype=np.float64) for k, v in (ceilings or {}).items()},
         )
 
     def __repr__(self) -> str:
@@ -189,9 +193,11 @@ class Analysis:
         return self._cache[key]
 
     def selectivity_interval(self, role: str, feature: int, against: str = "neutral") -> Interval:
+        ceiling = self.ceilings.get(role)
         return selectivity_interval(self.acts(role)[self.group("concept"), feature],
                                     self.acts(role)[self.group(against), feature],
-                                    level=self.level, n_resamples=self.n_bootstrap, seed=self.seed)
+                                    level=self.level, n_resamples=self.n_bootstrap, seed=self.seed,
+                                    ceiling=None if ceiling is None else float(ceiling[feature]))
 
     def ranked_features(self, role: str, top: int = 40, min_fire: float = 0.1) -> list[dict]:
         """The seed's list: features ranked by selectivity, with permutation p and BH q over all tested,
@@ -452,20 +458,25 @@ def draw_counts(idx: np.ndarray, size: int) -> np.ndarray:
                                                                                         ).astype(np.float64)
 
 
-def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed: int) -> Interval:
-    """BCa interval of mean_c / (mean_c + mean_o), with an exact guard on the other set's firing rate.
+def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed: int,
+                         ceiling: float | None = None) -> Interval:
+    """BCa interval of mean_c / (mean_c + mean_o), with an exact guard on the other set's mean.
 
     Pooled activations are mostly zeros: the other set's mean rests on a handful of firings, and
     the bootstrap cannot see firings that did not happen (zero firings in 100 prompts gives every
-    resample selectivity 1.000). The lower bound is therefore never above the selectivity at which
-    the other set fires at its Clopper-Pearson upper rate, with the magnitude it shows when firing
-    (the concept set's, if it never fires). The upper bound gets the mirror guard when the concept
-    set never fires.
+    resample selectivity 1.000). With fewer than FEW_FIRINGS firings in the other set, the lower
+    bound is never above the selectivity at which the other set fires at its Clopper-Pearson upper
+    rate with every firing at `ceiling`, the largest activation the feature reached on held-out
+    corpus text: mean_o <= rate_o * ceiling whatever size the unseen firings have, as long as
+    none exceeds what the feature ever did. Without a ceiling the guard falls back to the size the
+    firings show (the concept set's, if the other set never fires) and says that it assumes unseen
+    firings are no larger. The upper bound gets the mirror guard when the concept set never fires.
     """
     concept = np.asarray(concept, dtype=np.float64)
     other = np.asarray(other, dtype=np.float64)
     notes = []
-    if int((other > 0).sum()) < FEW_FIRINGS:
+    few = int((other > 0).sum()) < FEW_FIRINGS
+    if few:
         # The other set's mean rests on a handful of firings and the bootstrap understates how much it
         # could move (calibration: a 95% bound missed ~2.5x too often at 4 firings in 100). A wider
         # bound, 1 - (1 - level) / 5, restores the nominal rate at a small cost in power.
@@ -478,14 +489,20 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
     if not fires_c.size and not fires_o.size:
         return Interval(interval.estimate, 0.0, 1.0, level, "none", "the feature never fires on either set")
     low, high = interval.low, interval.high
-    magnitude_o = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
+    largest_seen = float(max(fires_c.max(initial=0.0), fires_o.max(initial=0.0)))
+    if few and ceiling is not None and ceiling > 0:
+        magnitude_o, size_text = max(float(ceiling), largest_seen), f"every firing at the ceiling {ceiling:.3g}"
+    else:
+        magnitude_o = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
+        size_text = f"at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} mean firing magnitude"
+        if few:
+            size_text += " (no activation ceiling for this SAE: unseen firings are assumed no larger)"
     rate_o = float(clopper_pearson(fires_o.size, other.size, level=level)[1])
     guard = float(selectivity(concept.mean(), rate_o * magnitude_o))
     if guard < low:
         low = guard
         notes.append(f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, "
-                     f"up to {rate_o:.3f}, at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} "
-                     "mean firing magnitude)")
+                     f"up to {rate_o:.3f}, {size_text})")
     if not fires_c.size:
         rate_c = float(clopper_pearson(0, concept.size, level=level)[1])
         high = max(high, float(selectivity(rate_c * float(fires_o.mean()), other.mean())))

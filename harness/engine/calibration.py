@@ -103,7 +103,8 @@ def aligned_to(rng, anchor: np.ndarray, cosine: float) -> np.ndarray:
 def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fine_dirs=None, seed: int,
                     settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
                     min_firing_prompts: int = 5, concept_facets=None, n_concept: int = N_CONCEPT,
-                    n_neutral: int = N_NEUTRAL, anchors: tuple[int, ...] = (0,)) -> Analysis:
+                    n_neutral: int = N_NEUTRAL, anchors: tuple[int, ...] = (0,),
+                    ceilings: dict | None = None) -> Analysis:
     """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
     rng = np.random.default_rng([seed, 0x776F726C64])
     labels = _labels(n_concept if concept_facets is None else len(concept_facets), n_neutral)
@@ -142,7 +143,7 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
         anchors=Anchors(coarse=tuple(anchors), source="synthetic", split="all"), claims=(spec,),
     )
     return Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
-                          decoder_norms=decoder_norms, sae_info=sae_info)
+                          decoder_norms=decoder_norms, sae_info=sae_info, ceilings=ceilings)
 
 
 def _claim(family: str, **params) -> ClaimSpec:
@@ -157,6 +158,45 @@ def selectivity_trial(rng, seed: int, s: Settings, *, other_rate: float, true_se
     x = by_set(rng, (0.5, 3.0), (other_rate, mean_other / other_rate))
     spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
     return Trial(synthetic_world(spec, coarse=x, seed=seed, settings=s), spec)
+
+
+def selectivity_rare_large_trial(rng, seed: int, s: Settings, *, other_rate: float, ratio: float, n_per_set: int,
+                                 ceiling: bool = True) -> Trial:
+    """The audit's hard null: true selectivity exactly 0.9, the other set firing rarely (`other_rate`) but
+    `ratio` times larger than the concept set's mean firing (gamma, mean 3). The other set's firings are
+    uniform on [0.8, 1] x the ceiling, so the planted ceiling is exactly the largest firing there is.
+    `ceiling=False` decides without one (an SAE with no recorded ceilings)."""
+    magnitude_c = 3.0
+    large = ratio * magnitude_c / 0.9  # the ceiling: the other set's firings have mean ratio x 3
+    mean_o = other_rate * ratio * magnitude_c
+    rate_c = 9 * mean_o / magnitude_c  # selectivity mean_c / (mean_c + mean_o) exactly 0.9
+    if rate_c > 1:
+        raise ConfigError(f"rare-large null: other_rate {other_rate} x ratio {ratio} needs a concept rate {rate_c} > 1")
+    concept = zero_heavy(rng, n_per_set, rate_c, magnitude_c)
+    other = np.where(rng.random(n_per_set) < other_rate, rng.uniform(0.8, 1.0, n_per_set) * large, 0.0)
+    spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
+    world = synthetic_world(spec, coarse=np.r_[concept, other], seed=seed, settings=s, n_concept=n_per_set,
+                            n_neutral=n_per_set, ceilings={"coarse": [large]} if ceiling else None)
+    return Trial(world, spec)
+
+
+def selectivity_ceiling_power_trial(rng, seed: int, s: Settings, *, true_selectivity: float, ceiling_ratio: float,
+                                    n_per_set: int) -> Trial:
+    """Power with a ceiling: concept prompts fire on 95% at 3 x U(0.5, 1.5); the other set on 2%, sized to make
+    the true selectivity; the SAE's ceiling is `ceiling_ratio` x the concept set's mean firing (the embedded
+    anchors' corpus ceilings are 2.1 / 2.1 / 2.8 x their concept means)."""
+    magnitude, rate_c, rate_o = 3.0, 0.95, 0.02
+    mean_o = rate_c * magnitude * (1 - true_selectivity) / true_selectivity
+    size_o = mean_o / rate_o
+    ceiling = ceiling_ratio * magnitude
+    if size_o > ceiling:
+        raise ConfigError(f"ceiling-power: the other set's firing size {size_o:.3g} exceeds the ceiling {ceiling:.3g}")
+    concept = np.where(rng.random(n_per_set) < rate_c, magnitude * rng.uniform(0.5, 1.5, n_per_set), 0.0)
+    other = np.where(rng.random(n_per_set) < rate_o, size_o, 0.0)
+    spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
+    world = synthetic_world(spec, coarse=np.r_[concept, other], seed=seed, settings=s, n_concept=n_per_set,
+                            n_neutral=n_per_set, ceilings={"coarse": [ceiling]})
+    return Trial(world, spec)
 
 
 # ---- co-firing: sub-features and the GO gate ------------------------------------------------------
@@ -681,6 +721,16 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("steering", "boundary-specificity-inert", "fpr", steering_trial, "specificity: the Germany direction does not "
        "raise Germany words (mean exactly 0); the rest of the 2 x 2 true: must not be held", condition="boundary",
        claim_kind="specificity", part="inert"),
+    # The audit's rare-large-firing nulls (appended: earlier rows keep their seeds), decided with the ceiling.
+    *(_c("selectivity", f"rare-large-{round(rate * 1000) / 10:g}pct-{ratio:g}x-n{n}", "fpr",
+         selectivity_rare_large_trial, f"true selectivity exactly 0.9; the other set fires on {rate:.1%} at {ratio:g}x "
+         f"the concept set's size, {n} + {n} prompts; the SAE's ceiling is the largest firing",
+         other_rate=rate, ratio=ratio, n_per_set=n)
+      for n in (50, 100) for rate, ratio in ((0.02, 2.8), (0.02, 5.0), (0.005, 10.0), (0.01, 10.0))),
+    *(_c("selectivity", f"ceiling-power-{sel:g}-{ratio:g}x-n{n}", "power", selectivity_ceiling_power_trial,
+         f"true selectivity {sel:g} vs the bar 0.9, concept fires on 95%, other set on 2%, {n} + {n} prompts; "
+         f"ceiling {ratio:g}x the concept set's mean firing", true_selectivity=sel, ceiling_ratio=ratio, n_per_set=n)
+      for sel, ratio, n in ((0.97, 2.0, 100), (0.99, 2.0, 100), (0.97, 2.0, 400), (0.97, 3.0, 400))),
 )
 
 

@@ -37,8 +37,10 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
     bar = float(spec.param("min_selectivity"))
     level = 1 - 2 * alpha  # a two-sided interval whose lower bound errs with probability alpha
     x = a.acts("coarse")[:, anchor]
+    ceilings = a.ceilings.get("coarse")
     sel = selectivity_interval(x[a.group("concept")], x[a.group(against)], level=level,
-                               n_resamples=a.n_bootstrap, seed=a.seed)
+                               n_resamples=a.n_bootstrap, seed=a.seed,
+                               ceiling=None if ceilings is None else float(ceilings[anchor]))
     selective = decide(sel.low, sel.high, bar, ">")
 
     geometry_rule = spec.param("geometry")

@@ -1,4 +1,4 @@
-"""`python -m harness COMMAND`: info, train-saes, discover, report, calibrate, stand-in, schema."""
+"""`python -m harness COMMAND`: info, train-saes, discover, ceilings, report, calibrate, stand-in, schema."""
 
 from __future__ import annotations
 
@@ -186,6 +186,20 @@ def cmd_stand_in(args) -> int:
     return 0
 
 
+def cmd_ceilings(args) -> int:
+    from harness.core.config import load_profile
+    from harness.entry.preflight import check_local_saes
+    from harness.features.tables import profile_ceilings
+
+    if args.tokens < 512:
+        raise HarnessError(f"--tokens {args.tokens} is too few to find a feature's largest activation; use >= 512")
+    profile = load_profile(args.profile, require_anchors=False)
+    check_local_saes(profile)  # a broken SAE folder fails here, before the model loads
+    print(json.dumps(profile_ceilings(profile, tokens=args.tokens, overwrite=args.overwrite, device=args.device),
+                     indent=2))
+    return 0
+
+
 def cmd_schema(args) -> int:
     from harness.outputs.ledger import ledger_schema
 
@@ -251,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     stand_in.add_argument("dir", metavar="DIR", help="the folder to use as HF_HOME (the hub cache goes in DIR/hub)")
     stand_in.add_argument("--seed", type=int, default=0)
     stand_in.set_defaults(func=cmd_stand_in)
+
+    ceilings = sub.add_parser("ceilings", help="measure each SAE feature's largest activation on held-out corpus "
+                              "text (the selectivity bound's ceiling); written beside local SAEs, else in the cache")
+    _profile_arg(ceilings)
+    ceilings.add_argument("--tokens", type=int, default=40_000, help="held-out tokens (default 40,000)")
+    ceilings.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ceilings.add_argument("--overwrite", action="store_true", help="replace a packaged SAE's ceilings file")
+    ceilings.set_defaults(func=cmd_ceilings)
 
     schema = sub.add_parser("schema", help="print the ledger's JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -194,10 +194,18 @@ class ClaimsRun:
         return self.__dict__["sae_info"]
 
     @cached_property
+    def ceilings(self) -> dict[str, np.ndarray]:
+        """Per SAE, each feature's largest activation on held-out corpus text (harness.world.ceilings),
+        when recorded for exactly these weights; the selectivity bound uses them."""
+        from harness.world.ceilings import load_ceilings
+
+        return load_ceilings(self.profile, {role: sae_hash(cfg) for role, cfg in self.profile.saes.items()})
+
+    @cached_property
     def analysis(self) -> Analysis:
         self.followed  # noqa: B018 - the anchors are the followed ones when an SAE changed since the baseline
         return Analysis.build(self.profile, self.tables, self.prompt_sets, self.directions,
-                              decoder_norms=self.decoder_norms, sae_info=self.sae_info)
+                              decoder_norms=self.decoder_norms, sae_info=self.sae_info, ceilings=self.ceilings)
 
     @cached_property
     def control(self) -> Analysis | None:
@@ -339,6 +347,9 @@ class ClaimsRun:
             "distributions": {f"coarse-{c}": a.distributions("coarse", c) for c in coarse},
             "top_prompts": {f"coarse-{c}": a.top_prompts("coarse", c, texts, prompt_meta=metas) for c in coarse},
             "quality": self.quality,
+            "activation_ceilings": {role: ("recorded (largest activation on held-out corpus text)"
+                                           if role in self.ceilings else "none: unseen firings assumed no larger "
+                                           "than those seen") for role in self.profile.saes},
             "l0": {role: a.tables.l0(role, a.evaluation_rows()) for role in ("coarse", "fine")},
         }
         tables["distributions"].update({f"fine-{f}": a.distributions("fine", f) for f in anchors.fine})

@@ -177,12 +177,9 @@ def sae_hash(sae_cfg: SaeConfig) -> str:
     from harness.world.model import hub_revision
 
     if sae_cfg.source == "local":  # the bytes of its config and weights (the key every cache already uses)
-        digest = hashlib.sha256()
-        for name in ("cfg.json", "sae_weights.safetensors"):
-            path = sae_cfg.local_path / name
-            if path.is_file():
-                digest.update(path.read_bytes())
-        return digest.hexdigest()[:16]
+        from harness.world.ceilings import sae_folder_digest
+
+        return sae_folder_digest(sae_cfg.local_path)
     if sae_cfg.source == "pretrained":
         try:
             repo_id, folder, _ = sae_location(sae_cfg)
@@ -445,3 +442,38 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
                       "tables in memory", stacklevel=2)
     tables.meta["cache"] = "miss"
     return tables
+
+
+def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool = False, device: str = "auto",
+                     progress: bool = True) -> dict[str, dict]:
+    """Measure every SAE of the profile on held-out corpus text and write the ceilings. Returns, per role,
+    the file written and a summary. A packaged SAE's file is replaced only with `overwrite`."""
+    from harness.core.errors import HarnessError
+    from harness.core.paths import SAES_DIR
+    from harness.world.ceilings import ceiling_target, describe, measure_ceilings, write_ceilings
+
+    hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
+    targets = {role: ceiling_target(profile, role, hashes[role]) for role in profile.saes}
+    for role, path in targets.items():
+        if SAES_DIR.resolve() in path.resolve().parents and not overwrite:
+            raise HarnessError(f"ceilings would rewrite the repository's packaged {path.name} ({path}); pass "
+                               "--overwrite to replace it")
+    from harness.world.corpus import build_corpus, split_heldout
+    from harness.world.model import load_model, resolve_device, weights_hash
+    from harness.world.prompts import all_prompt_texts
+    from harness.world.training import SEQ_TOKENS, chunk_token_rows, harvest, length_bucketed
+    device = resolve_device(device)
+    model = load_model(profile.model, device=device)
+    paragraphs, _ = build_corpus(all_prompt_texts(profile))
+    _, heldout = split_heldout(paragraphs)
+    rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout, SEQ_TOKENS))
+    work = cache_dir() / "training" / f"{profile.name}-{weights_hash(profile.model)}-ceilings" / "heldout"
+    acts = harvest(model, profile, rows, tokens, work, "residuals (held-out)")
+    out = {}
+    for role, cfg in profile.saes.items():
+        sae = load_sae(cfg, profile.model.d_model, device=device, hook=profile.model.hook)
+        values = measure_ceilings(sae, acts.float())
+        write_ceilings(targets[role], {role: values}, {role: hashes[role]}, int(acts.shape[0]))
+        out[role] = {"written": str(targets[role]), **describe({role: values})[role]}
+        del sae
+    return out

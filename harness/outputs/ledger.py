@@ -264,7 +264,7 @@ def diff_ledgers(current: Ledger, baseline: Ledger) -> dict:
             flipped.append(row)
         elif _moved_beyond_interval(before, after):
             moved.append(row)
-        elif before.statistic != after.statistic:
+        elif before.statistic != after.statistic or _bounds(before) != _bounds(after):
             changed.append(row)
         else:
             unchanged.append(claim_id)
@@ -312,6 +312,11 @@ def _tested_on(text: str) -> str:
 
 def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)  # 0.224, 3
+
+
+def _bounds(record: ClaimRecord) -> tuple:
+    effect = record.effect
+    return (None, None) if effect is None else (effect.ci_low, effect.ci_high)
 
 
 def _moved_beyond_interval(before: ClaimRecord, after: ClaimRecord) -> bool:

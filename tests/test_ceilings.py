@@ -1,0 +1,71 @@
+"""Activation ceilings: the selectivity bound with no assumption that unseen firings are small."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.engine.analysis import selectivity_interval
+from harness.statistics.stats import clopper_pearson, selectivity
+
+
+def test_with_few_other_firings_the_bound_puts_every_unseen_firing_at_the_ceiling():
+    rng = np.random.default_rng(0)
+    concept = np.where(rng.random(100) < 0.95, rng.uniform(1.5, 4.5, 100), 0.0)
+    other = np.zeros(100)
+    level = 0.95
+    with_ceiling = selectivity_interval(concept, other, level=level, n_resamples=499, seed=0, ceiling=12.0)
+    wider = 1 - (1 - level) / 5  # fewer than FEW_FIRINGS firings: the wider level
+    rate = float(clopper_pearson(0, 100, level=wider)[1])
+    assert with_ceiling.low == pytest.approx(selectivity(concept.mean(), rate * 12.0))
+    assert "every firing at the ceiling 12" in with_ceiling.note
+    without = selectivity_interval(concept, other, level=level, n_resamples=499, seed=0)
+    assert without.low > with_ceiling.low and "no activation ceiling for this SAE" in without.note
+
+
+def test_a_ceiling_below_a_firing_seen_is_raised_to_it():
+    concept = np.r_[np.full(90, 3.0), np.zeros(10)]
+    other = np.r_[9.0, np.zeros(99)]  # one firing larger than the recorded ceiling
+    low = selectivity_interval(concept, other, level=0.95, n_resamples=499, seed=0, ceiling=5.0).low
+    rate = float(clopper_pearson(1, 100, level=0.99)[1])
+    assert low == pytest.approx(selectivity(concept.mean(), rate * 9.0))
+
+
+def test_ceilings_load_only_for_the_weights_they_were_measured_on(tmp_path):
+    import dataclasses
+
+    from harness.core.config import load_profile
+    from harness.world.ceilings import load_ceilings, write_ceilings
+
+    base = load_profile("smollm2-135m")
+    folder = tmp_path / "saes"
+    (folder / "fine").mkdir(parents=True)
+    profile = dataclasses.replace(base, saes={**base.saes, "fine": dataclasses.replace(base.saes["fine"],
+                                                                                        path=str(folder / "fine"))})
+    values = np.arange(profile.saes["fine"].d_sae, dtype=np.float32)
+    write_ceilings(folder / "ceilings.safetensors", {"fine": values}, {"fine": "aaaa"}, 1000)
+    assert "fine" in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"})
+    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "bbbb"})  # retrained: stale, unused
+    write_ceilings(folder / "ceilings.safetensors", {"fine": values[:10]}, {"fine": "aaaa"}, 1000)
+    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"})  # another width
+
+
+def test_the_packaged_saes_carry_ceilings_for_their_exact_weights():
+    from harness.core.config import load_profile
+    from harness.features.tables import sae_hash
+    from harness.world.ceilings import load_ceilings
+
+    profile = load_profile("smollm2-135m")
+    ceilings = load_ceilings(profile, {role: sae_hash(cfg) for role, cfg in profile.saes.items()})
+    assert set(ceilings) == {"coarse", "fine"} and all((v >= 0).all() for v in ceilings.values())
+
+
+def test_the_ceilings_command_refuses_to_rewrite_packaged_ones_before_loading(capsys, monkeypatch):
+    from harness.entry.cli import main
+
+    import harness.world.training  # noqa: F401 - bound to the real load_model before the patch below
+
+    monkeypatch.setattr("harness.world.model.load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["ceilings", "--profile", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass --overwrite to replace it" in err[0]
