@@ -318,12 +318,17 @@ def follow_suite(pytester, update: str) -> None:
         copy_claims(pytester)
 
 
-def test_revalidation_follows_a_reindexed_sae_and_every_verdict_stays(pytester):
+def revalidate(pytester, update: str):
+    """A baseline run on the planted world, then the same claims after `update`, against it."""
     follow_suite(pytester, "none")
     assert pytester.runpytest_subprocess("claims", "--html=base", "-p", "no:cacheprovider", "-q").ret == 0
-    follow_suite(pytester, "shuffled")
-    result = pytester.runpytest_subprocess("claims", "--html=after", "--baseline", "base/claims.json",
-                                           "-p", "no:cacheprovider", "-q")
+    follow_suite(pytester, update)
+    return pytester.runpytest_subprocess("claims", "--html=after", "--baseline", "base/claims.json",
+                                         "-p", "no:cacheprovider", "-q")
+
+
+def test_revalidation_follows_a_reindexed_sae_and_every_verdict_stays(pytester):
+    result = revalidate(pytester, "shuffled")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["diff vs baseline *: GATE GO -> GO; changed: fine SAE (weights * -> updatedfinesae00*",
                                  "  followed into the new SAE: fine-10 -> fine-* (cos 1.00)"])
@@ -338,11 +343,7 @@ def test_revalidation_follows_a_reindexed_sae_and_every_verdict_stays(pytester):
 
 
 def test_revalidation_says_which_claims_need_discover_when_a_feature_has_no_match(pytester):
-    follow_suite(pytester, "none")
-    assert pytester.runpytest_subprocess("claims", "--html=base", "-p", "no:cacheprovider", "-q").ret == 0
-    follow_suite(pytester, "random")
-    result = pytester.runpytest_subprocess("claims", "--html=after", "--baseline", "base/claims.json",
-                                           "-p", "no:cacheprovider", "-q")
+    result = revalidate(pytester, "random")
     assert result.ret == 1  # a random fine SAE has no sub-features: the gate says NO-GO, as it should
     assert "Traceback" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*followed into the new SAE: fine-10: no match (best cos 0.*): re-run discover*"])

@@ -168,9 +168,11 @@ def cmd_stand_in(args) -> int:
         raise HarnessError(f"stand-in DIR {args.dir!r} holds a file named 'hub' where the hub cache goes; "
                            "move it or give another folder")
     profile = load_profile(args.profile, require_anchors=False)
+    existing = out.resolve()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent  # probe the nearest folder that exists: nothing is created before the run
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=out)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
