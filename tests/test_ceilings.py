@@ -38,25 +38,37 @@ def test_ceilings_load_only_for_the_weights_they_were_measured_on(tmp_path):
     from harness.world.ceilings import load_ceilings, write_ceilings
 
     base = load_profile("smollm2-135m")
-    folder = tmp_path / "saes"
-    (folder / "fine").mkdir(parents=True)
+    folder = tmp_path / "fine"
+    folder.mkdir()
     profile = dataclasses.replace(base, saes={**base.saes, "fine": dataclasses.replace(base.saes["fine"],
-                                                                                        path=str(folder / "fine"))})
+                                                                                        path=str(folder))})
     values = np.arange(profile.saes["fine"].d_sae, dtype=np.float32)
-    write_ceilings(folder / "ceilings.safetensors", {"fine": values}, {"fine": "aaaa"}, 1000)
-    assert "fine" in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"})
-    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "bbbb"})  # retrained: stale, unused
-    write_ceilings(folder / "ceilings.safetensors", {"fine": values[:10]}, {"fine": "aaaa"}, 1000)
-    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"})  # another width
+    write_ceilings(folder / "ceilings.safetensors", values, sae_hash="aaaa", model="m:float32", tokens=1000)
+    assert "fine" in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"}, "m:float32")
+    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "bbbb"}, "m:float32")  # retrained SAE
+    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"}, "m:bfloat16")  # another model
+    write_ceilings(folder / "ceilings.safetensors", values[:10], sae_hash="aaaa", model="m:float32", tokens=1000)
+    assert "fine" not in load_ceilings(profile, {"coarse": "x", "fine": "aaaa"}, "m:float32")  # another width
+
+
+def test_a_zero_ceiling_still_bounds_and_a_firing_above_it_is_used():
+    """A feature silent on the corpus has ceiling 0: the largest firing seen here is the size, never the
+    weaker 'no ceiling' assumption."""
+    concept = np.r_[np.full(90, 3.0), np.zeros(10)]
+    other = np.zeros(100)
+    interval = selectivity_interval(concept, other, level=0.95, n_resamples=499, seed=0, ceiling=0.0)
+    assert "above the recorded ceiling 0" in interval.note and "no activation ceiling" not in interval.note
 
 
 def test_the_packaged_saes_carry_ceilings_for_their_exact_weights():
     from harness.core.config import load_profile
     from harness.features.tables import sae_hash
-    from harness.world.ceilings import load_ceilings
+    from harness.world.ceilings import load_ceilings, model_key
+    from harness.world.model import weights_hash
 
     profile = load_profile("smollm2-135m")
-    ceilings = load_ceilings(profile, {role: sae_hash(cfg) for role, cfg in profile.saes.items()})
+    key = model_key(weights_hash(profile.model), profile.model.dtype)
+    ceilings = load_ceilings(profile, {role: sae_hash(cfg) for role, cfg in profile.saes.items()}, key)
     assert set(ceilings) == {"coarse", "fine"} and all((v >= 0).all() for v in ceilings.values())
 
 
@@ -68,4 +80,4 @@ def test_the_ceilings_command_refuses_to_rewrite_packaged_ones_before_loading(ca
     monkeypatch.setattr("harness.world.model.load_model", lambda *a, **k: pytest.fail("the model loaded"))
     assert main(["ceilings", "--profile", "smollm2-135m"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pass --overwrite to replace it" in err[0]
+    assert len(err) == 1 and "pass --overwrite to replace its ceilings" in err[0]

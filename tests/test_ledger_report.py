@@ -125,9 +125,27 @@ def test_diff_finds_flips_and_moves(ledger):
 def changed_fine_baseline(tmp_path, ledger):
     """The baseline as if its fine SAE had other weights (another content hash)."""
     saes = {**ledger.saes, "fine": ledger.saes["fine"].model_copy(update={"hash": "0123456789abcdef"})}
+    tables = {**ledger.tables, "declared_on": {**ledger.tables["declared_on"], "fine": "0123456789abcdef"}}
     path = tmp_path / "baseline.json"
-    path.write_text(ledger.model_copy(update={"saes": saes}).model_dump_json())
+    path.write_text(ledger.model_copy(update={"saes": saes, "tables": tables}).model_dump_json())
     return path
+
+
+def test_ids_registered_on_another_sae_are_not_tested_there(tmp_path, ledger):
+    """Anchors discovered on SAE A, a run on SAE B and a baseline whose ids count from neither: no guess."""
+    import dataclasses
+
+    run = planted.claims_run(effect=True)
+    declared = run.declared_profile
+    run.profile = run.declared_profile = dataclasses.replace(
+        declared, anchors=dataclasses.replace(declared.anchors, sae_hashes={"fine": "aaaaaaaaaaaaaaaa"}))
+    match = run.followed["fine-10"]
+    assert not match.matched and "ids count from SAE aaaaaaaaaaaaaaaa" in match.describe(0.7)
+    assert "re-run discover" in match.describe(0.7) and run.profile.anchors.fine == ()
+    run2 = planted.claims_run(effect=True)
+    run2.profile = run2.declared_profile = run.declared_profile
+    run2.baseline = changed_fine_baseline(tmp_path, ledger)  # its ids count from 0123..., not aaaa...
+    assert "the baseline's ids count from 0123456789abcdef" in run2.followed["fine-10"].describe(0.7)
 
 
 def test_declared_features_are_followed_into_a_changed_sae(tmp_path, ledger):

@@ -360,3 +360,22 @@ def test_the_header_names_the_profile_and_the_cache_folder(pytester, monkeypatch
     result = pytester.runpytest_subprocess("claims", "--co", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["claims profile: planted (from default; *)",
                                  f"claims cache: {pytester.path / 'my-cache'} ($SAE_CLAIMS_CACHE)"])
+
+
+def test_without_a_baseline_ids_registered_on_another_sae_are_not_evaluated(pytester):
+    """The profile says which SAE its ids count from; a run on another one says so instead of testing
+    index 10 of an unrelated SAE."""
+    follow_suite(pytester, "shuffled")
+    conftest = (pytester.path / "conftest.py").read_text().replace(
+        "    config.stash[PROFILE_KEY] = run.declared_profile",
+        "    run.profile = run.declared_profile = dataclasses.replace(run.declared_profile, anchors=dataclasses.replace("
+        "run.declared_profile.anchors, sae_hashes={'fine': 'registeredonold'}))\n"
+        "    run.__dict__.pop('followed', None)\n"
+        "    config.stash[PROFILE_KEY] = run.declared_profile")
+    pytester.makeconftest(conftest)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    claim = next(c for c in ledger["claims"] if c["id"] == "selectivity[fine-10]")
+    assert claim["verdict"] == "not evaluated" and "Traceback" not in result.stdout.str()
+    assert "the profile's fine ids count from SAE registeredonold" in claim["reason"]
+    assert "give --baseline a ledger from a run on that SAE, or re-run discover" in claim["reason"]

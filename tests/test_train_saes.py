@@ -57,8 +57,8 @@ def test_a_child_profile_trains_into_its_own_folder_and_fixtures_stay_byte_ident
     assert "--roles fine" in provenance["command"]
     from harness.world.ceilings import _read, sae_folder_digest
 
-    values, meta = _read(tmp_path / "saes" / "ceilings.safetensors")  # the selectivity bound's ceilings
-    assert values["fine"].shape == (16384,) and meta["sae_hash:fine"] == sae_folder_digest(target)
+    values, meta = _read(target / "ceilings.safetensors")  # the selectivity bound's ceilings
+    assert values.shape == (16384,) and meta["sae_hash"] == sae_folder_digest(target)
     assert "2| mse_loss" in out.err  # the bar moved at every training step (SAELens moves it every 100)
     # A second run into the same folder is refused without --overwrite.
     assert main(["train-saes", "--profile", str(profile), "--roles", "fine", "--tokens", "8192"]) == 2

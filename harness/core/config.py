@@ -305,6 +305,9 @@ class Anchors:
     whole_sets: tuple[str, ...] = ()
     split_reason: str = ""
     notes: str = ""
+    # role -> content hash of the SAE the ids count from (written by discover); a run on other weights
+    # follows them from a --baseline or says to re-run discover. Not in repr: cache keys already hold it.
+    sae_hashes: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -501,6 +504,11 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
     if not isinstance(anchors_data, dict):
         raise ConfigError(f"{anchors_file}: [anchors] must be a table")
     anchors_data = {k: tuple(v) if isinstance(v, list) else v for k, v in anchors_data.items()}
+    hashes = anchors_data.get("sae_hashes", {})
+    if not isinstance(hashes, dict) or any(not isinstance(v, str) for v in hashes.values()) or \
+            set(hashes) - set(SAE_ROLES):
+        raise ConfigError(f"{anchors_file}: anchors.sae_hashes = {hashes!r} must map SAE roles "
+                          f"({', '.join(SAE_ROLES)}) to content hashes (strings)")
     side_file = anchors_path(path)
     try:
         anchors = _build(Anchors, "anchors", anchors_data)

@@ -490,23 +490,33 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
         return Interval(interval.estimate, 0.0, 1.0, level, "none", "the feature never fires on either set")
     low, high = interval.low, interval.high
     largest_seen = float(max(fires_c.max(initial=0.0), fires_o.max(initial=0.0)))
-    if few and ceiling is not None and ceiling > 0:
-        magnitude_o, size_text = max(float(ceiling), largest_seen), f"every firing at the ceiling {ceiling:.3g}"
+    if few and ceiling is not None:
+        # A firing above the recorded ceiling shows the ceiling is no bound for this feature: use the larger.
+        size = max(float(ceiling), largest_seen)
+        size_text = (f"every firing at the ceiling {size:.3g}" if largest_seen <= ceiling else
+                     f"every firing at {size:.3g}, a firing seen here, above the recorded ceiling {ceiling:.3g}")
     else:
-        magnitude_o = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
+        size = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
         size_text = f"at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} mean firing magnitude"
         if few:
             size_text += " (no activation ceiling for this SAE: unseen firings are assumed no larger)"
     rate_o = float(clopper_pearson(fires_o.size, other.size, level=level)[1])
-    guard = float(selectivity(concept.mean(), rate_o * magnitude_o))
+    guard = float(selectivity(concept.mean(), rate_o * size))
     if guard < low:
         low = guard
         notes.append(f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, "
                      f"up to {rate_o:.3f}, {size_text})")
-    if not fires_c.size:
-        rate_c = float(clopper_pearson(0, concept.size, level=level)[1])
-        high = max(high, float(selectivity(rate_c * float(fires_o.mean()), other.mean())))
-        notes.append(f"the concept set never fires: upper bound from its exact rate bound ({rate_c:.3f})")
+    if int(fires_c.size) < FEW_FIRINGS:
+        # The mirror: the concept set's mean could hide unseen firings too (an upper bound kept too low
+        # would refute a true claim).
+        rate_c = float(clopper_pearson(fires_c.size, concept.size, level=level)[1])
+        size_c = (max(float(ceiling), largest_seen) if ceiling is not None
+                  else float(fires_c.mean()) if fires_c.size else float(fires_o.mean()))
+        mirror = float(selectivity(rate_c * size_c, other.mean()))
+        if mirror > high:
+            high = mirror
+            notes.append(f"the concept set fires on {fires_c.size} of {concept.size}: upper bound from its exact rate "
+                         f"bound ({rate_c:.3f}, each firing at {size_c:.3g})")
     if notes:
         method = "BCa + Clopper-Pearson" if (low, high) != (interval.low, interval.high) else interval.method
         return Interval(interval.estimate, low, high, level, method, "; ".join(notes))

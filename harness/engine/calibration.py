@@ -163,17 +163,17 @@ def selectivity_trial(rng, seed: int, s: Settings, *, other_rate: float, true_se
 def selectivity_rare_large_trial(rng, seed: int, s: Settings, *, other_rate: float, ratio: float, n_per_set: int,
                                  ceiling: bool = True) -> Trial:
     """The audit's hard null: true selectivity exactly 0.9, the other set firing rarely (`other_rate`) but
-    `ratio` times larger than the concept set's mean firing (gamma, mean 3). The other set's firings are
-    uniform on [0.8, 1] x the ceiling, so the planted ceiling is exactly the largest firing there is.
+    `ratio` times larger than the concept set's mean firing (gamma, mean 3). Every other-set firing is
+    exactly at the planted ceiling: the least favourable point for a bound that assumes nothing below it.
     `ceiling=False` decides without one (an SAE with no recorded ceilings)."""
     magnitude_c = 3.0
-    large = ratio * magnitude_c / 0.9  # the ceiling: the other set's firings have mean ratio x 3
+    large = ratio * magnitude_c  # the ceiling, and the size of every other-set firing
     mean_o = other_rate * ratio * magnitude_c
     rate_c = 9 * mean_o / magnitude_c  # selectivity mean_c / (mean_c + mean_o) exactly 0.9
     if rate_c > 1:
         raise ConfigError(f"rare-large null: other_rate {other_rate} x ratio {ratio} needs a concept rate {rate_c} > 1")
     concept = zero_heavy(rng, n_per_set, rate_c, magnitude_c)
-    other = np.where(rng.random(n_per_set) < other_rate, rng.uniform(0.8, 1.0, n_per_set) * large, 0.0)
+    other = np.where(rng.random(n_per_set) < other_rate, large, 0.0)
     spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
     world = synthetic_world(spec, coarse=np.r_[concept, other], seed=seed, settings=s, n_concept=n_per_set,
                             n_neutral=n_per_set, ceilings={"coarse": [large]} if ceiling else None)

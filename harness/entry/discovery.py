@@ -19,6 +19,7 @@ from harness.core.config import anchors_path
 from harness.core.errors import HarnessError
 from harness.core.paths import atomic_write_text
 from harness.entry.session import ClaimsRun
+from harness.features.tables import sae_hash
 
 
 def discover(run: ClaimsRun) -> dict:
@@ -54,6 +55,8 @@ def discover(run: ClaimsRun) -> dict:
             "coarse": coarse_ids, "fine": fine_ids, "source": "discovered", "split": "confirmation",
             "registered_on": date.today().isoformat(),
             "discovery_prompt_hash": "+".join(run.prompt_sets.hashes()[k] for k in ("concept", "neutral")),
+            # The SAEs these ids count from: a run on other weights follows them or says to re-discover.
+            "sae_hashes": {role: sae_hash(cfg) for role, cfg in profile.saes.items()},
             "notes": (f"ranked {len(ranked)} coarse features firing on >= {settings.min_fire_rate:.0%} of discovery "
                       f"concept prompts; {len(significant)} significant after BH against neutral and near-miss; "
                       f"loud feature "
@@ -133,6 +136,8 @@ def to_toml(found: dict, claims: list[dict]) -> str:
             return repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["# Written by `python -m harness discover`; re-run it to replace. Claims below are tested",

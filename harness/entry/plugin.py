@@ -215,14 +215,15 @@ FOLLOWED_KEY = pytest.StashKey[list]()
 
 @pytest.fixture
 def claim(request):
-    """The declared claim; after an SAE update (a --baseline whose SAE differs) the same claim on the
-    features followed into the new SAE by decoder cosine (harness.entry.revalidation). A named feature
-    with no match makes the claim "not evaluated", with what to do next."""
+    """The declared claim; after an SAE update the same claim on the features followed into the new SAE
+    by decoder cosine from a --baseline (harness.entry.revalidation). A named feature with no match, or
+    whose ids count from an SAE this run cannot follow from, makes the claim "not evaluated", with what
+    to do next."""
     spec = request.param
     run = get_run(request.config)
-    if run.baseline is None:
-        return spec
-    guarded_setup(request.config, "the baseline's features in this run's SAEs", lambda: run.followed)
+    guarded_setup(request.config, "the declared features in this run's SAEs", lambda: run.followed)
+    if not run.followed:
+        return spec  # every SAE is the one the profile's ids count from
     followed, used = run.follow_spec(spec)
     floor = run.profile.analysis.follow_min_cosine
     request.node.stash[FOLLOWED_KEY] = [m.as_dict() | {"text": m.describe(floor)} for m in used]
@@ -230,14 +231,23 @@ def claim(request):
     from harness.core.families import get_family
 
     family = get_family(spec.family)
-    if family is not None and family.needs_anchors and run.declared_profile.anchors.coarse and not run.profile.anchors.coarse:
-        # A claim on "the anchors" (the gate, facets, steering) with none left in the updated SAE.
-        missing += [m for name, m in sorted(run.followed.items())
-                    if name.startswith("coarse-") and not m.matched and m not in missing]
+    declared = run.declared_profile.anchors.coarse
+    if family is not None and family.needs_anchors and declared:
+        # A claim on "the anchors" (the gate, facets, steering): its record names how they were followed. The
+        # gate needs one left; a claim on the top anchor must not move silently to the next one.
+        anchors = [run.followed[f"coarse-{a}"] for a in declared if f"coarse-{a}" in run.followed]
+        request.node.stash[FOLLOWED_KEY] += [m.as_dict() | {"text": m.describe(floor)} for m in anchors
+                                             if m not in used]
+        top = run.followed.get(f"coarse-{declared[0]}")
+        if not run.profile.anchors.coarse:
+            missing += [m for m in anchors if not m.matched and m not in missing]
+        elif spec.family != "go_gate" and top is not None and not top.matched and top not in missing:
+            missing.append(top)
     if missing:
-        pytest.fail(f"{'; '.join(m.describe(floor) for m in missing)} in this run's SAE: the updated SAE has no "
-                    "feature close enough to it; re-run `python -m harness discover` to pick anchors on it",
-                    pytrace=False)
+        below_floor = any(not m.why for m in missing)
+        pytest.fail("; ".join(m.describe(floor) for m in missing)
+                    + (" in this run's SAE: the updated SAE has no feature close enough to it; re-run "
+                       "`python -m harness discover` to pick anchors on it" if below_floor else ""), pytrace=False)
     return followed
 
 

@@ -34,6 +34,7 @@ class FeatureMatch:
     cosine: float | None
     best: int | None = None  # the best row even when below the floor
     shared_with: tuple[str, ...] = ()  # other declared features that map to the same new row
+    why: str = ""  # why there is no match when it is not a cosine below the floor
 
     @property
     def name(self) -> str:
@@ -47,13 +48,16 @@ class FeatureMatch:
         if self.matched:
             text = f"{self.name} -> {self.role}-{self.new} (decoder cosine {self.cosine:.3f})"
             return text + (f", shared with {', '.join(self.shared_with)}" if self.shared_with else "")
+        if self.why:
+            return f"{self.name}: {self.why}"
         if self.best is None:
-            return f"{self.name}: the baseline ledger holds no decoder row for it"
+            return (f"{self.name}: the baseline ledger holds no decoder row for it (it predates them: re-run the "
+                    "baseline on the old SAE with this version)")
         return f"{self.name}: no match (best {self.role}-{self.best} at cosine {self.cosine:.3f} < {floor})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"role": self.role, "old": self.old, "new": self.new, "cosine": self.cosine, "best": self.best,
-                "same_id": self.new == self.old, "shared_with": list(self.shared_with)}
+                "same_id": self.new == self.old, "shared_with": list(self.shared_with), "why": self.why}
 
 
 def feature_params(spec: ClaimSpec) -> list[tuple[str, str, int]]:
@@ -65,7 +69,7 @@ def feature_params(spec: ClaimSpec) -> list[tuple[str, str, int]]:
     for key, param in (family.params.items() if family else ()):
         if not param.feature_of or spec.params.get(key) is None:
             continue
-        role = spec.params.get("sae", "coarse") if param.feature_of == "sae" else param.feature_of
+        role = spec.param("sae") if param.feature_of == "sae" else param.feature_of  # the family's default too
         out.append((key, role, int(spec.params[key])))
     return out
 
@@ -105,16 +109,26 @@ def match_features(baseline_rows: dict[str, list[float]], directions: dict[str, 
                    if m.matched else m) for name, m in matches.items()}
 
 
-def carried_matches(baseline_followed: dict[str, dict], wanted: dict[str, set[int]]) -> dict[str, FeatureMatch]:
-    """The baseline's own mapping, for an SAE that did not change since it."""
+def carried_matches(baseline_followed: dict[str, dict], wanted: dict[str, set[int]],
+                    min_cosine: float) -> dict[str, FeatureMatch]:
+    """The baseline's own mapping, for an SAE that did not change since it (this run's floor re-applied)."""
     out = {}
     for role, features in wanted.items():
         for old in features:
             entry = baseline_followed.get(f"{role}-{old}")
-            if entry is not None:
-                out[f"{role}-{old}"] = FeatureMatch(role, old, entry.get("new"), entry.get("cosine"), entry.get("best"),
-                                                    tuple(entry.get("shared_with", ())))
+            if entry is None:
+                continue
+            cosine, best = entry.get("cosine"), entry.get("best")
+            new = best if cosine is not None and best is not None and cosine >= min_cosine else None
+            out[f"{role}-{old}"] = FeatureMatch(role, old, new, cosine, best, tuple(entry.get("shared_with", ())),
+                                                entry.get("why", ""))
     return out
+
+
+def unfollowable(wanted: dict[str, set[int]], why: str) -> dict[str, FeatureMatch]:
+    """Every named feature of these roles, without a match, for a stated reason."""
+    return {f"{role}-{old}": FeatureMatch(role, old, None, None, why=why)
+            for role, features in wanted.items() for old in sorted(features)}
 
 
 def follow_profile(profile: Profile, matches: dict[str, FeatureMatch]) -> Profile:

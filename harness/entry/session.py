@@ -99,23 +99,51 @@ class ClaimsRun:
         return read_ledger(self.baseline) if self.baseline is not None else None
 
     @cached_property
+    def declared_on(self) -> dict[str, str]:
+        """Per SAE role, the content hash of the SAE the profile's feature ids count from: the anchors'
+        `sae_hashes` (written by discover), else the baseline's, else this run's SAE."""
+        base = self.baseline_ledger
+        recorded = self.declared_profile.anchors.sae_hashes
+        out = {}
+        for role, cfg in self.profile.saes.items():
+            base_on = None
+            if base is not None and role in base.saes:
+                base_on = (base.tables.get("declared_on", {}) if isinstance(base.tables, dict) else {}).get(role) \
+                    or base.saes[role].hash
+            out[role] = recorded.get(role) or base_on or sae_hash(cfg)
+        return out
+
+    @cached_property
     def followed(self) -> dict:
-        """Declared features followed into SAEs that differ from the baseline's (harness.entry.revalidation):
-        name -> FeatureMatch. Empty without a baseline or when no SAE changed."""
-        from harness.entry.revalidation import carried_matches, follow_profile, match_features, named_features
+        """Declared features followed into SAEs other than the one their ids count from
+        (harness.entry.revalidation): name -> FeatureMatch. Empty when every SAE is the one the ids count
+        from. Without a baseline from a run on that SAE, its features cannot be followed: no match, with
+        what to do."""
+        from harness.entry.revalidation import (carried_matches, follow_profile, match_features, named_features,
+                                                unfollowable)
 
         base = self.baseline_ledger
-        if base is None:
-            return {}
         wanted = named_features(self.declared_profile)
-        rows = base.tables.get("anchor_directions", {}) if isinstance(base.tables, dict) else {}
-        carried = base.tables.get("followed", {}) if isinstance(base.tables, dict) else {}
-        changed = {role for role, cfg in self.profile.saes.items()
-                   if role in base.saes and base.saes[role].hash != sae_hash(cfg)}
-        matches = carried_matches(carried, {r: f for r, f in wanted.items() if r not in changed})
-        if changed:
-            matches.update(match_features(rows, self.directions, {r: f for r, f in wanted.items() if r in changed},
-                                          self.profile.analysis.follow_min_cosine))
+        floor = self.profile.analysis.follow_min_cosine
+        tables = base.tables if base is not None and isinstance(base.tables, dict) else {}
+        matches: dict = {}
+        for role, cfg in self.profile.saes.items():
+            now, declared = sae_hash(cfg), self.declared_on[role]
+            features = {role: wanted.get(role, set())}
+            if declared == now or not features[role]:
+                continue
+            base_on = None
+            if base is not None and role in base.saes:
+                base_on = tables.get("declared_on", {}).get(role) or base.saes[role].hash
+            if base_on != declared:
+                why = (f"the profile's {role} ids count from SAE {declared}, this run's {role} SAE is {now}"
+                       + (f" and the baseline's ids count from {base_on}" if base_on else "")
+                       + ": give --baseline a ledger from a run on that SAE, or re-run discover")
+                matches.update(unfollowable(features, why))
+            elif base.saes[role].hash == now:
+                matches.update(carried_matches(tables.get("followed", {}), features, floor))
+            else:
+                matches.update(match_features(tables.get("anchor_directions", {}), self.directions, features, floor))
         self.profile = follow_profile(self.declared_profile, matches)
         return matches
 
@@ -197,9 +225,14 @@ class ClaimsRun:
     def ceilings(self) -> dict[str, np.ndarray]:
         """Per SAE, each feature's largest activation on held-out corpus text (harness.world.ceilings),
         when recorded for exactly these weights; the selectivity bound uses them."""
-        from harness.world.ceilings import load_ceilings
+        from harness.world.ceilings import load_ceilings, model_key
+        from harness.world.model import weights_hash
 
-        return load_ceilings(self.profile, {role: sae_hash(cfg) for role, cfg in self.profile.saes.items()})
+        try:
+            key = model_key(weights_hash(self.profile.model, download=False), self.profile.model.dtype)
+        except Exception:  # noqa: BLE001 - a model this machine cannot identify: no ceilings, said in the notes
+            return {}
+        return load_ceilings(self.profile, {role: sae_hash(cfg) for role, cfg in self.profile.saes.items()}, key)
 
     @cached_property
     def analysis(self) -> Analysis:
@@ -386,6 +419,11 @@ class ClaimsRun:
                 tested = f if match is None else match.new
                 if tested is not None and role in self.directions and tested < self.directions[role].shape[0]:
                     tables["anchor_directions"][f"{role}-{f}"] = np.round(self.directions[role][tested], 5).tolist()
+                elif self.baseline_ledger is not None:  # no match here: keep the row a later run can follow
+                    row = (self.baseline_ledger.tables or {}).get("anchor_directions", {}).get(f"{role}-{f}")
+                    if row is not None:
+                        tables["anchor_directions"][f"{role}-{f}"] = row
+        tables["declared_on"] = dict(self.declared_on)
         if self.followed:
             tables["followed"] = {name: m.as_dict() for name, m in sorted(self.followed.items())}
         return tables

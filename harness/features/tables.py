@@ -450,20 +450,23 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     the file written and a summary. A packaged SAE's file is replaced only with `overwrite`."""
     from harness.core.errors import HarnessError
     from harness.core.paths import SAES_DIR
-    from harness.world.ceilings import ceiling_target, describe, measure_ceilings, write_ceilings
+    from harness.world.ceilings import ceiling_target, describe, measure_ceilings, model_key, write_ceilings
 
-    hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
-    targets = {role: ceiling_target(profile, role, hashes[role]) for role in profile.saes}
-    for role, path in targets.items():
-        if SAES_DIR.resolve() in path.resolve().parents and not overwrite:
-            raise HarnessError(f"ceilings would rewrite the repository's packaged {path.name} ({path}); pass "
-                               "--overwrite to replace it")
+    for role, cfg in profile.saes.items():
+        if cfg.source == "local" and SAES_DIR.resolve() in cfg.local_path.resolve().parents and not overwrite:
+            raise HarnessError(f"ceilings would write into the repository's packaged {role} SAE folder "
+                               f"({cfg.local_path}); pass --overwrite to replace its ceilings")
     from harness.world.corpus import build_corpus, split_heldout
     from harness.world.model import load_model, resolve_device, weights_hash
     from harness.world.prompts import all_prompt_texts
     from harness.world.training import SEQ_TOKENS, chunk_token_rows, harvest, length_bucketed
+
     device = resolve_device(device)
+    saes = {role: load_sae(cfg, profile.model.d_model, device=device, hook=profile.model.hook)
+            for role, cfg in profile.saes.items()}  # first: a hub SAE's hash needs its files
+    hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
     model = load_model(profile.model, device=device)
+    key = model_key(weights_hash(profile.model), profile.model.dtype)
     paragraphs, _ = build_corpus(all_prompt_texts(profile))
     _, heldout = split_heldout(paragraphs)
     rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout, SEQ_TOKENS))
@@ -471,9 +474,8 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     acts = harvest(model, profile, rows, tokens, work, "residuals (held-out)")
     out = {}
     for role, cfg in profile.saes.items():
-        sae = load_sae(cfg, profile.model.d_model, device=device, hook=profile.model.hook)
-        values = measure_ceilings(sae, acts.float())
-        write_ceilings(targets[role], {role: values}, {role: hashes[role]}, int(acts.shape[0]))
-        out[role] = {"written": str(targets[role]), **describe({role: values})[role]}
-        del sae
+        values = measure_ceilings(saes[role], acts.float())
+        target = ceiling_target(cfg, hashes[role], key)
+        write_ceilings(target, values, sae_hash=hashes[role], model=key, tokens=int(acts.shape[0]))
+        out[role] = {"written": str(target), **describe(values)}
     return out

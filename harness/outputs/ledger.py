@@ -235,6 +235,12 @@ def changed_parts(current: Ledger, baseline: Ledger) -> list[str]:
     for name in sorted(set(current.prompt_hashes) | set(baseline.prompt_hashes)):
         if current.prompt_hashes.get(name) != baseline.prompt_hashes.get(name):
             out.append(f"{name} prompts")
+    ceilings_now = (current.tables or {}).get("activation_ceilings", {}) if isinstance(current.tables, dict) else {}
+    ceilings_then = (baseline.tables or {}).get("activation_ceilings", {}) if isinstance(baseline.tables, dict) else {}
+    for role in sorted(set(ceilings_now) | set(ceilings_then)):
+        if ceilings_now.get(role) != ceilings_then.get(role) and ceilings_then:
+            out.append(f"{role} SAE activation ceilings ({'recorded' if 'recorded' in str(ceilings_now.get(role)) else 'none'}"
+                       f" now)")
     libs_now, libs_then = current.library_versions, baseline.library_versions
     moved = [f"{k} {libs_then.get(k)} -> {libs_now.get(k)}" for k in sorted(set(libs_now) | set(libs_then))
              if libs_now.get(k) != libs_then.get(k)]
@@ -287,10 +293,14 @@ def diff_lines(diff: dict) -> list[str]:
     lines = [f"diff vs baseline {diff['baseline_run_id']}: GATE {diff['verdict_before']} -> {diff['verdict_after']}; "
              f"changed: {'; '.join(diff['what_changed']) or 'nothing (same model, SAEs, prompts, libraries)'}"]
     moves = [m for m in diff["followed"] if not m.get("same_id")]
+    changed_roles = {role for role, changed in diff.get("sae_changed", {}).items() if changed}
     if moves:
-        lines.append("  followed into the new SAE: " + "; ".join(
+        verb = ("followed into the new SAE" if {m["role"] for m in moves} & changed_roles
+                else "the baseline's mapping, carried (same SAE as the baseline)")
+        lines.append(f"  {verb}: " + "; ".join(
             f"{m['name']} -> {m['role']}-{m['new']} (cos {m['cosine']:.2f})" if m["new"] is not None else
-            f"{m['name']}: no match (best cos {_num(m['cosine'])}): re-run discover"
+            (f"{m['name']}: no match ({m['why'].split(':')[0]})" if m.get("why") else
+             f"{m['name']}: no match (best cos {_num(m['cosine'])}): re-run discover")
             for m in moves))
     for key, label in (("flipped", "flipped"), ("moved", "moved beyond their intervals")):
         rows = diff[key]

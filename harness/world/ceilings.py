@@ -3,10 +3,12 @@
 The selectivity bound needs to know how large a firing the other prompt set could hide: when the
 other set fires on a handful of prompts, its mean is bounded by (upper firing rate) x (ceiling).
 Ceilings are measured on the held-out corpus sample the SAEs were evaluated on (never on the
-claims' prompts) and stored per SAE content hash, so a retrained SAE never borrows stale ones:
+claims' prompts), one file per SAE, tied to the SAE's content hash and to the model's weights and
+dtype they were measured with, so a retrained SAE or an updated model never borrows stale ones:
 
-- a local SAE: `ceilings.safetensors` beside its folder (with provenance.json), one tensor per role;
-- any SAE: the user cache, `ceilings/<sae hash>.safetensors`.
+- a local SAE: `ceilings.safetensors` inside its SAELens folder (SAELens ignores the extra file;
+  the SAE's content hash covers only cfg.json and the weights);
+- any SAE: the user cache, `ceilings/<sae hash>-<model key>.safetensors`.
 
 `python -m harness ceilings --profile NAME` measures them for every SAE of a profile;
 `train-saes` writes them with the SAEs it trains.
@@ -14,7 +16,6 @@ claims' prompts) and stored per SAE content hash, so a retrained SAE never borro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,64 +49,56 @@ def sae_folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_key(weights: str, dtype: str) -> str:
+    return f"{weights}:{dtype}"
+
+
 def local_file(cfg: SaeConfig) -> Path:
-    return cfg.local_path.parent / FILE_NAME
+    return cfg.local_path / FILE_NAME
 
 
-def cache_file(sae_hash: str) -> Path:
-    return cache_dir() / "ceilings" / f"{sae_hash}.safetensors"
+def cache_file(sae_hash: str, model: str) -> Path:
+    return cache_dir() / "ceilings" / f"{sae_hash}-{model.replace(':', '-')}.safetensors"
 
 
-def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def ceiling_target(cfg: SaeConfig, sae_hash: str, model: str) -> Path:
+    """Where an SAE's ceilings are written: inside a local SAE's folder, else the user cache."""
+    return local_file(cfg) if cfg.source == "local" else cache_file(sae_hash, model)
+
+
+def _read(path: Path) -> tuple[np.ndarray, dict[str, str]]:
     from safetensors import safe_open
 
-    out = {}
     with safe_open(str(path), framework="np") as handle:
-        meta = handle.metadata() or {}
-        for key in handle.keys():
-            out[key] = handle.get_tensor(key)
-    return out, meta
+        return handle.get_tensor("ceilings"), dict(handle.metadata() or {})
 
 
-def write_ceilings(path: Path, values: dict[str, np.ndarray], hashes: dict[str, str], tokens: int) -> None:
-    """Add (or replace) roles in a ceilings file, atomically; metadata ties each to its SAE hash."""
+def write_ceilings(path: Path, values: np.ndarray, *, sae_hash: str, model: str, tokens: int) -> None:
+    """One SAE's ceilings, atomically, with what they are valid for."""
     from safetensors.numpy import save
 
-    existing, meta = _read(path) if path.is_file() else ({}, {})
-    existing.update({role: np.ascontiguousarray(v, dtype=np.float32) for role, v in values.items()})
-    meta = {**meta, **{f"sae_hash:{role}": h for role, h in hashes.items()},
-            **{f"heldout_tokens:{role}": str(tokens) for role in values},
-            "what": "per feature, the largest activation on held-out corpus text (harness.features.ceilings)"}
-    atomic_write_bytes(path, save(existing, metadata=meta))
+    meta = {"sae_hash": sae_hash, "model": model, "heldout_tokens": str(tokens),
+            "what": "per feature, the largest activation on held-out corpus text (harness.world.ceilings)"}
+    atomic_write_bytes(path, save({"ceilings": np.ascontiguousarray(values, dtype=np.float32)}, metadata=meta))
 
 
-def load_ceilings(profile: Profile, hashes: dict[str, str]) -> dict[str, np.ndarray]:
-    """The ceilings recorded for exactly these SAEs (by content hash); a role without them is left out."""
+def load_ceilings(profile: Profile, hashes: dict[str, str], model: str) -> dict[str, np.ndarray]:
+    """The ceilings recorded for exactly these SAEs and this model; a role without them is left out."""
     out = {}
     for role, cfg in profile.saes.items():
-        for path in ([local_file(cfg)] if cfg.source == "local" else []) + [cache_file(hashes[role])]:
+        for path in ([local_file(cfg)] if cfg.source == "local" else []) + [cache_file(hashes[role], model)]:
             if not path.is_file():
                 continue
             try:
                 values, meta = _read(path)
             except Exception:  # noqa: BLE001 - an unreadable file is no ceiling, never a crash
                 continue
-            key = role if role in values else "ceilings" if "ceilings" in values else None
-            recorded = meta.get(f"sae_hash:{role}") or meta.get("sae_hash")
-            if key is not None and recorded == hashes[role] and values[key].shape == (cfg.d_sae,):
-                out[role] = values[key].astype(np.float64)
+            if meta.get("sae_hash") == hashes[role] and meta.get("model") == model and values.shape == (cfg.d_sae,):
+                out[role] = values.astype(np.float64)
                 break
     return out
 
 
-def describe(ceilings: dict[str, np.ndarray]) -> dict[str, dict]:
-    return {role: {"features": int(v.size), "median": float(np.median(v)), "max": float(v.max())}
-            for role, v in ceilings.items()}
-
-
-
-
-def ceiling_target(profile: Profile, role: str, sae_hash: str) -> Path:
-    """Where a role's ceilings are written: beside a local SAE's folder, else the user cache."""
-    cfg = profile.saes[role]
-    return local_file(cfg) if cfg.source == "local" else cache_file(sae_hash)
+def describe(values: np.ndarray) -> dict:
+    return {"features": int(values.size), "median": float(np.median(values)), "max": float(values.max()),
+            "zero": int((values == 0).sum())}

@@ -339,11 +339,13 @@ def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: in
             **stats, "quality_float32": quality, "quality": shipped_quality,
         }
         atomic_write_text(provenance_path, json.dumps(provenance, indent=2))
-        from harness.world.ceilings import FILE_NAME, measure_ceilings, sae_folder_digest, write_ceilings
+        from harness.world.ceilings import FILE_NAME, measure_ceilings, model_key, sae_folder_digest, write_ceilings
 
         # The largest activation of each feature on the held-out text: the selectivity bound's ceiling.
-        write_ceilings(target.parent / FILE_NAME, {role: measure_ceilings(shipped, heldout_acts.float())},
-                       {role: sae_folder_digest(target)}, int(heldout_acts.shape[0]))
+        write_ceilings(target / FILE_NAME, measure_ceilings(shipped, heldout_acts.float()),
+                       sae_hash=sae_folder_digest(target), model=model_key(weights_hash(profile.model),
+                                                                            profile.model.dtype),
+                       tokens=int(heldout_acts.shape[0]))
         written[role] = str(target)
         print(f"[train-saes] wrote the {role} SAE to {target} (provenance: {provenance_path})", flush=True)
     return {"written": written, "saes": {role: json.loads((Path(path).parent / "provenance.json").read_text())
