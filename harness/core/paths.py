@@ -67,6 +67,23 @@ def atomic_dir(final: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def unwritable_reason(target: Path) -> tuple[Path, str | None]:
+    """The nearest folder that exists at or above `target`, and why a file cannot be made there (None:
+    it can). Nothing is created: a run that fails later leaves no trace."""
+    existing = Path(target)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return existing, f"{str(existing)!r} is a file"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return existing, exc.strerror or type(exc).__name__
+    return existing, None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -154,9 +153,9 @@ def cmd_calibrate(args) -> int:
 
 def cmd_stand_in(args) -> int:
     import errno
-    import tempfile
 
     from harness.core.config import load_profile
+    from harness.core.paths import unwritable_reason
     from harness.entry.stand_in import write_stand_in
 
     out = Path(args.dir)
@@ -168,15 +167,9 @@ def cmd_stand_in(args) -> int:
         raise HarnessError(f"stand-in DIR {args.dir!r} holds a file named 'hub' where the hub cache goes; "
                            "move it or give another folder")
     profile = load_profile(args.profile, require_anchors=False)
-    existing = out.resolve()
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent  # probe the nearest folder that exists: nothing is created before the run
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise HarnessError(f"stand-in DIR {args.dir!r} is not writable ({exc.strerror})") from exc
+    _, problem = unwritable_reason(out.resolve())
+    if problem:
+        raise HarnessError(f"stand-in DIR {args.dir!r} is not writable ({problem})")
     try:
         summary = write_stand_in(profile, out, seed=args.seed, progress=True)
     except OSError as exc:

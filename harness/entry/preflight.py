@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,16 +256,10 @@ def check_output_dir(out: Path) -> None:
     """--html must name a folder we can write; nothing is created here (a failed run leaves no trace)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--html {str(out)!r} is a file; give a folder (claims.json and index.html go inside)")
-    existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"--html {str(out)!r} cannot be created: {str(existing)!r} is a file")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"--html {str(out)!r} is not writable ({exc.strerror} in {str(existing)!r})") from exc
+    from harness.core.paths import unwritable_reason
+
+    existing, problem = unwritable_reason(out)
+    if problem and not existing.is_dir():
+        raise ConfigError(f"--html {str(out)!r} cannot be created: {problem}")
+    if problem:
+        raise ConfigError(f"--html {str(out)!r} is not writable ({problem} in {str(existing)!r})")
