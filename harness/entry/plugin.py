@@ -452,7 +452,7 @@ class ClaimsSession:
                 terminalreporter.write_line(f"findings, {phase} (never gate): {text}")
         if any(n for tally in counts.values() for v, n in tally.items() if v != "held"):
             terminalreporter.write_line("  (a finding that did not hold shows as a failed test above; the exit "
-                                        f"status is the gate's: {exitstatus_text(verdict)})")
+                                        f"status is the gate's: {'0, GO' if verdict == 'GO' else '1, NO-GO'})")
         if diff:
             from harness.outputs.ledger import diff_lines
 
@@ -461,7 +461,3 @@ class ClaimsSession:
         if index:
             terminalreporter.write_line(f"report: {index}")
             terminalreporter.write_line(f"ledger: {Path(index).with_name('claims.json')}")
-
-
-def exitstatus_text(verdict: str) -> str:
-    return "0, GO" if verdict == "GO" else "1, NO-GO"

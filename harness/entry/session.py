@@ -99,19 +99,27 @@ class ClaimsRun:
         return read_ledger(self.baseline) if self.baseline is not None else None
 
     @cached_property
+    def sae_hashes(self) -> dict[str, str]:
+        """Each SAE's content hash, once per run (hashing reads the weights), taken after the tables so a
+        hub SAE is hashed by the files it loaded from."""
+        self.tables  # noqa: B018
+        return {role: sae_hash(cfg) for role, cfg in self.profile.saes.items()}
+
+    def baseline_declared_on(self, role: str) -> str | None:
+        """The hash of the SAE the baseline's ids count from (its own SAE for ledgers that predate it)."""
+        base = self.baseline_ledger
+        if base is None or role not in base.saes:
+            return None
+        tables = base.tables if isinstance(base.tables, dict) else {}
+        return tables.get("declared_on", {}).get(role) or base.saes[role].hash
+
+    @cached_property
     def declared_on(self) -> dict[str, str]:
         """Per SAE role, the content hash of the SAE the profile's feature ids count from: the anchors'
         `sae_hashes` (written by discover), else the baseline's, else this run's SAE."""
-        base = self.baseline_ledger
         recorded = self.declared_profile.anchors.sae_hashes
-        out = {}
-        for role, cfg in self.profile.saes.items():
-            base_on = None
-            if base is not None and role in base.saes:
-                base_on = (base.tables.get("declared_on", {}) if isinstance(base.tables, dict) else {}).get(role) \
-                    or base.saes[role].hash
-            out[role] = recorded.get(role) or base_on or sae_hash(cfg)
-        return out
+        return {role: recorded.get(role) or self.baseline_declared_on(role) or self.sae_hashes[role]
+                for role in self.profile.saes}
 
     @cached_property
     def followed(self) -> dict:
@@ -127,14 +135,12 @@ class ClaimsRun:
         floor = self.profile.analysis.follow_min_cosine
         tables = base.tables if base is not None and isinstance(base.tables, dict) else {}
         matches: dict = {}
-        for role, cfg in self.profile.saes.items():
-            now, declared = sae_hash(cfg), self.declared_on[role]
+        for role in self.profile.saes:
+            now, declared = self.sae_hashes[role], self.declared_on[role]
             features = {role: wanted.get(role, set())}
             if declared == now or not features[role]:
                 continue
-            base_on = None
-            if base is not None and role in base.saes:
-                base_on = tables.get("declared_on", {}).get(role) or base.saes[role].hash
+            base_on = self.baseline_declared_on(role)
             if base_on != declared:
                 why = (f"the profile's {role} ids count from SAE {declared}, this run's {role} SAE is {now}"
                        + (f" and the baseline's ids count from {base_on}" if base_on else "")
@@ -232,7 +238,7 @@ class ClaimsRun:
             key = model_key(weights_hash(self.profile.model, download=False), self.profile.model.dtype)
         except Exception:  # noqa: BLE001 - a model this machine cannot identify: no ceilings, said in the notes
             return {}
-        return load_ceilings(self.profile, {role: sae_hash(cfg) for role, cfg in self.profile.saes.items()}, key)
+        return load_ceilings(self.profile, self.sae_hashes, key)
 
     @cached_property
     def analysis(self) -> Analysis:
@@ -257,8 +263,8 @@ class ClaimsRun:
         encoder_norms = self.__dict__.get("encoder_norms", {})
         centre = tables.resid_sum.sum(0) / tables.n_tokens.sum()
         ks = {role: max(1, int(round(tables.l0(role)))) for role in directions}
-        hashes = {role: hashlib.sha256(f"control:{sae_hash(cfg)}:{seed}:{ks[role]}".encode()).hexdigest()[:16]
-                  for role, cfg in self.profile.saes.items()}
+        hashes = {role: hashlib.sha256(f"control:{self.sae_hashes[role]}:{seed}:{ks[role]}".encode()).hexdigest()[:16]
+                  for role in self.profile.saes}
 
         control_dirs = {role: control_directions(directions[role], seed=seed) for role in directions}
 
@@ -339,7 +345,7 @@ class ClaimsRun:
                 from harness.features.tables import in_registry, registry_entry
                 if in_registry(cfg.release):
                     sae_cfg["neuronpedia_id"] = registry_entry(cfg.release, cfg.sae_id)["neuronpedia_id"]
-            out[role] = SaeRecord(role=role, source=cfg.source, d_sae=cfg.d_sae, hash=sae_hash(cfg),
+            out[role] = SaeRecord(role=role, source=cfg.source, d_sae=cfg.d_sae, hash=self.sae_hashes[role],
                                   release=cfg.release, sae_id=cfg.sae_id, path=cfg.path, architecture=architecture,
                                   cfg=sae_cfg)
         return out

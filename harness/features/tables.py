@@ -444,8 +444,8 @@ def cached_feature_tables(profile: Profile, prompt_sets: PromptSets, *, model_lo
     return tables
 
 
-def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool = False, device: str = "auto",
-                     progress: bool = True) -> dict[str, dict]:
+def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool = False,
+                     device: str = "auto") -> dict[str, dict]:
     """Measure every SAE of the profile on held-out corpus text and write the ceilings. Returns, per role,
     the file written and a summary. A packaged SAE's file is replaced only with `overwrite`."""
     from harness.core.errors import HarnessError
@@ -459,7 +459,7 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     from harness.world.corpus import build_corpus, split_heldout
     from harness.world.model import load_model, resolve_device, weights_hash
     from harness.world.prompts import all_prompt_texts
-    from harness.world.training import SEQ_TOKENS, chunk_token_rows, harvest, length_bucketed
+    from harness.world.training import heldout_residuals
 
     device = resolve_device(device)
     saes = {role: load_sae(cfg, profile.model.d_model, device=device, hook=profile.model.hook)
@@ -469,9 +469,7 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     key = model_key(weights_hash(profile.model), profile.model.dtype)
     paragraphs, _ = build_corpus(all_prompt_texts(profile))
     _, heldout = split_heldout(paragraphs)
-    rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout, SEQ_TOKENS))
-    work = cache_dir() / "training" / f"{profile.name}-{weights_hash(profile.model)}-ceilings" / "heldout"
-    acts = harvest(model, profile, rows, tokens, work, "residuals (held-out)")
+    acts, _ = heldout_residuals(model, profile, heldout, tokens)
     out = {}
     for role, cfg in profile.saes.items():
         values = measure_ceilings(saes[role], acts.float())

@@ -214,15 +214,17 @@ def read_ledger(path: Path | str) -> Ledger:
     return Ledger.model_validate_json(Path(path).read_text())
 
 
+def _changes(now: dict, then: dict, keys) -> list[str]:
+    return [f"{k} {then.get(k)} -> {now.get(k)}" for k in sorted(keys) if now.get(k) != then.get(k)]
+
+
 def changed_parts(current: Ledger, baseline: Ledger) -> list[str]:
     """What differs between two runs: model, hook, each SAE (by content hash), prompt sets, libraries."""
     out = []
     for key in ("model", "hook"):
         if getattr(current, key) != getattr(baseline, key):
             out.append(f"{key} {getattr(baseline, key)!r} -> {getattr(current, key)!r}")
-    detail_now, detail_then = current.model_detail, baseline.model_detail
-    moved = [f"{k} {detail_then.get(k)} -> {detail_now.get(k)}" for k in sorted(set(detail_now) & set(detail_then))
-             if detail_now.get(k) != detail_then.get(k)]
+    moved = _changes(current.model_detail, baseline.model_detail, set(current.model_detail) & set(baseline.model_detail))
     if moved:
         out.append("model weights (" + ", ".join(moved) + ")")
     for role in sorted(set(current.saes) | set(baseline.saes)):
@@ -235,15 +237,14 @@ def changed_parts(current: Ledger, baseline: Ledger) -> list[str]:
     for name in sorted(set(current.prompt_hashes) | set(baseline.prompt_hashes)):
         if current.prompt_hashes.get(name) != baseline.prompt_hashes.get(name):
             out.append(f"{name} prompts")
-    ceilings_now = (current.tables or {}).get("activation_ceilings", {}) if isinstance(current.tables, dict) else {}
-    ceilings_then = (baseline.tables or {}).get("activation_ceilings", {}) if isinstance(baseline.tables, dict) else {}
+    ceilings_now = current.tables.get("activation_ceilings", {})
+    ceilings_then = baseline.tables.get("activation_ceilings", {})
     for role in sorted(set(ceilings_now) | set(ceilings_then)):
-        if ceilings_now.get(role) != ceilings_then.get(role) and ceilings_then:
-            out.append(f"{role} SAE activation ceilings ({'recorded' if 'recorded' in str(ceilings_now.get(role)) else 'none'}"
-                       f" now)")
+        if ceilings_then and ceilings_now.get(role) != ceilings_then.get(role):
+            now = "recorded" if str(ceilings_now.get(role, "")).startswith("recorded") else "none"
+            out.append(f"{role} SAE activation ceilings ({now} now)")
     libs_now, libs_then = current.library_versions, baseline.library_versions
-    moved = [f"{k} {libs_then.get(k)} -> {libs_now.get(k)}" for k in sorted(set(libs_now) | set(libs_then))
-             if libs_now.get(k) != libs_then.get(k)]
+    moved = _changes(libs_now, libs_then, set(libs_now) | set(libs_then))
     if moved:
         out.append("library versions (" + ", ".join(moved) + ")")
     return out

@@ -252,6 +252,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def heldout_residuals(model, profile: Profile, heldout_paragraphs: list[str], tokens: int
+                      ) -> tuple[torch.Tensor, list[list[int]]]:
+    """Residuals at the hook on the held-out paragraphs, and their token rows. They do not depend on a
+    training seed: harvested once per profile and model, shared by train-saes and `ceilings`."""
+    rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout_paragraphs, SEQ_TOKENS))
+    work = cache_dir() / "training" / f"{profile.name}-{weights_hash(profile.model)}-heldout"
+    return harvest(model, profile, rows, tokens, work, "residuals (held-out)"), rows
+
+
 def training_targets(profile: Profile, roles=("coarse", "fine"), out_root: Path | None = None,
                      overwrite: bool = False) -> dict[str, Path]:
     """Where each role's SAE is written: `out_root/<role>`, else the profile's own `saes.<role>.path`.
@@ -300,11 +309,9 @@ def train_saes(profile: Profile, *, tokens: int = DEFAULT_TRAIN_TOKENS, seed: in
     train_paras, heldout_paras = split_heldout(paragraphs)
     random.Random(seed).shuffle(train_paras)
     train_rows = length_bucketed(chunk_token_rows(model.tokenizer, train_paras, SEQ_TOKENS))
-    heldout_rows = length_bucketed(chunk_token_rows(model.tokenizer, heldout_paras, SEQ_TOKENS))
     started = time.time()
     train_acts = harvest(model, profile, train_rows, tokens, work / f"train-{tokens}", "residuals (train)")
-    heldout_acts = harvest(model, profile, heldout_rows, heldout_tokens, work / "heldout",
-                           "residuals (held-out)")
+    heldout_acts, heldout_rows = heldout_residuals(model, profile, heldout_paras, heldout_tokens)
     harvest_seconds = round(time.time() - started, 1)
     command = (f"python -m harness train-saes --profile {profile.path or profile.name} --tokens {tokens} "
                f"--seed {seed} --roles {','.join(roles)} --heldout-tokens {heldout_tokens}"
