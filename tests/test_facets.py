@@ -22,7 +22,7 @@ from harness.engine.calibration import (
     unit_rows,
 )
 from harness.engine.facets import facet_claim, facet_preferences
-from harness.statistics.stats import facet_permutation_test
+from harness.statistics.stats import facet_permutation_test, parent_bands, parent_residuals
 
 SETTINGS = Settings(n_permutations=499)
 
@@ -57,10 +57,11 @@ def test_a_facet_feature_is_found_and_named():
     assert record.details["anchor_facet_means_confirmation"].keys() == set(FACET_NAMES)
 
 
-@pytest.mark.parametrize("condition", ["parent-facet", "two-facets", "boundary"])
+@pytest.mark.parametrize("condition", ["parent-facet", "parent-threshold", "parent-squared", "two-facets", "boundary"])
 def test_harder_nulls_are_not_held(condition):
-    """A parent that prefers a facet (its nested children inherit it), a child with two facets, and no
-    facet at all: none is a sub-feature encoding one facet (the audit's cases; rates in calibration)."""
+    """A parent that prefers a facet (its nested children inherit it, proportionally, above a level or
+    as its square), a child with two facets, and no facet at all: none is a sub-feature encoding one
+    facet (the audit's cases; rates in calibration)."""
     from harness.engine.calibration import facet_trial
 
     verdicts = [facet_trial(np.random.default_rng(seed), seed, SETTINGS, condition=condition).verdict()
@@ -132,3 +133,40 @@ def test_max_facet_p_is_uniform_under_exchangeable_labels():
 def test_facet_test_needs_two_facets():
     with pytest.raises(ConfigError, match="at least 2 facets"):
         facet_permutation_test(np.ones((5, 1)), np.array(["a"] * 5), n_resamples=9, seed=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), power=st.floats(0.2, 3.0), level=st.floats(0.0, 4.0))
+def test_any_increasing_function_of_the_parent_leaves_no_excess(seed, power, level):
+    """The excess over the parent removes every non-decreasing dependence (proportional, thresholded,
+    powers), with ties in the parent pooled to one fitted value; it keeps the mean at zero."""
+    rng = np.random.default_rng(seed)
+    parent = np.round(rng.gamma(2.0, 1.5, 120), 1)  # rounded: ties
+    child = np.c_[parent**power, parent * (parent > level), 2.0 * parent]
+    np.testing.assert_allclose(parent_residuals(child, parent), 0.0, atol=1e-9)
+    noisy = child + rng.standard_normal(child.shape)
+    excess = parent_residuals(noisy, parent)
+    np.testing.assert_allclose(excess.sum(0), 0.0, atol=1e-8)
+    fitted = noisy - excess
+    for value in np.unique(parent):
+        tied = parent == value
+        assert np.ptp(fitted[tied], axis=0).max() <= 1e-9
+
+
+def test_bands_are_equal_count_ranks_of_the_parent():
+    parent = np.r_[np.arange(100.0), np.full(20, 50.0)]
+    bands = parent_bands(parent, 5)
+    assert set(bands) == set(range(5))
+    order = np.argsort(parent, kind="stable")
+    assert (np.diff(bands[order]) >= 0).all()  # bands follow the parent's order
+    assert len({bands[i] for i in np.flatnonzero(parent == 50.0)}) == 1  # ties share a band
+
+
+def test_labels_never_leave_their_band():
+    """When each facet lives in its own band, no within-band shuffle changes anything: p = 1."""
+    x = np.random.default_rng(0).exponential(size=(40, 2))
+    labels = np.array(["a"] * 20 + ["b"] * 20)
+    strata = np.r_[np.zeros(20, int), np.ones(20, int)]
+    x[:20] += 5.0  # facet a is far larger, yet fully confounded with its band
+    assert (facet_permutation_test(x, labels, n_resamples=99, seed=0, strata=strata).p_value == 1.0).all()
+    assert facet_permutation_test(x, labels, n_resamples=99, seed=0).p_value.max() < 0.05

@@ -16,6 +16,7 @@ from harness.core.config import Profile
 from harness.core.errors import ConfigError, choices_error
 from harness.features.tables import FeatureTables
 from harness.world.prompts import PromptSets, discovery_mask
+from harness.statistics.planning import PromptPlan, plan_prompts
 from harness.statistics.stats import (
     Interval,
     anisotropic_null,
@@ -73,6 +74,9 @@ class Analysis:
     # role -> [d_sae] the largest activation each feature reached on held-out corpus text (the SAE's
     # `ceilings.safetensors`): what an unseen firing can be at most, for the selectivity bound.
     ceilings: dict[str, np.ndarray] = field(default_factory=dict)
+    # Simulate "prompts that would decide" for inconclusive claims (calibration turns it off: it
+    # counts verdicts over thousands of datasets and never reads the advice).
+    plan_prompts: bool = True
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -192,12 +196,24 @@ class Analysis:
                 n_resamples=self.n_permutations, seed=self.seed, alternative="greater")
         return self._cache[key]
 
-    def selectivity_interval(self, role: str, feature: int, against: str = "neutral") -> Interval:
+    def selectivity_interval(self, role: str, feature: int, against: str = "neutral", *, concept=None,
+                             other=None) -> Interval:
+        """The selectivity interval of one feature; `concept` / `other` replace the two sets' pooled
+        activations (resampled sets, for planning) and keep everything else."""
         ceiling = self.ceilings.get(role)
-        return selectivity_interval(self.acts(role)[self.group("concept"), feature],
-                                    self.acts(role)[self.group(against), feature],
+        return selectivity_interval(self.acts(role)[self.group("concept"), feature] if concept is None else concept,
+                                    self.acts(role)[self.group(against), feature] if other is None else other,
                                     level=self.level, n_resamples=self.n_bootstrap, seed=self.seed,
                                     ceiling=None if ceiling is None else float(ceiling[feature]))
+
+    def plan_selectivity(self, role: str, feature: int, against: str, threshold: float) -> PromptPlan | None:
+        """The prompts (concept, `against`, or both) that would decide "selectivity > threshold"."""
+        if not self.plan_prompts:
+            return None
+        x = self.acts(role)[:, feature].astype(np.float64)
+        return plan_prompts({"concept": x[self.group("concept")], against.replace("_", "-"): x[self.group(against)]},
+                            lambda c, o: self.selectivity_interval(role, feature, against, concept=c, other=o),
+                            threshold, ">", seed=self.seed)
 
     def ranked_features(self, role: str, top: int = 40, min_fire: float = 0.1) -> list[dict]:
         """The seed's list: features ranked by selectivity, with permutation p and BH q over all tested,
@@ -393,9 +409,11 @@ class Analysis:
         return [p for p in self.pair_table() if p["coarse"] == anchor and p["sub_feature"]]
 
     # ---- reconstruction and sparsity -------------------------------------------------------------
-    def explained_variance_interval(self, role: str) -> Interval:
+    def explained_variance_interval(self, role: str, rows=None) -> Interval:
+        """Explained variance over the evaluation prompts (or the given prompt rows, repeats allowed),
+        a ratio of sums bootstrapped over prompts."""
         t = self.tables
-        rows = np.flatnonzero(self.evaluation_rows())
+        rows = np.flatnonzero(self.evaluation_rows()) if rows is None else np.asarray(rows, dtype=np.int64)
 
         def ev(idx):
             # Sums over a resample as (times each prompt is drawn) @ (per-prompt sums): gathering
@@ -407,6 +425,29 @@ class Analysis:
             return (1 - (counts @ t.sq_error[role]) / total).reshape(idx.shape[:-1])
 
         return bootstrap_interval(ev, [rows], n_resamples=self.n_bootstrap, seed=self.seed, level=self.level)
+
+    def plan_mean(self, values, threshold: float, comparison: str, what: str = "prompts") -> PromptPlan | None:
+        """The prompts that would decide a claim on the BCa interval of a per-prompt mean (paired effects)."""
+        if not self.plan_prompts:
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        return plan_prompts({what: values}, self.mean_interval, threshold, comparison, seed=self.seed)
+
+    def mean_interval(self, values) -> Interval:
+        """BCa interval of a mean over prompts, at this analysis's level and seed."""
+        values = np.asarray(values, dtype=np.float64)
+        return bootstrap_interval(lambda i: values[i].mean(-1), [np.arange(values.size)], n_resamples=self.n_bootstrap,
+                                  seed=self.seed, level=self.level)
+
+    def plan_explained_variance(self, role: str, threshold: float) -> PromptPlan | None:
+        """The evaluation prompts (concept and neutral together: one ratio of sums) that would decide
+        "explained variance >= threshold"."""
+        if not self.plan_prompts:
+            return None
+        rows = np.flatnonzero(self.evaluation_rows())
+        return plan_prompts({"evaluation (concept + neutral)": rows},
+                            lambda drawn: self.explained_variance_interval(role, drawn), threshold, ">=",
+                            seed=self.seed)
 
     def ce_loss_interval(self, role: str) -> Interval | None:
         """CE-loss score as a ratio of per-prompt sums, bootstrapped over the evaluation prompts."""

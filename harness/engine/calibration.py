@@ -11,15 +11,19 @@ no decision rule is re-implemented here. Conditions:
 - `silent` plants features that barely fire: the wrong verdict is "refuted";
 - effect conditions plant the seed's effect sizes: the rate of "held" is the power.
 
-Datasets come from `numpy.random.SeedSequence(seed).spawn(n)` per condition: independent streams,
-so the Monte Carlo standard error is honest.
+Datasets come from `numpy.random.SeedSequence([seed, *name_entropy("family/condition")]).spawn(n)`:
+independent streams, so the Monte Carlo standard error is honest, and a row's datasets depend on its
+name only (adding, removing or reordering conditions changes no other row). Each row stores its
+per-dataset verdicts, settings, commit and library versions, so a test can recompute any prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -104,7 +108,7 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
                     settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
                     min_firing_prompts: int = 5, concept_facets=None, n_concept: int = N_CONCEPT,
                     n_neutral: int = N_NEUTRAL, anchors: tuple[int, ...] = (0,),
-                    ceilings: dict | None = None) -> Analysis:
+                    ceilings: dict | None = None, plan_prompts: bool = False) -> Analysis:
     """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
     rng = np.random.default_rng([seed, 0x776F726C64])
     labels = _labels(n_concept if concept_facets is None else len(concept_facets), n_neutral)
@@ -142,8 +146,10 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
                                 min_firing_prompts=min_firing_prompts),
         anchors=Anchors(coarse=tuple(anchors), source="synthetic", split="all"), claims=(spec,),
     )
-    return Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
-                          decoder_norms=decoder_norms, sae_info=sae_info, ceilings=ceilings)
+    analysis = Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
+                              decoder_norms=decoder_norms, sae_info=sae_info, ceilings=ceilings)
+    analysis.plan_prompts = plan_prompts  # calibration counts verdicts; the advice has its own validation
+    return analysis
 
 
 def _claim(family: str, **params) -> ClaimSpec:
@@ -253,6 +259,9 @@ def facet_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
     boundary:      the children's activations do not depend on the facet (no sub-feature prefers one);
     parent-facet:  the parent fires on 95% of cuisine prompts (65% elsewhere) and twice as strongly
                    there; nested children with no facet of their own inherit it (not a finding);
+    parent-threshold: as parent-facet, the children fire only where the parent exceeds 4.5 (1.5x its mean
+                   firing elsewhere): a non-proportional dependence, still no facet of their own;
+    parent-squared: as parent-facet, the children grow as the parent squared;
     two-facets:    child 0 fires on 90% of the parent's firings on cuisine and on geography, 15%
                    elsewhere: it prefers two facets, not one;
     effect:        child 0 encodes the cuisine facet: it fires on 90% of the parent's firings on
@@ -264,13 +273,15 @@ def facet_trial(rng, seed: int, s: Settings, *, condition: str) -> Trial:
     facets = np.array([FACET_NAMES[i % len(FACET_NAMES)] for i in range(n_concept)])
     parent = by_set(rng, (0.8, 3.0), (0.05, 1.0), n_concept)
     cuisine = np.r_[facets == "cuisine", np.zeros(N_NEUTRAL, bool)]
-    if condition == "parent-facet":
+    if condition.startswith("parent-"):
         rate = np.where(cuisine, 0.95, 0.65)
         parent = np.where(np.arange(parent.size) < n_concept,
                           (rng.random(parent.size) < rate) * rng.gamma(2.0, 1.5, parent.size) * (1 + cuisine), parent)
     fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept) for _ in range(N_FINE)], axis=1)
     for row in range(len(CHILD_COSINES)):
-        fine[:, row] = (rng.random(parent.size) < 0.6) * parent * rng.uniform(0.4, 0.8, parent.size)
+        dependence = (parent * (parent > 4.5) if condition == "parent-threshold"
+                      else parent**2 / 3.0 if condition == "parent-squared" else parent)
+        fine[:, row] = (rng.random(parent.size) < 0.6) * dependence * rng.uniform(0.4, 0.8, parent.size)
     if condition in ("effect", "two-facets"):
         chosen = cuisine | (np.r_[facets == "geography", np.zeros(N_NEUTRAL, bool)] if condition == "two-facets"
                             else False)
@@ -617,11 +628,23 @@ class Condition:
     make: Callable[..., Trial]
     wrong_verdict: str = "held"
     description: str = ""
+    # Shuffles the condition needs at least (the gate's simultaneous bound cannot reach its count with fewer).
+    min_permutations: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}/{self.condition}"
 
 
-def _c(family_name, condition_name, kind, make, description, wrong="held", **kwargs) -> Condition:
+def _c(family_name, condition_name, kind, make, description, wrong="held", min_permutations=0, **kwargs) -> Condition:
+    if family_name == "go_gate":
+        min_permutations = max(min_permutations, GATE_PERMUTATIONS)
     return Condition(family_name, condition_name, kind, lambda rng, seed, s: make(rng, seed, s, **kwargs), wrong,
-                     description)
+                     description, min_permutations)
+
+
+GATE_PERMUTATIONS = 2000  # 3 anchors at alpha / 3 over ~10 cosine-qualified rows
+GATE_PERMUTATIONS_WIDE = 5000  # 38 rows at alpha / 3 need ~2,280 shuffles before the count can reach 3
 
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -669,6 +692,10 @@ CONDITIONS: tuple[Condition, ...] = (
        "the facet (4 facets x 50 concept prompts, halved)", condition="boundary"),
     _c("facet", "parent-facet", "fpr", facet_trial, "the parent prefers cuisine (95% vs 65% of prompts, twice as "
        "strong); its nested children have no facet of their own", condition="parent-facet"),
+    _c("facet", "parent-threshold", "fpr", facet_trial, "as parent-facet, the children fire only where the parent "
+       "exceeds 4.5, 1.5x its mean firing off cuisine (a non-proportional dependence)", condition="parent-threshold"),
+    _c("facet", "parent-squared", "fpr", facet_trial, "as parent-facet, the children grow as the parent squared",
+       condition="parent-squared"),
     _c("facet", "two-facets", "fpr", facet_trial, "a child fires on 90% of the parent's firings on two facets, 15% "
        "elsewhere: no single facet", condition="two-facets"),
     _c("facet", "effect", "power", facet_trial, "one sub-feature encodes a facet: fires on 90% of the "
@@ -689,15 +716,14 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("steering", "boundary-multi-rank", "fpr", steering_trial, "multi_vs_single: multi beats single by 0.3 "
        "nats but is one more draw among 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single",
        part="rank"),
-    # Appended, so the rows above keep their seeds (a row's seed is its position).
     _c("go_gate", "boundary-2+10", "fpr", gate_trial, "the gate at its boundary: anchor 0 has 2 true sub-features "
        "plus 10 aligned rows that prefer the concept but do not co-fire within sets (3 anchors, 100 + 100 "
        "prompts, no control)", children=2, aligned=10, control=False),
     _c("go_gate", "boundary-2+36", "fpr", gate_trial, "as boundary-2+10 with 36 aligned non-co-firing rows",
-       children=2, aligned=36, control=False),
+       children=2, aligned=36, control=False, min_permutations=GATE_PERMUTATIONS_WIDE),
     _c("go_gate", "boundary-2+36-shared", "fpr", gate_trial, "as boundary-2+36, the 36 aligned rows firing together "
        "(one latent per prompt), still apart from the parent: dependent nulls", children=2, aligned=36,
-       shared_aligned=True, control=False),
+       shared_aligned=True, control=False, min_permutations=GATE_PERMUTATIONS_WIDE),
     _c("go_gate", "boundary-every-anchor", "fpr", gate_trial, "all three anchors at the boundary (2 true "
        "sub-features + 10 aligned non-co-firing rows each): GO through any one is the error", children=2,
        aligned=10, every_anchor=True, control=False),
@@ -721,7 +747,7 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("steering", "boundary-specificity-inert", "fpr", steering_trial, "specificity: the Germany direction does not "
        "raise Germany words (mean exactly 0); the rest of the 2 x 2 true: must not be held", condition="boundary",
        claim_kind="specificity", part="inert"),
-    # The audit's rare-large-firing nulls (appended: earlier rows keep their seeds), decided with the ceiling.
+    # The audit's rare-large-firing nulls, decided with the ceiling.
     *(_c("selectivity", f"rare-large-{round(rate * 1000) / 10:g}pct-{ratio:g}x-n{n}", "fpr",
          selectivity_rare_large_trial, f"true selectivity exactly 0.9; the other set fires on {rate:.1%} at {ratio:g}x "
          f"the concept set's size, {n} + {n} prompts; the SAE's ceiling is the largest firing",
@@ -734,17 +760,52 @@ CONDITIONS: tuple[Condition, ...] = (
 )
 
 
-def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings: Settings,
-                  progress_bar=None) -> dict:
-    """Verdict counts over n independent datasets (SeedSequence children), each through `evaluate`."""
-    index = CONDITIONS.index(condition)
-    counts = {"held": 0, "refuted": 0, "inconclusive": 0, "not evaluated": 0}
-    for child in np.random.SeedSequence([seed, index]).spawn(n_datasets):
+VERDICT_CODES = {"held": "h", "refuted": "r", "inconclusive": "i", "not evaluated": "n"}
+
+
+def name_entropy(name: str) -> list[int]:
+    """Four 32-bit words from the condition's name: its datasets' seeds, independent of its position."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def condition_settings(condition: Condition, settings: Settings) -> Settings:
+    return replace(settings, n_permutations=max(settings.n_permutations, condition.min_permutations))
+
+
+def provenance() -> dict:
+    """Where a row was computed: the commit and the versions of the libraries its statistics use."""
+    from importlib.metadata import version
+
+    from harness import __version__
+    from harness.outputs.ledger import git_commit
+
+    return {"commit": git_commit(), "versions": {"python": platform.python_version(), "harness": __version__,
+                                                 **{n: version(n) for n in ("numpy", "scipy", "statsmodels")}}}
+
+
+def dataset_verdicts(condition: Condition, *, n_datasets: int, seed: int, settings: Settings,
+                     progress_bar=None) -> str:
+    """One code per dataset (h held, r refuted, i inconclusive, n not evaluated), in dataset order.
+    Dataset i is the i-th child of the condition's SeedSequence, whatever n_datasets is."""
+    settings = condition_settings(condition, settings)
+    codes = []
+    for child in np.random.SeedSequence([seed, *name_entropy(condition.key)]).spawn(n_datasets):
         rng = np.random.default_rng(child)
         engine_seed = int(child.generate_state(1)[0])
-        counts[condition.make(rng, engine_seed, settings).verdict()] += 1
+        codes.append(VERDICT_CODES[condition.make(rng, engine_seed, settings).verdict()])
         if progress_bar is not None:
             progress_bar.update()
+    return "".join(codes)
+
+
+def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings: Settings,
+                  progress_bar=None, record: dict | None = None) -> dict:
+    """Verdict counts over n independent datasets (SeedSequence children), each through `evaluate`."""
+    codes = dataset_verdicts(condition, n_datasets=n_datasets, seed=seed, settings=settings,
+                             progress_bar=progress_bar)
+    settings = condition_settings(condition, settings)
+    counts = {verdict: codes.count(code) for verdict, code in VERDICT_CODES.items()}
     alpha = settings.alpha
     if condition.kind == "fpr":
         rate = counts[condition.wrong_verdict] / n_datasets
@@ -757,24 +818,44 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
         row = {"power": rate, "target": 0.8, "ok": rate >= 0.8}
     return {"family": condition.family, "condition": condition.condition, "description": condition.description,
             **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts,
-            "permutations": settings.n_permutations, "bootstrap": settings.n_bootstrap, "seed": seed}
+            "permutations": settings.n_permutations, "bootstrap": settings.n_bootstrap, "seed": seed,
+            "verdict_codes": codes, **(record or {})}
 
 
-def calibrate(*, n_datasets: int = 1000, seed: int = 0, settings: Settings | None = None,
-              families: list[str] | None = None, progress: bool = True) -> list[dict]:
-    """One row per (family, condition): the false-positive rate at the boundary, or the power."""
-    settings = settings or Settings()
-    if n_datasets < 1:
-        raise ConfigError(f"n_datasets must be >= 1; got {n_datasets}")
+def select_conditions(families: list[str] | None = None, only: list[str] | None = None) -> list[Condition]:
+    """Conditions of the named families, or the named FAMILY/CONDITION rows; every name checked."""
     known = sorted({c.family for c in CONDITIONS})
     for family in families or []:
         if family not in known:
             raise choices_error("calibration family", family, known)
-    chosen = [c for c in CONDITIONS if not families or c.family in families]
+    keys = [c.key for c in CONDITIONS]
+    for key in only or []:
+        if key not in keys:
+            raise choices_error("calibration row (FAMILY/CONDITION)", key, keys)
+    return [c for c in CONDITIONS if (not families or c.family in families) and (not only or c.key in only)]
+
+
+def calibrate(*, n_datasets: int = 1000, seed: int = 0, settings: Settings | None = None,
+              families: list[str] | None = None, only: list[str] | None = None, progress: bool = True) -> list[dict]:
+    """One row per (family, condition): the false-positive rate at the boundary, or the power."""
+    settings = settings or Settings()
+    if n_datasets < 1:
+        raise ConfigError(f"n_datasets must be >= 1; got {n_datasets}")
+    chosen = select_conditions(families, only)
+    record = provenance()
     bar = tqdm(total=n_datasets * len(chosen), desc="calibration datasets", disable=not progress)
-    rows = [run_condition(c, n_datasets=n_datasets, seed=seed, settings=settings, progress_bar=bar) for c in chosen]
+    rows = [run_condition(c, n_datasets=n_datasets, seed=seed, settings=settings, progress_bar=bar, record=record)
+            for c in chosen]
     bar.close()
     return rows
+
+
+def merge_rows(stored: list[dict], new: list[dict]) -> list[dict]:
+    """The stored rows with `new` replacing those of the same FAMILY/CONDITION, in CONDITIONS order;
+    rows of conditions that no longer exist are dropped."""
+    by_key = {f"{r['family']}/{r['condition']}": r for r in stored}
+    by_key.update({f"{r['family']}/{r['condition']}": r for r in new})
+    return [by_key[c.key] for c in CONDITIONS if c.key in by_key]
 
 
 def format_table(rows: list[dict]) -> str:

@@ -8,6 +8,8 @@ says how many prompts per set would decide it). The same functions serve `pytest
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from harness.engine.analysis import FEW_FIRINGS, Analysis
@@ -15,6 +17,7 @@ from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError, choices_error
 from harness.core.families import Param, register_family, require_family
 from harness.outputs.ledger import ClaimRecord, Effect
+from harness.statistics.planning import PromptPlan
 from harness.statistics.stats import (
     Interval,
     bootstrap_interval,
@@ -47,9 +50,7 @@ def _effect(name: str, interval: Interval) -> Effect:
 
 def mean_interval(values, analysis: Analysis) -> Interval:
     """BCa interval of a mean over prompts, at the analysis's level and seed."""
-    values = np.asarray(values, dtype=np.float64)
-    return bootstrap_interval(lambda i: values[i].mean(-1), [np.arange(values.size)], n_resamples=analysis.n_bootstrap,
-                              seed=analysis.seed, level=analysis.level)
+    return analysis.mean_interval(values)
 
 
 def difference_interval(group, other, analysis: Analysis) -> Interval:
@@ -65,17 +66,23 @@ def _interval_text(interval: Interval) -> str:
 
 def make_record(spec: ClaimSpec, *, verdict: str, statistic_name: str, statistic, threshold, comparison: str,
                 reason: str, effect: Effect | None = None, p_value=None, q_value=None, details: dict | None = None,
-                decide_from: tuple[Interval, float, int] | None = None, by_construction: bool = False) -> ClaimRecord:
-    """A ledger record; `decide_from` = (interval, threshold, prompts per set) estimates, for an
-    inconclusive claim, the prompts per set that would decide it."""
-    needed = None
-    if verdict == "inconclusive" and decide_from is not None:
+                decide_from: tuple[Interval, float, int] | None = None, by_construction: bool = False,
+                plan: Callable[[], PromptPlan | None] | None = None) -> ClaimRecord:
+    """A ledger record. For an inconclusive claim, `plan` (simulated through the claim's own interval)
+    or else `decide_from` = (interval, threshold, prompts per set) estimates the prompts that would decide it."""
+    needed, by_set, now = None, None, None
+    if verdict == "inconclusive" and plan is not None:
+        planned = plan()
+        if planned is not None:
+            by_set, now, needed = planned.needed, {k: planned.now[k] for k in planned.needed}, max(planned.needed.values())
+    elif verdict == "inconclusive" and decide_from is not None:
         needed = prompts_to_decide(*decide_from)
     return ClaimRecord(
         id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name=statistic_name,
         statistic=None if statistic is None else float(statistic), threshold=None if threshold is None else float(threshold),
         comparison=comparison, p_value=p_value, q_value=q_value, effect=effect, passed=verdict == "held",
-        verdict=verdict, prompts_to_decide=needed, by_construction=by_construction, reason=reason,
+        verdict=verdict, prompts_to_decide=needed, prompts_needed=by_set, prompts_now=now,
+        by_construction=by_construction, reason=reason,
         gating=spec.is_gating, details=details or {},
     )
 
@@ -100,7 +107,7 @@ def selectivity_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
         reason=(f"selectivity {_interval_text(interval)} vs {against.replace('_', '-')} prompts against the bar "
                 f"{tau} ({n_c} concept, {n_o} {against.replace('_', '-')} prompts; p of no preference = {p:.2g})"
                 + (f"; {interval.note}" if interval.note else "")),
-        decide_from=(interval, tau, min(n_c, n_o)),
+        plan=lambda: a.plan_selectivity(role, feature, against, tau),
         details={"sae": role, "feature": feature, "against": against, "split": a.split_of("concept"),
                  "mean_concept": float(summary["mean_concept"][0]), "mean_other": float(summary["mean_other"][0]),
                  "auroc": float(summary["auroc"][0]), "fire_concept": float(summary["fire_concept"][0]),
@@ -215,7 +222,8 @@ def reconstruction_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
         spec, verdict=verdict, statistic_name="explained variance", statistic=ev.estimate, threshold=min_ev,
         comparison=">=", effect=_effect(f"explained variance ({ev.method} over prompts)", ev),
         reason=f"explained variance {_interval_text(ev)} (floor {min_ev}); CE-loss score {ce_text} (floor {min_ce})",
-        decide_from=(ev, min_ev, n) if ev_verdict != "held" else ((ce, min_ce, n) if ce is not None else None),
+        plan=(lambda: a.plan_explained_variance(role, min_ev)) if ev_verdict != "held" else None,
+        decide_from=(ce, min_ce, n) if ev_verdict == "held" and ce is not None else None,
         details={"sae": role, "ce_loss_score": ce.estimate if ce is not None else None,
                  "ce_loss_interval": ce.as_dict() if ce is not None else None, "min_ce_loss_score": min_ce,
                  "ce_source": "this run's concept + neutral prompts",
@@ -630,7 +638,8 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     return make_record(
         spec, verdict=verdict, statistic_name=effect_name, statistic=interval.estimate, threshold=0.0,
         comparison=">", p_value=p_value, effect=_effect(effect_name, interval), reason=reason,
-        decide_from=(interval, 0.0, len(effect_values)), details={**details, "n_prompts": int(len(effect_values))},
+        plan=lambda: a.plan_mean(effect_values, 0.0, ">", "confirmation"),
+        details={**details, "n_prompts": int(len(effect_values))},
     )
 
 

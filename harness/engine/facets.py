@@ -3,18 +3,24 @@ facet (cuisine, geography, landmarks, language)": which facet of the concept pro
 each sub-feature of an anchor encode?
 
 A sub-feature nested in its anchor fires where the anchor fires; if the anchor itself fires more
-on cuisine, so do all its sub-features, which says nothing about a facet of their own. So the
-statistic is the sub-feature's **share of its parent**: activation / anchor activation, on the
-concept prompts where the anchor fires. A sub-feature encodes a facet when it takes a larger share
-of the parent on that facet than on every other one.
+on cuisine, so do all its sub-features, which says nothing about a facet of their own. A ratio to
+the parent removes only a proportional dependence: a child that fires only where the parent
+exceeds a level, or grows as the parent squared, still inherits the parent's facet. So the
+statistic is the sub-feature's **excess over its parent**: its activation minus its monotone
+(isotonic) regression on the anchor's activation, fitted on all facets of the half together, on
+the concept prompts where the anchor fires; and every permutation moves facet labels only among
+prompts in the same band of the anchor's activation (equal-count bands), so the null keeps the
+parent's own facet preference. A sub-feature encodes a facet when its excess is larger on that
+facet than on every other one.
 
 Two halves, so that the facet is chosen on one and tested on the other:
 - discovery half: the anchor's sub-features (decoder cosine + co-firing, on this half only); for
   each, a max-facet permutation test across the facets (labels shuffled among the concept prompts
-  where the anchor fires, so choosing the best facet is paid for), BH across the sub-features;
+  where the anchor fires, within bands of its activation; choosing the best facet is paid for), BH
+  across the sub-features;
 - confirmation half: each sub-feature selected on discovery must beat **every other facet** with
   its chosen one (one-sided permutation p per other facet; the largest is the p of the
-  intersection-union test), BH across the selected; BCa interval of (chosen facet's mean share
+  intersection-union test), BH across the selected; BCa interval of (chosen facet's mean excess
   minus the largest other facet's).
 A sub-feature is facet-specific when its confirmation q <= alpha and that interval lies above 0.
 Absence of a preference cannot be shown without a margin, so the claim is held or inconclusive.
@@ -32,10 +38,14 @@ from harness.statistics.stats import (
     benjamini_hochberg,
     bootstrap_interval,
     facet_permutation_test,
+    parent_bands,
+    parent_residuals,
     two_sample_permutation_test,
 )
 
 MIN_PER_FACET = 2  # anchor-firing prompts per facet in each half; fewer and the facet is left out
+PARENT_BANDS = 5  # bands of the anchor's activation the labels are shuffled within
+PROMPTS_PER_BAND = 10  # fewer prompts than this per band and the half gets fewer bands
 
 
 def facet_counts(a: Analysis, rows: np.ndarray) -> dict[str, tuple[int, int]]:
@@ -46,7 +56,7 @@ def facet_counts(a: Analysis, rows: np.ndarray) -> dict[str, tuple[int, int]]:
 
 
 def facet_preferences(a: Analysis, anchor: int) -> dict:
-    """Per sub-feature of `anchor`: its mean share of the anchor per facet on both halves, the facet
+    """Per sub-feature of `anchor`: its mean excess over the anchor per facet on both halves, the facet
     chosen on discovery (max-facet p, BH q) and the confirmation test of that facet against every
     other (p, BH q, interval). Cached per anchor."""
     key = ("facets", anchor)
@@ -79,29 +89,36 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
     bad = [f for j, f in enumerate(subs) if not np.isfinite(x[:, j]).all()]
     if bad or not np.isfinite(parent).all():
         return finish(f"non-finite activations (fine {bad or ''} / coarse-{anchor}): not evaluable")
-    share = np.divide(x, parent[:, None], out=np.zeros_like(x), where=fires[:, None])
     # Independent streams for the discovery test, the confirmation tests and the intervals.
     streams = np.random.SeedSequence([a.seed, anchor]).spawn(3)
     seed_discovery, seed_confirm, seed_boot = (int(s.generate_state(1)[0]) for s in streams)
     in_facets = np.isin(labels, facets) & fires
     discovery = a.masks["concept_discovery"] & in_facets
     confirmation = a.masks["concept_confirmation"] & in_facets
-    found = facet_permutation_test(share[discovery], labels[discovery], n_resamples=a.n_permutations,
-                                   seed=seed_discovery)
+    # Each half on its own: the fit and the bands of the confirmation half never see the discovery half.
+    excess = np.zeros_like(x)
+    bands = np.zeros(len(parent), dtype=np.int64)
+    for rows in (discovery, confirmation):
+        if rows.any():
+            excess[rows] = parent_residuals(x[rows], parent[rows])
+            bands[rows] = parent_bands(parent[rows], max(1, min(PARENT_BANDS, int(rows.sum()) // PROMPTS_PER_BAND)))
+    found = facet_permutation_test(excess[discovery], labels[discovery], n_resamples=a.n_permutations,
+                                   seed=seed_discovery, strata=bands[discovery])
     names = np.unique(labels[discovery])  # facet_permutation_test's order
     _, q_discovery = benjamini_hochberg(found.p_value, a.alpha)
     selected = np.flatnonzero(q_discovery <= a.alpha)
-    conf_labels = labels[confirmation]
+    conf_labels, conf_bands = labels[confirmation], bands[confirmation]
     rows = []
     for j, fine in enumerate(subs):
-        values = share[confirmation, j]
+        values = excess[confirmation, j]
         chosen = str(names[found.facet[j]]) if found.statistic[j] > 0 else "none"
         row = {"fine": int(fine), "chosen_facet": chosen, "discovery_contrast": float(found.statistic[j]),
                "discovery_p": float(found.p_value[j]), "discovery_q": float(q_discovery[j]),
                "selected": bool(j in selected and chosen != "none"), "confirmation_p": None, "confirmation_q": None,
                "confirmation": None, "interval_note": "", "runner_up": None,
-               "facet_share_discovery": {f: float(share[discovery & (labels == f), j].mean()) for f in facets},
-               "facet_share_confirmation": {f: float(share[confirmation & (labels == f), j].mean()) for f in facets}}
+               "facet_excess_discovery": {f: float(excess[discovery & (labels == f), j].mean()) for f in facets},
+               "facet_excess_confirmation": {f: float(excess[confirmation & (labels == f), j].mean()) for f in facets},
+               "facet_mean_confirmation": {f: float(x[confirmation & (labels == f), j].mean()) for f in facets}}
         if chosen != "none":
             others = [f for f in facets if f != chosen]
             # Intersection-union: the chosen facet must beat each other facet; the p is the largest.
@@ -110,7 +127,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
                 pair = (conf_labels == chosen) | (conf_labels == other)
                 pairwise.append(float(two_sample_permutation_test(
                     values[pair], conf_labels[pair] == chosen, n_resamples=a.n_permutations,
-                    seed=seed_confirm + len(facets) * j + k, alternative="greater").p_value[0]))
+                    seed=seed_confirm + len(facets) * j + k, alternative="greater", strata=conf_bands[pair]).p_value[0]))
             groups = [np.flatnonzero(conf_labels == f) for f in [chosen, *others]]
 
             def margin(*idx, values=values, groups=groups):
@@ -119,7 +136,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
 
             interval = bootstrap_interval(margin, [np.arange(g.size) for g in groups], n_resamples=a.n_bootstrap,
                                           seed=seed_boot + j, level=a.level)
-            runner_up = others[int(np.argmax([row["facet_share_confirmation"][f] for f in others]))]
+            runner_up = others[int(np.argmax([row["facet_excess_confirmation"][f] for f in others]))]
             row.update(confirmation_p=max(pairwise), confirmation=interval.as_dict(), interval_note=interval.note,
                        runner_up=runner_up)
         rows.append(row)
@@ -133,8 +150,8 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
         row["confirmed"] = bool(row["selected"] and row["confirmation_q"] is not None
                                 and row["confirmation_q"] <= a.alpha and c is not None and np.isfinite(c["ci_low"])
                                 and c["ci_low"] > 0 and not row["interval_note"])
-    # The parent's own facet means: context for the shares (a parent that prefers a facet is not a finding
-    # about its sub-features).
+    # The parent's own facet means: context (a parent that prefers a facet is not a finding about its
+    # sub-features).
     out.update(sub_features=rows, n_discovery=int(discovery.sum()), n_confirmation=int(confirmation.sum()),
                anchor_facet_means_confirmation={f: float(parent[a.masks["concept_confirmation"] & (labels == f)].mean())
                                                 for f in facets})
@@ -143,9 +160,9 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
 
 
 def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
-    """At least `min_sub_features` sub-features of the anchor each encode one facet: a larger share of
-    the anchor's activation on it than on every other facet, chosen on the discovery half and
-    confirmed on the other. held: that many confirmed; else inconclusive (never refuted: no margin)."""
+    """At least `min_sub_features` sub-features of the anchor each encode one facet: a larger excess over
+    what the anchor's activation predicts on it than on every other facet, chosen on the discovery half
+    and confirmed on the other. held: that many confirmed; else inconclusive (never refuted: no margin)."""
     from harness.engine.claims_engine import make_record
 
     anchor = spec.param("anchor")
@@ -165,7 +182,7 @@ def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
     best = min(tested, key=lambda r: (r["confirmation_q"], r["confirmation_p"])) if tested else None
     effect = None
     if best is not None:
-        effect = Effect(name=f"F-{best['fine']}: share of the anchor on {best['chosen_facet']} minus the best other "
+        effect = Effect(name=f"F-{best['fine']}: excess over the anchor on {best['chosen_facet']} minus the best other "
                              "facet (confirmation half)", **best["confirmation"])
     listed = "; ".join(f"F-{r['fine']} -> {r['chosen_facet']} (discovery q {r['discovery_q']:.2g}"
                        + (f", confirmation q {r['confirmation_q']:.2g} vs {r['runner_up']} and the rest"
@@ -174,8 +191,8 @@ def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
                        for r in sorted(rows, key=lambda r: r["discovery_p"])[:6])
     parent = prefs.get("anchor_facet_means_confirmation") or {}
     top_parent = max(parent, key=parent.get) if parent else None
-    reason = (f"{len(confirmed)} of {len(rows)} sub-features of coarse-{anchor} take a larger share of it on one facet "
-              f"than on every other, on fresh prompts (need {need}); {len(tested)} chosen on the discovery half; "
+    reason = (f"{len(confirmed)} of {len(rows)} sub-features of coarse-{anchor} fire beyond what coarse-{anchor} "
+              f"predicts more on one facet than on every other, on fresh prompts (need {need}); {len(tested)} chosen on the discovery half; "
               f"{listed}" + (f"; the anchor itself fires most on {top_parent}" if top_parent else "")
               + (f"; facets left out (too few prompts where the anchor fires): {sorted(prefs['facets_dropped'])}"
                  if prefs.get("facets_dropped") else ""))
@@ -190,5 +207,5 @@ register_family(
     {"anchor": Param(int, None, low=0, feature_of="coarse", help="a coarse anchor (default: the top one)"),
      "min_sub_features": Param(int, 1, low=1, help="how many sub-features must encode a facet")},
     evaluate=facet_claim, groups=("concept",), needs_anchors=True, gating=False,
-    doc="Which facet of the concept prompts each sub-feature of an anchor encodes, as a share of its anchor "
+    doc="Which facet of the concept prompts each sub-feature of an anchor encodes, beyond what its anchor predicts "
         "(exploratory by default).")

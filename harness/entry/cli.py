@@ -132,7 +132,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from harness.engine.calibration import Settings, calibrate, format_table
+    from harness.engine.calibration import Settings, calibrate, format_table, merge_rows, select_conditions
     from harness.core.paths import atomic_write_text
 
     if args.datasets < 1:
@@ -142,11 +142,24 @@ def cmd_calibrate(args) -> int:
     if not 0 < args.alpha < 1:
         raise HarnessError(f"--alpha {args.alpha} must lie in (0, 1)")
     families = [f for f in args.families.split(",") if f] if args.families else None
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    select_conditions(families, only)  # names checked before any work
+    stored = []
+    if args.out and Path(args.out).exists():
+        try:
+            stored = json.loads(Path(args.out).read_text())
+            if not (isinstance(stored, list) and all(isinstance(r, dict) and {"family", "condition"} <= set(r)
+                                                     for r in stored)):
+                raise ValueError("not a list of calibration rows")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise HarnessError(f"--out {args.out!r} exists but is not a calibration file ({exc}); "
+                               "name a new file or a calibration JSON to update") from exc
     settings = Settings(n_permutations=args.permutations, n_bootstrap=args.bootstrap, alpha=args.alpha)
-    rows = calibrate(n_datasets=args.datasets, seed=args.seed, settings=settings, families=families)
+    rows = calibrate(n_datasets=args.datasets, seed=args.seed, settings=settings, families=families, only=only)
     print(format_table(rows))
     if args.out:
-        atomic_write_text(Path(args.out), json.dumps(rows, indent=2))
+        # An existing file keeps its other rows: `--only` re-runs one row of the stored table.
+        atomic_write_text(Path(args.out), json.dumps(merge_rows(stored, rows), indent=1) + "\n")
     # A boundary false-positive rate above its limit is a defect of the engine; low power is a finding.
     return 0 if all(r["ok"] for r in rows if "fpr" in r) else 1
 
@@ -251,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--alpha", type=float, default=0.05)
     calibrate.add_argument("--families", default="", help="comma list of families (default: all)")
-    calibrate.add_argument("--out", default=None, help="write the rows as a JSON list here")
+    calibrate.add_argument("--only", default="", help="comma list of FAMILY/CONDITION rows, e.g. "
+                           "selectivity/boundary (default: every row of the chosen families)")
+    calibrate.add_argument("--out", default=None, help="write the rows as a JSON list here; an existing "
+                           "calibration file keeps its other rows (the new ones replace theirs)")
     calibrate.set_defaults(func=cmd_calibrate)
 
     stand_in = sub.add_parser("stand-in", help="write an offline Hugging Face cache (HF_HOME) holding the profile's "

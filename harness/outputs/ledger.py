@@ -52,8 +52,12 @@ class ClaimRecord(BaseModel):
                                      "inconclusive: it straddles; not evaluated: the claim was not run (deselected, "
                                      "stopped early), could not be computed, or had too little data (see reason)")
     prompts_to_decide: int | None = Field(
-        None, description="for an inconclusive claim: prompts per set that would decide it at 80% power, "
-                          "from the observed effect and spread")
+        None, description="for an inconclusive claim: prompts per set that would decide it at 80% power "
+                          "(the largest set in prompts_needed when that is given)")
+    prompts_needed: dict[str, int] | None = Field(
+        None, description="for an inconclusive claim: the prompts each named set needs in all to decide it at 80% "
+                          "power, simulated through the claim's own interval (sets not named stay as they are)")
+    prompts_now: dict[str, int] | None = Field(None, description="the prompts each set of prompts_needed has now")
     by_construction: bool = Field(False, description="true by the SAE's architecture (e.g. L0 = k for TopK), "
                                                      "not a finding")
     reason: str = Field("", description="one sentence: why it held, was refuted or stayed inconclusive")
@@ -82,6 +86,9 @@ class ClaimRecord(BaseModel):
         if self.verdict == "inconclusive":
             more = (f"; about {self.prompts_to_decide} prompts per set would decide it at 80% power"
                     if self.prompts_to_decide else "")
+            if self.prompts_needed:
+                more = "; " + " and ".join(f"about {total} {name} prompts (now {(self.prompts_now or {}).get(name, '?')})"
+                                           for name, total in self.prompts_needed.items()) + " would decide it at 80% power"
             return f"INCONCLUSIVE (the interval straddles the threshold): {self.reason}{more}"
         if self.verdict == "not evaluated":
             return f"NOT EVALUATED: {self.reason}"

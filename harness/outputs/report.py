@@ -313,7 +313,7 @@ def figure_facets(claims) -> list[dict]:
             marks.append([""] * len(facets))
             labels.append(f"C-{claim.details.get('anchor')} (parent)")
         for r in rows:
-            means = [r["facet_share_confirmation"].get(f, 0.0) for f in facets]
+            means = [r.get("facet_mean_confirmation", r.get("facet_share_confirmation", {})).get(f, 0.0) for f in facets]
             top = max(means) if max(means) > 0 else 1.0
             z.append([m / top for m in means])
             marks.append(["✓" if f == r["chosen_facet"] and r["confirmed"] else
@@ -324,8 +324,9 @@ def figure_facets(claims) -> list[dict]:
             # explicit: plotly.js's named "Blues" runs dark to light, Python plotly's light to dark
             "colorscale": [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]], "zmin": 0, "zmax": 1, "colorbar": {"title": {"text": "share of row max"}},
             "hovertemplate": "%{y} on %{x}: %{z:.2f} of its largest facet<extra></extra>"}],
-            "layout": _layout(f"{claim.id}: share of C-{claim.details.get('anchor')} taken by each sub-feature, per facet "
-                              "(confirmation half, row / row max; ○ chosen on discovery (q <= alpha), ✓ confirmed)",
+            "layout": _layout(f"{claim.id}: mean activation of C-{claim.details.get('anchor')} and its sub-features per facet "
+                              "(confirmation half, row / row max; ○ chosen on discovery (q <= alpha), ✓ confirmed, "
+                              "both on the excess over the parent)",
                               yaxis={"autorange": "reversed", "type": "category", "automargin": True},
                               xaxis={"type": "category"},
                               height=max(320, 80 + 24 * len(z)))})

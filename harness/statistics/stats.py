@@ -103,10 +103,11 @@ def _two_sample_stat(sum1, sum_all, n1, n0, statistic: str):
 
 def two_sample_permutation_test(x, in_group, *, statistic: str = "mean_difference", n_resamples: int = 10_000,
                                 seed: int, alternative: str = "greater", batch: int | None = None,
-                                keep_null: bool = False) -> PermutationResult:
+                                keep_null: bool = False, strata=None) -> PermutationResult:
     """Label-shuffle test of group 1 (`in_group` True) vs group 0, for every column of x at once.
 
     statistic: 'mean_difference' (mean1 - mean0) or 'selectivity' (mean1 / (mean1 + mean0)).
+    strata: labels move only among rows of the same stratum (a conditional test given the stratum).
     """
     x, batch = _validate(x, n_resamples, alternative, batch, seed)
     labels = np.asarray(in_group, dtype=bool)
@@ -126,7 +127,7 @@ def two_sample_permutation_test(x, in_group, *, statistic: str = "mean_differenc
     done = 0
     while done < n_resamples:
         size = min(batch, n_resamples - done)
-        shuffled = labels[_within_strata_permutations(rng, size, labels.size, None)]
+        shuffled = labels[_within_strata_permutations(rng, size, labels.size, _strata(strata, labels.size))]
         null = _two_sample_stat(shuffled.astype(np.float64) @ x, sum_all, n1, n0, statistic)
         counter.add(null)
         if keep_null:
@@ -134,6 +135,15 @@ def two_sample_permutation_test(x, in_group, *, statistic: str = "mean_differenc
         done += size
     return PermutationResult(observed, counter.p_values(n_resamples), n_resamples, alternative,
                              np.concatenate(kept) if keep_null else None)
+
+
+def _strata(strata, n: int) -> np.ndarray | None:
+    if strata is None:
+        return None
+    strata = np.asarray(strata)
+    if strata.shape != (n,):
+        raise ConfigError(f"strata must have one label per row ({n}); got shape {strata.shape}")
+    return strata
 
 
 def _centre_within(x: np.ndarray, strata: np.ndarray | None) -> np.ndarray:
@@ -411,18 +421,21 @@ def combine(*verdicts: str) -> str:
 def prompts_to_decide(interval: Interval, threshold: float, n_per_group: int, *, power: float = 0.8) -> int | None:
     """Prompts per set that would decide a straddling claim at `power`, from the observed effect and spread.
 
-    The interval's half-width gives the standard error at n (it shrinks as 1/sqrt(n)); the answer is
-    the n at which |estimate - threshold| is (z_level + z_power) standard errors. None when the
-    estimate sits on the threshold (no sample size decides it) or the interval is unusable.
+    A normal approximation, for intervals whose width shrinks as 1/sqrt(n): the side of the interval
+    that must move past the threshold (the lower side when the estimate lies above it, else the upper)
+    gives the standard error at n; the answer is the n at which |estimate - threshold| is
+    (z_level + z_power) standard errors. None when the estimate sits on the threshold or the interval
+    is unusable. Built-in families whose intervals are capped or guarded use
+    `harness.statistics.planning.plan_prompts` instead, which simulates the claim's own interval.
     """
     from scipy.stats import norm
 
     gap = abs(interval.estimate - threshold)
-    half = (interval.high - interval.low) / 2
-    if not (np.isfinite(half) and half > 0 and gap > 0 and n_per_group > 0):
+    side = interval.estimate - interval.low if interval.estimate > threshold else interval.high - interval.estimate
+    if not (np.isfinite(side) and side > 0 and gap > 0 and n_per_group > 0):
         return None
     z_level = norm.ppf(0.5 + interval.level / 2)
-    se_one = half / z_level * np.sqrt(n_per_group)  # standard error at n = 1
+    se_one = side / z_level * np.sqrt(n_per_group)  # standard error at n = 1
     return int(np.ceil(((z_level + norm.ppf(power)) * se_one / gap) ** 2))
 
 
@@ -539,12 +552,38 @@ def _facet_contrasts(sums_KF: np.ndarray, total_F: np.ndarray, counts_K: np.ndar
     return inside - outside
 
 
-def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, batch: int | None = None) -> FacetResult:
+def parent_residuals(x, parent) -> np.ndarray:
+    """Each column of x minus its monotone (non-decreasing) regression on `parent`: what a sub-feature
+    does beyond any increasing function of its parent's activation (proportional, thresholded,
+    squared, ...). Prompts with equal parent values are pooled first, so they get one fitted value."""
+    from scipy.optimize import isotonic_regression
+
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(len(x), -1)
+    levels, inverse, counts = np.unique(np.asarray(parent, dtype=np.float64), return_inverse=True,
+                                        return_counts=True)
+    fitted = np.empty((levels.size, x.shape[1]))
+    for j in range(x.shape[1]):
+        means = np.bincount(inverse, weights=x[:, j], minlength=levels.size) / counts
+        fitted[:, j] = isotonic_regression(means, weights=counts.astype(np.float64), increasing=True).x
+    return x - fitted[inverse]
+
+
+def parent_bands(parent, n_bands: int) -> np.ndarray:
+    """Band labels 0..n_bands-1 by the parent's rank (equal-count bands; ties share a band)."""
+    parent = np.asarray(parent, dtype=np.float64)
+    ranks = rankdata(parent, method="min") - 1
+    return np.minimum((ranks * n_bands) // max(parent.size, 1), n_bands - 1).astype(np.int64)
+
+
+def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, batch: int | None = None,
+                           strata=None) -> FacetResult:
     """Does each column of x prefer one facet? Max-facet statistic, facet labels shuffled among the rows.
 
     Statistic per feature: max over facets k of (mean over facet k - mean over the other facets); the
     null shuffles the labels (the same shuffles for every feature), so picking the best facet is paid
-    for in the p-value. One-sided: a facet the feature fires on more, never less.
+    for in the p-value. One-sided: a facet the feature fires on more, never less. With `strata`,
+    labels move only within a stratum (e.g. a band of the parent's activation).
     """
     x, batch = _validate(x, n_resamples, "greater", batch, seed)
     labels = np.asarray(facets)
@@ -567,7 +606,7 @@ def facet_permutation_test(x, facets, *, n_resamples: int = 10_000, seed: int, b
     done = 0
     while done < n_resamples:
         size = min(batch, n_resamples - done)
-        shuffled = onehot[:, _within_strata_permutations(rng, size, codes.size, None)]  # [K, B, N]
+        shuffled = onehot[:, _within_strata_permutations(rng, size, codes.size, _strata(strata, codes.size))]
         sums = np.einsum("kbn,nf->bkf", shuffled, x)
         counter.add(_facet_contrasts(sums, total, counts).max(1))
         done += size
