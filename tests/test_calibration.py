@@ -6,14 +6,29 @@ The full table (1,000 datasets per condition) is `python -m harness calibrate --
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness.engine.calibration import CONDITIONS, Settings, calibrate, format_table, run_condition
+from harness.engine.calibration import (
+    CONDITIONS,
+    VERDICT_CODES,
+    Settings,
+    calibrate,
+    dataset_verdicts,
+    format_table,
+    name_entropy,
+    run_condition,
+)
 from harness.engine.claims_engine import evaluate
 
+REPO = Path(__file__).resolve().parents[1]
 SETTINGS = Settings(n_permutations=199, n_bootstrap=499)
 NULLS = [c for c in CONDITIONS if c.kind == "fpr"]
 # Power rows that document a cost rather than a target: the selectivity bound with an activation ceiling
@@ -55,7 +70,7 @@ def test_calibration_verdict_is_the_engine_verdict(condition):
 
 def test_datasets_are_independent_streams():
     """SeedSequence children: no two datasets of a condition share their first draws."""
-    children = np.random.SeedSequence([0, 3]).spawn(200)
+    children = np.random.SeedSequence([0, *name_entropy("sparsity/boundary")]).spawn(200)
     firsts = {np.random.default_rng(c).integers(0, 2**62) for c in children}
     assert len(firsts) == 200
 
@@ -81,3 +96,76 @@ def test_unknown_family_is_named():
 
     with pytest.raises(ConfigError, match=r"unknown calibration family 'selectivty'; valid choices: .*'selectivity'"):
         calibrate(n_datasets=1, families=["selectivty"], progress=False)
+
+
+STORED = REPO / "fixtures" / "calibration" / "calibration.json"
+# Cheap rows (a few ms per dataset) from several families, recomputed in full-prefix detail below.
+REPRODUCED = ("selectivity/boundary-rare", "selectivity/rare-large-2pct-5x-n100", "reconstruction/boundary",
+              "sparsity/boundary", "loud_unselective/boundary", "steering/boundary-baseline", "facet/parent-squared",
+              "empty_top_left/boundary")
+
+
+def stored_rows() -> dict[str, dict]:
+    return {f"{r['family']}/{r['condition']}": r for r in json.loads(STORED.read_text())}
+
+
+def test_stored_file_has_one_row_per_condition_with_its_provenance():
+    rows = stored_rows()
+    assert sorted(rows) == sorted(c.key for c in CONDITIONS)
+    for key, row in rows.items():
+        codes = row["verdict_codes"]
+        assert len(codes) == row["n_datasets"], key
+        assert row["verdicts"] == {v: codes.count(c) for v, c in VERDICT_CODES.items()}, key
+        assert row["commit"] and row["versions"]["numpy"] and row["versions"]["scipy"], key
+        wrong = row.get("wrong_verdict", "held")
+        rate = row["fpr"] if "fpr" in row else row["power"]
+        assert rate == row["verdicts"][wrong] / row["n_datasets"], key
+
+
+@pytest.mark.parametrize("key", REPRODUCED)
+def test_stored_rows_are_what_calibrate_gives_now(key):
+    """The first 40 datasets of a stored row, recomputed at HEAD with the row's own seed and settings,
+    give the same verdict, dataset by dataset: the stored table is the engine's, not an older one's."""
+    row = stored_rows()[key]
+    condition = next(c for c in CONDITIONS if c.key == key)
+    settings = Settings(n_permutations=row["permutations"], n_bootstrap=row["bootstrap"], alpha=row["alpha"])
+    codes = dataset_verdicts(condition, n_datasets=40, seed=row["seed"], settings=settings)
+    assert codes == row["verdict_codes"][:40]
+
+
+def test_a_row_depends_on_its_name_not_its_position():
+    condition = next(c for c in CONDITIONS if c.key == "sparsity/boundary")
+    moved = dataclasses.replace(condition)
+    first = dataset_verdicts(condition, n_datasets=5, seed=0, settings=SETTINGS)
+    assert dataset_verdicts(moved, n_datasets=5, seed=0, settings=SETTINGS) == first
+    assert name_entropy("sparsity/boundary") != name_entropy("sparsity/boundary-2")
+    # the first datasets of a longer run are the datasets of a shorter one
+    assert dataset_verdicts(condition, n_datasets=8, seed=0, settings=SETTINGS)[:5] == first
+
+
+def test_only_reruns_one_row_and_keeps_the_others(tmp_path):
+    out = tmp_path / "calibration.json"
+    out.write_text(json.dumps([{"family": "sparsity", "condition": "boundary", "fpr": 9.0},
+                               {"family": "steering", "condition": "boundary", "fpr": 7.0},
+                               {"family": "gone", "condition": "old", "fpr": 1.0}]))
+    run = subprocess.run([sys.executable, "-m", "harness", "calibrate", "--only", "sparsity/boundary",
+                          "--datasets", "3", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    rows = {f"{r['family']}/{r['condition']}": r for r in json.loads(out.read_text())}
+    assert sorted(rows) == ["sparsity/boundary", "steering/boundary"]  # a row of no condition is dropped
+    assert rows["steering/boundary"]["fpr"] == 7.0
+    assert rows["sparsity/boundary"]["n_datasets"] == 3 and len(rows["sparsity/boundary"]["verdict_codes"]) == 3
+
+
+def test_only_names_a_bad_row_and_the_valid_ones(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "harness", "calibrate", "--only", "sparsity/boundry",
+                          "--datasets", "3", "--out", str(tmp_path / "c.json")], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "'sparsity/boundry'" in run.stderr and "'sparsity/boundary'" in run.stderr
+    assert not (tmp_path / "c.json").exists()
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"not": "rows"}')
+    run = subprocess.run([sys.executable, "-m", "harness", "calibrate", "--only", "sparsity/boundary",
+                          "--datasets", "3", "--out", str(bad)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0 and "is not a calibration file" in run.stderr and "Traceback" not in run.stderr
+    assert bad.read_text() == '{"not": "rows"}'

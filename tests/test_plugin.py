@@ -379,3 +379,64 @@ def test_without_a_baseline_ids_registered_on_another_sae_are_not_evaluated(pyte
     assert claim["verdict"] == "not evaluated" and "Traceback" not in result.stdout.str()
     assert "the profile's fine ids count from SAE registeredonold" in claim["reason"]
     assert "give --baseline a ledger from a run on that SAE, or re-run discover" in claim["reason"]
+
+
+SEQUENTIAL_CONFTEST = """
+import dataclasses, os
+import pytest
+from harness.engine.analysis import Analysis
+from harness.entry.plugin import PROFILE_KEY, RUN_KEY
+from tests import planted
+
+pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
+
+def pytest_configure(config):
+    run = planted.claims_run(effect=True)
+    analysis = dataclasses.replace(run.profile.analysis, looks=3, look=int(os.environ["LOOK"]))
+    run.profile = run.declared_profile = dataclasses.replace(run.profile, analysis=analysis)
+    run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions,
+                                              decoder_norms=run.decoder_norms, sae_info=run.sae_info)
+    config.stash[PROFILE_KEY] = run.profile
+    config.stash[RUN_KEY] = run
+"""
+
+
+def test_a_sequential_look_decides_at_its_share_of_alpha_and_a_repeated_look_is_refused(pytester, monkeypatch):
+    from harness.statistics.sequential import look_alpha, spent
+
+    pytester.makeconftest(SEQUENTIAL_CONFTEST)
+    copy_claims(pytester)
+    monkeypatch.setenv("LOOK", "1")
+    first = pytester.runpytest_subprocess("claims", "--html=look1", "-p", "no:cacheprovider", "-q")
+    first.stdout.fnmatch_lines([f"  sequential: look 1 of 3 (pocock spending): decides at alpha "
+                                f"{look_alpha(0.05, 1, 3, 'pocock'):.4f}; *"])
+    ledger = json.loads((pytester.path / "look1" / "claims.json").read_text())
+    assert ledger["sequential"] == {"look": 1, "looks": 3, "spending": "pocock", "alpha": 0.05,
+                                    "alpha_this_look": look_alpha(0.05, 1, 3, "pocock"),
+                                    "alpha_spent": spent(0.05, 1 / 3, "pocock")}
+    share = look_alpha(0.05, 1, 3, "pocock")
+    levels = {c["id"]: c["effect"]["ci_level"] for c in ledger["claims"] if c["family"] == "selectivity"}
+    # each interval at the look's level (a set with few firings widens it fivefold, as at any look)
+    assert all(1 - level in (pytest.approx(share), pytest.approx(share / 5)) for level in levels.values()), levels
+    # The same look again, against the first: each look decides once (preflight, before any model loads).
+    import dataclasses
+
+    from harness.core.errors import ConfigError
+    from harness.entry.preflight import check_baseline
+    from tests import planted
+
+    def at(look, **change):
+        profile = planted.profile()
+        return dataclasses.replace(profile, analysis=dataclasses.replace(profile.analysis, looks=3, look=look, **change))
+
+    baseline = pytester.path / "look1" / "claims.json"
+    with pytest.raises(ConfigError, match=r"--look 1 does not follow the baseline's look 1 of 3; valid: 2\.\.3"):
+        check_baseline(at(1), baseline)
+    with pytest.raises(ConfigError, match=r"a sequential plan cannot change between looks"):
+        check_baseline(at(2, spending="obrien-fleming"), baseline)
+    assert check_baseline(at(2), baseline) == baseline
+    monkeypatch.setenv("LOOK", "2")
+    second = pytester.runpytest_subprocess("claims", "--html=look2", "--baseline", "look1/claims.json",
+                                           "-p", "no:cacheprovider", "-q")
+    assert second.ret in (0, 1)
+    assert json.loads((pytester.path / "look2" / "claims.json").read_text())["sequential"]["look"] == 2

@@ -423,3 +423,28 @@ def test_pearson_over_many_columns_is_computed_in_blocks_without_changing_it():
     strata = np.arange(n) % 2
     blocked = pearson(y, x[:, -10:], strata=strata)
     assert pearson(y, x, strata=strata)[-10:] == pytest.approx(blocked, abs=1e-12)
+
+
+@pytest.mark.parametrize("spending", ["pocock", "obrien-fleming", "even"])
+@pytest.mark.parametrize("looks", [2, 3, 5])
+def test_alpha_spent_across_declared_looks_adds_up_to_alpha(spending, looks):
+    from harness.statistics.sequential import look_alpha, spent
+
+    shares = [look_alpha(0.05, k, looks, spending) for k in range(1, looks + 1)]
+    assert all(share > 0 for share in shares)
+    assert sum(shares) == pytest.approx(0.05, abs=1e-12) and spent(0.05, 1.0, spending) == pytest.approx(0.05)
+    assert look_alpha(0.05, 1, 1, spending) == 0.05  # one look: the whole alpha
+    if spending == "obrien-fleming":
+        assert shares[0] < shares[-1] / 5  # keeps most of it for the last look
+
+
+def test_a_look_outside_the_declared_ones_is_named():
+    from harness.core.config import AnalysisConfig
+    from harness.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"look 4 is not one of the 3 declared looks; valid: 1..3"):
+        AnalysisConfig(looks=3, look=4)
+    with pytest.raises(ConfigError, match=r"look 2 is not one of the 1 declared looks.*declare \[analysis\] looks"):
+        AnalysisConfig(look=2)
+    with pytest.raises(ConfigError, match=r"analysis.spending 'pocok'.*'pocock'"):
+        AnalysisConfig(spending="pocok")

@@ -165,6 +165,9 @@ class PromptsConfig:
         return path if path.is_absolute() else (FIXTURES_DIR / path).resolve()
 
 
+Spending = Literal["pocock", "obrien-fleming", "even"]  # alpha-spending across sequential looks
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     pooling: str = "max"
@@ -186,9 +189,20 @@ class AnalysisConfig:
     # Re-validation: a declared feature is followed into a changed SAE by decoder cosine; a best match
     # below this is no match (the claim is "not evaluated"; re-run discover). Random rows reach ~0.2.
     follow_min_cosine: float = 0.7
+    # Sequential re-validation: the looks declared in advance (prompts added between them), the look
+    # this run is, and how alpha is spent across them (harness/statistics/sequential.py).
+    looks: int = 1
+    look: int = 1
+    spending: str = "pocock"
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        _check_literal("analysis.spending", self.spending, Spending)
+        if self.looks < 1:
+            raise ConfigError(f"analysis.looks {self.looks} must be >= 1")
+        if not 1 <= self.look <= self.looks:
+            raise ConfigError(f"look {self.look} is not one of the {self.looks} declared looks; valid: 1..{self.looks}"
+                              + ("" if self.looks > 1 else " (declare [analysis] looks = K in the profile to look again)"))
         if not 0 < self.follow_min_cosine <= 1:
             raise ConfigError(f"analysis.follow_min_cosine {self.follow_min_cosine} must lie in (0, 1]")
         if self.control not in ("random_sae", "none"):

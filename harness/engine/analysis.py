@@ -16,7 +16,8 @@ from harness.core.config import Profile
 from harness.core.errors import ConfigError, choices_error
 from harness.features.tables import FeatureTables
 from harness.world.prompts import PromptSets, discovery_mask
-from harness.statistics.planning import PromptPlan, plan_prompts
+from harness.statistics.planning import PromptPlan, plan_prompts, zero_heavy_draw
+from harness.statistics.sequential import look_alpha
 from harness.statistics.stats import (
     Interval,
     anisotropic_null,
@@ -88,7 +89,8 @@ class Analysis:
             profile=profile, tables=tables, directions={k: np.asarray(v) for k, v in directions.items()},
             masks=split_rows(tables, prompt_sets, profile.prompts.split_seed),
             split=split or profile.anchors.split, seed=analysis_cfg.seed,
-            n_permutations=analysis_cfg.permutations, n_bootstrap=analysis_cfg.bootstrap, alpha=analysis_cfg.alpha,
+            n_permutations=analysis_cfg.permutations, n_bootstrap=analysis_cfg.bootstrap,
+            alpha=look_alpha(analysis_cfg.alpha, analysis_cfg.look, analysis_cfg.looks, analysis_cfg.spending),
             decoder_norms={k: np.asarray(v, dtype=np.float64) for k, v in (decoder_norms or {}).items()},
             sae_info=dict(sae_info or {}),
             facets=facets_by_row(tables, prompt_sets),
@@ -211,9 +213,18 @@ class Analysis:
         if not self.plan_prompts:
             return None
         x = self.acts(role)[:, feature].astype(np.float64)
-        return plan_prompts({"concept": x[self.group("concept")], against.replace("_", "-"): x[self.group(against)]},
+        concept, other = x[self.group("concept")], x[self.group(against)]
+        # A set with few firings (where the interval's guard, not the bootstrap, decides) draws its firing
+        # rate from the rate's posterior, so firings not seen yet can appear at a larger size; a set that
+        # never fired draws their sizes from the other set's (the interval's own fallback). Sets with
+        # enough firings are resampled as they are.
+        draws = {name: zero_heavy_draw(fallback[fallback > 0])
+                 for name, values, fallback in (("concept", concept, other),
+                                                (against.replace("_", "-"), other, concept))
+                 if int((values > 0).sum()) < FEW_FIRINGS}
+        return plan_prompts({"concept": concept, against.replace("_", "-"): other},
                             lambda c, o: self.selectivity_interval(role, feature, against, concept=c, other=o),
-                            threshold, ">", seed=self.seed)
+                            threshold, ">", seed=self.seed, draws=draws)
 
     def ranked_features(self, role: str, top: int = 40, min_fire: float = 0.1) -> list[dict]:
         """The seed's list: features ranked by selectivity, with permutation p and BH q over all tested,

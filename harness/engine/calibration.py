@@ -42,7 +42,7 @@ from harness.core.config import (
 from harness.core.errors import ConfigError, choices_error
 from harness.features.tables import FeatureTables
 from harness.world.prompts import Prompt, PromptSets
-from harness.statistics.stats import anisotropic_null
+from harness.statistics.stats import anisotropic_null, decide
 
 N_CONCEPT = 100  # the confirmation half of 200 concept prompts
 N_NEUTRAL = 100
@@ -68,9 +68,39 @@ class Trial:
     spec: ClaimSpec
     study: dict | None = None
     control: Analysis | None = None  # the gate's random-SAE control
+    # Sequential looks at nested data (the first looks see prefixes of the last): the researcher stops at
+    # the first decided verdict, so that verdict is the trial's.
+    earlier_looks: tuple[Analysis, ...] = ()
+    # Advice conditions: the same world drawn again at the sizes an inconclusive verdict advised.
+    rerun: Callable[[dict[str, int]], Trial] | None = None
+
+    def record(self, analysis: Analysis | None = None):
+        return claim_record(self.spec, self.analysis if analysis is None else analysis, study=self.study,
+                            control=self.control)
 
     def verdict(self) -> str:
-        return evaluate(self.spec, self.analysis, steering=self.study, control=self.control).verdict
+        for look in self.earlier_looks:
+            verdict = self.record(look).verdict
+            if verdict in ("held", "refuted"):
+                return verdict
+        return self.record().verdict
+
+
+PAIRED = "paired"  # Analysis._cache key of a paired-mean world's per-prompt differences
+
+
+def claim_record(spec: ClaimSpec, analysis: Analysis, *, study=None, control=None):
+    """The engine's record. A "paired_mean" world (per-prompt paired differences, as steering claims
+    decide on) goes through the engine's mean interval, `decide` and planner, as steering claims do."""
+    if spec.family != "paired_mean":
+        return evaluate(spec, analysis, steering=study, control=control)
+    from harness.engine.claims_engine import make_record
+
+    values = analysis._cache[PAIRED]
+    interval = analysis.mean_interval(values)
+    return make_record(spec, verdict=decide(interval.low, interval.high, 0.0, ">"), statistic_name="mean",
+                       statistic=interval.estimate, threshold=0.0, comparison=">", reason="",
+                       plan=lambda: analysis.plan_mean(values, 0.0, ">", "prompts"))
 
 
 # ---- building synthetic worlds -----------------------------------------------------------------
@@ -108,7 +138,8 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
                     settings: Settings, decoder_norms=None, sae_info=None, tables_extra: dict | None = None,
                     min_firing_prompts: int = 5, concept_facets=None, n_concept: int = N_CONCEPT,
                     n_neutral: int = N_NEUTRAL, anchors: tuple[int, ...] = (0,),
-                    ceilings: dict | None = None, plan_prompts: bool = False) -> Analysis:
+                    ceilings: dict | None = None, plan_prompts: bool = False,
+                    look: tuple[int, int, str] = (1, 1, "pocock")) -> Analysis:
     """An Analysis over synthetic pooled activations ([prompts, features], concept rows first)."""
     rng = np.random.default_rng([seed, 0x776F726C64])
     labels = _labels(n_concept if concept_facets is None else len(concept_facets), n_neutral)
@@ -143,7 +174,8 @@ def synthetic_world(spec: ClaimSpec, *, coarse, fine=None, coarse_dirs=None, fin
         prompts=PromptsConfig(concept="(synthetic)", neutral="(synthetic)"),
         analysis=AnalysisConfig(seed=seed, permutations=settings.n_permutations, bootstrap=settings.n_bootstrap,
                                 alpha=settings.alpha, null_directions=settings.n_null_directions,
-                                min_firing_prompts=min_firing_prompts),
+                                min_firing_prompts=min_firing_prompts, look=look[0], looks=look[1],
+                                spending=look[2]),
         anchors=Anchors(coarse=tuple(anchors), source="synthetic", split="all"), claims=(spec,),
     )
     analysis = Analysis.build(profile, tables, sets, {"coarse": coarse_dirs, "fine": fine_dirs}, split="all",
@@ -164,6 +196,97 @@ def selectivity_trial(rng, seed: int, s: Settings, *, other_rate: float, true_se
     x = by_set(rng, (0.5, 3.0), (other_rate, mean_other / other_rate))
     spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
     return Trial(synthetic_world(spec, coarse=x, seed=seed, settings=s), spec)
+
+
+def sequential_trial(rng, seed: int, s: Settings, *, family: str, sizes: tuple[int, ...], spending: str) -> Trial:
+    """Looks at the first sizes[k] prompts of each set, each deciding at its share of alpha (declared
+    looks = len(sizes)); the data are nested, as when a researcher adds prompts and reruns.
+
+    selectivity: true selectivity exactly 0.9 (the selectivity boundary, other set firing on 10%);
+    loud_unselective: equal residual writes (the loudness boundary). The SAE's ceiling is the largest firing."""
+    n = max(sizes)
+    if family == "paired_mean":  # per-prompt paired differences with mean exactly 0 (Student t, 3 d.f.)
+        values = rng.standard_t(3, n) * 0.5
+        looks = [_paired_world(values[:size], seed, s, (1, 1, "pocock") if spending == "none" else
+                               (k + 1, len(sizes), spending)) for k, size in enumerate(sizes)]
+        return Trial(looks[-1], _claim("paired_mean"), earlier_looks=tuple(looks[:-1]))
+    if family == "selectivity":
+        mean_concept, mean_other = 1.5, 1.5 * 0.1 / 0.9
+        x = by_set(rng, (0.5, 3.0), (0.10, mean_other / 0.10), n, n)[:, None]
+        spec, extra = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9), {}
+    else:
+        x = np.stack([by_set(rng, (0.8, 3.67), (0.02, 1.0), n, n), by_set(rng, (0.8, 4.48), (0.3, 2.0), n, n)], axis=1)
+        spec = _claim("loud_unselective", sae="coarse", loud=1, anchor=0, units="residual")
+        extra = {"decoder_norms": {"coarse": np.array([1.0, 3.67 / 4.48]), "fine": np.ones(1)}}
+    # The SAE's ceiling is the largest firing (as for the rare-large nulls): early looks with a handful of
+    # firings are bounded the way a real SAE's packaged ceilings bound them.
+    extra["ceilings"] = {"coarse": x.max(0)}
+    # spending "none": every look at the whole alpha (what a researcher rerunning without a plan does)
+    looks = [synthetic_world(spec, coarse=np.r_[x[:size], x[n:n + size]], seed=seed, settings=s, n_concept=size,
+                             n_neutral=size, look=(1, 1, "pocock") if spending == "none" else
+                             (k + 1, len(sizes), spending), **extra)
+             for k, size in enumerate(sizes)]
+    return Trial(looks[-1], spec, earlier_looks=tuple(looks[:-1]))
+
+
+# ---- prompts that would decide: rerun at the advice --------------------------------------------
+def _paired_world(values: np.ndarray, seed: int, s: Settings, look: tuple[int, int, str] = (1, 1, "pocock"),
+                  plan: bool = False) -> Analysis:
+    analysis = synthetic_world(_claim("sparsity", sae="coarse", max_l0_fraction=0.01), coarse=np.zeros(20), seed=seed,
+                               settings=s, n_concept=10, n_neutral=10, plan_prompts=plan, look=look)
+    analysis._cache[PAIRED] = values
+    return analysis
+
+
+def advice_trial(rng, seed: int, s: Settings, *, world: str) -> Trial:
+    """A world whose claim is usually inconclusive at the present size; `rerun(needed)` draws the same
+    world afresh at the advised sizes (sets not named keep theirs).
+
+    selectivity-firing: concept fires on 50% at mean 3, the other set on 25%: true selectivity 0.95 vs 0.9;
+    selectivity-rare:   concept on 90% at mean 3, the other set on 1.5% at mean 1.5 (true 0.99), ceiling 9:
+                        the other set is usually seen firing 0-2 times;
+    selectivity-silent: as rare, the other set never fires (the guard alone decides);
+    reconstruction:     explained variance about 0.815 vs the floor 0.8 over 200 prompts (CE-loss score held);
+    paired-mean:        per-prompt paired differences, Student t with 3 d.f., mean 0.15 (sd ~0.9) vs 0, 60 prompts.
+    """
+    def draw(sizes: dict[str, int]) -> Trial:
+        if world.startswith("selectivity"):
+            n_c, n_o = sizes.get("concept", N_CONCEPT), sizes.get("neutral", N_NEUTRAL)
+            if world == "selectivity-firing":
+                concept, other = zero_heavy(rng, n_c, 0.5, 3.0), zero_heavy(rng, n_o, 0.25, 1.5 * 0.05 / 0.95 / 0.25)
+            else:
+                concept = zero_heavy(rng, n_c, 0.9, 3.0)
+                other = zero_heavy(rng, n_o, 0.015 if world == "selectivity-rare" else 0.0, 1.5)
+            spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
+            analysis = synthetic_world(spec, coarse=np.r_[concept, other], seed=seed, settings=s, n_concept=n_c,
+                                       n_neutral=n_o, ceilings=None if world == "selectivity-firing"
+                                       else {"coarse": np.array([9.0])}, plan_prompts=True)
+        elif world == "reconstruction":
+            n = sizes.get("evaluation (concept + neutral)", N_CONCEPT + N_NEUTRAL)
+            n_c = n // 2
+            tokens = rng.integers(5, 30, n)
+            resid_sq = tokens * rng.gamma(4.0, 25.0, n)
+            unexplained = rng.beta(2.0, 2.0 * 0.81 / 0.19, n)  # mean 0.19 (EV about 0.815 as a ratio of sums)
+            clean = tokens * rng.normal(3.0, 0.2, n)
+            zero = tokens * rng.normal(8.0, 0.3, n)
+            sae_loss = clean + 0.05 * (zero - clean) * rng.uniform(0.5, 1.5, n)  # CE-loss score ~0.95: held
+            ids = [f"{name}-{i}" for name, count in (("concept", n_c), ("neutral", n - n_c)) for i in range(count)]
+            extra = {"n_tokens": tokens, "resid_sq": resid_sq,
+                     "sq_error": {"coarse": resid_sq * unexplained, "fine": resid_sq},
+                     "meta": {"ce_per_prompt": {"ids": ids, "clean": clean.tolist(), "zero": zero.tolist(),
+                                                "coarse": sae_loss.tolist(), "tokens": tokens.tolist()}}}
+            spec = _claim("reconstruction", sae="coarse", min_explained_variance=0.8, min_ce_loss_score=0.8)
+            analysis = synthetic_world(spec, coarse=np.zeros(n), seed=seed, settings=s, tables_extra=extra,
+                                       n_concept=n_c, n_neutral=n - n_c, plan_prompts=True)
+        else:
+            spec = _claim("paired_mean")
+            analysis = _paired_world(0.15 + rng.standard_t(3, sizes.get("prompts", 60)) * 0.5, seed, s, plan=True)
+        return Trial(analysis, spec, rerun=draw)
+    return draw({})
+
+
+def advice_record(trial: Trial):
+    return trial.record()
 
 
 def selectivity_rare_large_trial(rng, seed: int, s: Settings, *, other_rate: float, ratio: float, n_per_set: int,
@@ -753,6 +876,22 @@ CONDITIONS: tuple[Condition, ...] = (
          f"the concept set's size, {n} + {n} prompts; the SAE's ceiling is the largest firing",
          other_rate=rate, ratio=ratio, n_per_set=n)
       for n in (50, 100) for rate, ratio in ((0.02, 2.8), (0.02, 5.0), (0.005, 10.0), (0.01, 10.0))),
+    # Prompts that would decide: the same world rerun at the advice of an inconclusive verdict.
+    *(_c("advice", world, "advice", advice_trial, f"{world}: rerun at the sizes an inconclusive verdict advised; "
+         "target: decided (held or refuted) in 0.8 +- 0.05 of them", world=world)
+      for world in ("selectivity-firing", "selectivity-rare", "selectivity-silent", "reconstruction", "paired-mean")),
+    # Sequential re-validation: nested looks (prompts added between them), alpha spent across them.
+    *(_c(family, f"sequential-{len(sizes)}-looks-{spending}", "fpr", sequential_trial,
+         f"{what}, looked at after {' / '.join(map(str, sizes))} prompts{' per set' * (family != 'paired_mean')}, "
+         f"stopping at the first decided verdict; each look decides at its {spending} share of alpha",
+         family=family, sizes=sizes, spending=spending)
+      for family, what, plans in (
+          ("paired_mean", "per-prompt paired differences with mean exactly 0 (Student t, 3 d.f.), decided on the "
+           "engine's mean interval as steering claims are", (((40, 70, 100), "pocock"), ((20, 40, 60, 80, 100), "pocock"),
+                                                            ((40, 70, 100), "obrien-fleming"))),
+          ("loud_unselective", "equal residual writes", (((40, 70, 100), "pocock"), ((20, 40, 60, 80, 100), "pocock"))),
+          ("selectivity", "true selectivity exactly 0.9", (((20, 40, 60, 80, 100), "pocock"),)))
+      for sizes, spending in plans),
     *(_c("selectivity", f"ceiling-power-{sel:g}-{ratio:g}x-n{n}", "power", selectivity_ceiling_power_trial,
          f"true selectivity {sel:g} vs the bar 0.9, concept fires on 95%, other set on 2%, {n} + {n} prompts; "
          f"ceiling {ratio:g}x the concept set's mean firing", true_selectivity=sel, ceiling_ratio=ratio, n_per_set=n)
@@ -761,6 +900,9 @@ CONDITIONS: tuple[Condition, ...] = (
 
 
 VERDICT_CODES = {"held": "h", "refuted": "r", "inconclusive": "i", "not evaluated": "n"}
+# Advice rows: the first look was inconclusive and advised sizes; the rerun there decided or did not.
+ADVICE_CODES = {"decided at the advice": "d", "undecided at the advice": "u", "no advice": "x"}
+ADVICE_TARGET, ADVICE_BAND = 0.8, 0.05
 
 
 def name_entropy(name: str) -> list[int]:
@@ -793,7 +935,17 @@ def dataset_verdicts(condition: Condition, *, n_datasets: int, seed: int, settin
     for child in np.random.SeedSequence([seed, *name_entropy(condition.key)]).spawn(n_datasets):
         rng = np.random.default_rng(child)
         engine_seed = int(child.generate_state(1)[0])
-        codes.append(VERDICT_CODES[condition.make(rng, engine_seed, settings).verdict()])
+        trial = condition.make(rng, engine_seed, settings)
+        if condition.kind != "advice":
+            codes.append(VERDICT_CODES[trial.verdict()])
+            continue
+        record = advice_record(trial)
+        if record.verdict != "inconclusive" or not record.prompts_needed:
+            codes.append(ADVICE_CODES["no advice"])
+        else:
+            again = advice_record(trial.rerun(record.prompts_needed))
+            codes.append(ADVICE_CODES["decided at the advice" if again.verdict in ("held", "refuted")
+                                      else "undecided at the advice"])
         if progress_bar is not None:
             progress_bar.update()
     return "".join(codes)
@@ -805,9 +957,16 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
     codes = dataset_verdicts(condition, n_datasets=n_datasets, seed=seed, settings=settings,
                              progress_bar=progress_bar)
     settings = condition_settings(condition, settings)
-    counts = {verdict: codes.count(code) for verdict, code in VERDICT_CODES.items()}
+    codes_of = ADVICE_CODES if condition.kind == "advice" else VERDICT_CODES
+    counts = {verdict: codes.count(code) for verdict, code in codes_of.items()}
     alpha = settings.alpha
-    if condition.kind == "fpr":
+    if condition.kind == "advice":
+        advised = counts["decided at the advice"] + counts["undecided at the advice"]
+        rate = counts["decided at the advice"] / advised if advised else float("nan")
+        se = math.sqrt(ADVICE_TARGET * (1 - ADVICE_TARGET) / max(advised, 1))
+        row = {"decided_at_advice": rate, "advised": advised, "target": ADVICE_TARGET, "band": ADVICE_BAND,
+               "ok": bool(advised) and abs(rate - ADVICE_TARGET) <= ADVICE_BAND}
+    elif condition.kind == "fpr":
         rate = counts[condition.wrong_verdict] / n_datasets
         se = math.sqrt(alpha * (1 - alpha) / n_datasets)
         limit = alpha + 2 * se

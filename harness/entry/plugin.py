@@ -59,6 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed for permutations and bootstraps (default: the profile's)")
     group.addoption("--claims-permutations", dest="claims_permutations", type=int, default=None,
                     help="label shuffles per permutation test (default: the profile's, 10,000)")
+    group.addoption("--look", dest="claims_look", type=int, default=None, metavar="K",
+                    help="which of the profile's declared sequential looks this run is ([analysis] looks; "
+                         "default 1): it decides at that look's share of alpha")
     parser.addini("claims_profile", "default profile for the claims suite", default="")
 
 
@@ -87,6 +90,7 @@ def get_profile(config: pytest.Config):
             profile = with_overrides(
                 load_profile(name),
                 seed=config.getoption("claims_seed"), permutations=config.getoption("claims_permutations"),
+                look=config.getoption("claims_look"),
                 concept=absolute(config.getoption("claims_concept")),
                 neutral=absolute(config.getoption("claims_neutral")),
                 near_miss=absolute(config.getoption("claims_near_miss")),
@@ -179,7 +183,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     where = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else f"default; set ${CACHE_ENV} to move it"
     return [f"claims profile: {profile.name} (from {config.stash.get(SOURCE_KEY, 'a test')}; "
             f"{profile.path or 'built in code'})",
-            f"claims cache: {cache_dir()} ({where})"]
+            f"claims cache: {cache_dir()} ({where})"] + sequential_header(profile)
+
+
+def sequential_header(profile) -> list[str]:
+    from harness.statistics.sequential import look_alpha, spent
+
+    a = profile.analysis
+    if a.looks <= 1:
+        return []
+    return [f"sequential: look {a.look} of {a.looks} ({a.spending} spending): decides at alpha "
+            f"{look_alpha(a.alpha, a.look, a.looks, a.spending):.4f}; {spent(a.alpha, a.look / a.looks, a.spending):.4f} "
+            f"of {a.alpha} spent after this look"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -446,6 +461,8 @@ class ClaimsSession:
         if control is not None:
             terminalreporter.write_line("  random-SAE control: " + ("GO (so GO is refused)" if control["verdict"] == "held"
                                                                     else "NO-GO, as it should be"))
+        for line in sequential_header(config.stash[PROFILE_KEY]) if PROFILE_KEY in config.stash else []:
+            terminalreporter.write_line("  " + line)
         for phase, tally in counts.items():
             if any(tally.values()):
                 text = ", ".join(f"{n} {v}" for v, n in tally.items() if n)

@@ -215,6 +215,23 @@ def ancestry(profile: Profile) -> list[str]:
     return names
 
 
+def check_next_look(profile: Profile, ledger, path: Path) -> None:
+    """A sequential baseline from the same profile must be an earlier look of the same plan: a look
+    repeated (or a plan changed midway) would spend alpha twice."""
+    theirs, mine = ledger.sequential or {}, profile.analysis
+    if not theirs or ledger.profile != profile.name:
+        return
+    if (theirs.get("looks"), theirs.get("spending"), theirs.get("alpha")) != (mine.looks, mine.spending, mine.alpha):
+        raise ConfigError(f"--baseline {str(path)!r} was look {theirs.get('look')} of {theirs.get('looks')} "
+                          f"({theirs.get('spending')} spending, alpha {theirs.get('alpha')}); this profile declares "
+                          f"{mine.looks} looks ({mine.spending}, alpha {mine.alpha}): a sequential plan cannot change "
+                          "between looks")
+    if mine.look <= int(theirs.get("look", 0)):
+        raise ConfigError(f"--look {mine.look} does not follow the baseline's look {theirs.get('look')} of "
+                          f"{mine.looks}; valid: {int(theirs.get('look', 0)) + 1}..{mine.looks} (each look decides "
+                          "once, at its own share of alpha)")
+
+
 def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool = False,
                    prompt_hashes: dict[str, str] | None = None) -> Path:
     """A baseline ledger must parse and come from the same profile, model and hook, or from a profile this
@@ -233,6 +250,7 @@ def check_baseline(profile: Profile, baseline: str | Path, *, any_profile: bool 
     except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--baseline {str(path)!r} is not a claims ledger ({first})") from exc
+    check_next_look(profile, ledger, path)
     if any_profile:
         return path
     # A child profile may swap the model (an update) or an SAE; the diff names what changed.

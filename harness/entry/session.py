@@ -469,9 +469,21 @@ class ClaimsRun:
             saes=self.sae_records(), prompt_hashes=self.prompt_sets.hashes(),
             prompt_counts={k: len(getattr(self.prompt_sets, k)) for k in ("concept", "neutral", "near_miss")},
             verdict=verdict, verdict_reason=reason, gate=gate_summary(claims, verdict, reason), claims=claims,
+            sequential=sequential_record(self.profile.analysis),
             tables=tables, steering=steering or {},
             exit_status=exit_status, stand_in=self.stand_in_parts(),
         )
+
+
+def sequential_record(analysis) -> dict:
+    """The look this run is and the alpha it decided at (empty for a profile with one look)."""
+    from harness.statistics.sequential import look_alpha, spent
+
+    if analysis.looks <= 1:
+        return {}
+    return {"look": analysis.look, "looks": analysis.looks, "spending": analysis.spending, "alpha": analysis.alpha,
+            "alpha_this_look": look_alpha(analysis.alpha, analysis.look, analysis.looks, analysis.spending),
+            "alpha_spent": spent(analysis.alpha, analysis.look / analysis.looks, analysis.spending)}
 
 
 def run_folder_name(ledger: Ledger) -> str:

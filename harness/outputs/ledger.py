@@ -132,6 +132,9 @@ class Ledger(BaseModel):
     verdict_reason: str
     gate: dict[str, Any] = Field(default_factory=dict, description="the GO rule, the claims it used, its verdict, "
                                  "the random-SAE control's verdict, per-anchor parts, and findings beside it")
+    sequential: dict[str, Any] = Field(default_factory=dict, description="for a profile with declared looks: this "
+                                       "run's look, the looks declared, the spending function, the alpha this look "
+                                       "decided at and the alpha spent up to it")
     claims: list[ClaimRecord]
     tables: dict[str, Any] = Field(default_factory=dict, description="data for the report's figures")
     steering: dict[str, Any] = Field(default_factory=dict)
