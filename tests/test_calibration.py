@@ -169,3 +169,23 @@ def test_only_names_a_bad_row_and_the_valid_ones(tmp_path):
                           "--datasets", "3", "--out", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode != 0 and "is not a calibration file" in run.stderr and "Traceback" not in run.stderr
     assert bad.read_text() == '{"not": "rows"}'
+
+
+def test_findings_tables_are_generated_from_the_stored_rows():
+    """docs/findings.md's calibration tables are the stored rows, not numbers typed by hand."""
+    run = subprocess.run([sys.executable, "-m", "harness", "calibration-tables", "docs/findings.md", "--check"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_tables_render_every_kind_of_row(tmp_path):
+    from harness.engine.calibration import render_tables
+
+    rows = [run_condition(c, n_datasets=3, seed=0, settings=SETTINGS)
+            for c in CONDITIONS if c.key in ("sparsity/boundary", "geometry/effect", "advice/paired-mean")]
+    text = "intro\n<!-- calibration-table: sparsity, advice/paired-mean -->\nold\n<!-- /calibration-table -->\nend\n"
+    out = render_tables(text, rows)
+    assert out.startswith("intro\n") and out.endswith("end\n") and "old" not in out
+    assert "| sparsity | boundary |" in out and "| advice | paired-mean |" in out and "geometry" not in out
+    assert render_tables(out, rows) == out
+    assert format_table(rows).count("\n| ") == len(rows) + 1

@@ -1018,15 +1018,45 @@ def merge_rows(stored: list[dict], new: list[dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    n = rows[0]["n_datasets"] if rows else 0
-    lines = [f"{n} datasets per condition; every verdict from harness.engine.claims_engine.evaluate", "",
-             "| family | condition | what is planted | wrong verdict | rate | limit / target | MC s.e. | ok |",
-             "|---|---|---|---|---|---|---|---|"]
+    sizes = sorted({r["n_datasets"] for r in rows})
+    head = (f"{sizes[0]} datasets per condition" if len(sizes) == 1 else
+            f"{', '.join(map(str, sizes))} datasets per condition (see each row)")
+    return "\n".join([f"{head}; every verdict from harness.engine.claims_engine.evaluate", "", *table_lines(rows)])
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """A markdown table of calibration rows (fpr, power and advice rows alike)."""
+    lines = ["| family | condition | what is planted | wrong verdict | rate | limit / target | MC s.e. | datasets | ok |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "fpr" in r:
             rate, bar, wrong = f"{r['fpr']:.3f}", f"<= {r['limit']:.3f}", r["wrong_verdict"]
-        else:
+        elif "power" in r:
             rate, bar, wrong = f"power {r['power']:.3f}", f">= {r['target']}", "—"
-        lines.append(f"| {r['family']} | {r['condition']} | {r['description']} | {wrong} | {rate} | {bar} | "
-                     f"{r['mc_se']:.4f} | {'yes' if r['ok'] else 'NO'} |")
-    return "\n".join(lines)
+        else:
+            rate = f"decided {r['decided_at_advice']:.3f} of {r['advised']} advised"
+            bar, wrong = f"{r['target']} +- {r['band']}", "undecided at the advice"
+        shuffles = f" ({r['permutations']:,} shuffles)" if r.get("permutations", 199) != 199 else ""
+        lines.append(f"| {r['family']} | {r['condition']} | {r['description']} | {wrong}{shuffles} | {rate} | {bar} | "
+                     f"{r['mc_se']:.4f} | {r['n_datasets']} | {'yes' if r['ok'] else 'NO'} |")
+    return lines
+
+
+TABLE_START, TABLE_END = "<!-- calibration-table: ", "<!-- /calibration-table -->"
+
+
+def render_tables(text: str, rows: list[dict]) -> str:
+    """`text` with every marked table regenerated from `rows`. A table is marked by
+    `<!-- calibration-table: SELECTION -->` ... `<!-- /calibration-table -->`, SELECTION a comma list
+    of families or FAMILY/CONDITION rows (in the rows' order), or `all`."""
+    import re
+
+    def table(match) -> str:
+        selection = [k.strip() for k in match.group(1).split(",") if k.strip()]
+        chosen = [r for r in rows if selection == ["all"] or r["family"] in selection
+                  or f"{r['family']}/{r['condition']}" in selection]
+        if not chosen:
+            raise ConfigError(f"calibration table {match.group(1)!r} selects no stored row")
+        return f"{TABLE_START}{match.group(1)} -->\n" + "\n".join(table_lines(chosen)) + f"\n{TABLE_END}"
+
+    return re.sub(re.escape(TABLE_START) + r"(.*?) -->\n.*?" + re.escape(TABLE_END), table, text, flags=re.S)

@@ -1,4 +1,4 @@
-"""`python -m harness COMMAND`: info, train-saes, discover, ceilings, report, calibrate, stand-in, schema."""
+"""`python -m harness COMMAND`: info, train-saes, discover, ceilings, report, calibrate, calibration-tables, stand-in, schema."""
 
 from __future__ import annotations
 
@@ -164,6 +164,29 @@ def cmd_calibrate(args) -> int:
     return 0 if all(r["ok"] for r in rows if "fpr" in r) else 1
 
 
+def cmd_calibration_tables(args) -> int:
+    from harness.core.paths import FIXTURES_DIR, atomic_write_text
+    from harness.engine.calibration import render_tables
+
+    rows_path = Path(args.rows) if args.rows else FIXTURES_DIR / "calibration" / "calibration.json"
+    doc = Path(args.doc)
+    for path in (rows_path, doc):
+        if not path.is_file():
+            raise HarnessError(f"{str(path)!r} is not a file")
+    text = doc.read_text()
+    new = render_tables(text, json.loads(rows_path.read_text()))
+    if args.check:
+        if new != text:
+            print(f"{doc}: its calibration tables differ from {rows_path}; run without --check to rewrite them")
+            return 1
+        print(f"{doc}: calibration tables match {rows_path}")
+        return 0
+    if new != text:
+        atomic_write_text(doc, new)
+    print(f"{doc}: calibration tables {'rewritten' if new != text else 'already up to date'} from {rows_path}")
+    return 0
+
+
 def cmd_stand_in(args) -> int:
     import errno
 
@@ -269,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", default=None, help="write the rows as a JSON list here; an existing "
                            "calibration file keeps its other rows (the new ones replace theirs)")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    tables = sub.add_parser("calibration-tables", help="regenerate the calibration tables marked in a markdown file "
+                            "(<!-- calibration-table: FAMILIES -->) from the stored rows")
+    tables.add_argument("doc", help="the markdown file, e.g. docs/findings.md")
+    tables.add_argument("--rows", default=None, help="calibration JSON (default: the packaged "
+                        "fixtures/calibration/calibration.json)")
+    tables.add_argument("--check", action="store_true", help="only say whether the tables match (exit 1 if not)")
+    tables.set_defaults(func=cmd_calibration_tables)
 
     stand_in = sub.add_parser("stand-in", help="write an offline Hugging Face cache (HF_HOME) holding the profile's "
                               "model and Gemma Scope SAEs with random weights at their real shapes")
