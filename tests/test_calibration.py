@@ -60,12 +60,29 @@ def test_planted_effects_are_found(condition):
 @pytest.mark.parametrize("condition", CONDITIONS, ids=lambda c: f"{c.family}-{c.condition}")
 def test_calibration_verdict_is_the_engine_verdict(condition):
     """The trial's verdict comes from the claim family's own function: evaluating the same synthetic
-    analysis directly gives the same record."""
+    analysis directly gives the same record (a paired-mean world goes through `paired_shift`, the
+    steering claims' own decision; a sequential trial's last look is its analysis)."""
+    from harness.engine.claims_engine import paired_shift
+
     child = np.random.SeedSequence(7).spawn(1)[0]
     trial = condition.make(np.random.default_rng(child), 7, SETTINGS)
-    direct = evaluate(trial.spec, trial.analysis, steering=trial.study, control=trial.control)
-    assert trial.verdict() == direct.verdict
-    assert direct.family == condition.family
+    if trial.spec.family == "paired_mean":
+        direct = paired_shift(trial.analysis._cache["paired"], trial.analysis)[0]
+    else:
+        record = evaluate(trial.spec, trial.analysis, steering=trial.study, control=trial.control)
+        direct = record.verdict
+        assert record.family == (condition.family if condition.kind != "advice" else trial.spec.family)
+    assert trial.record().verdict == direct
+    if not trial.earlier_looks:
+        assert trial.verdict() == direct
+
+
+def test_an_advice_row_counts_reruns_at_the_advised_sizes():
+    condition = next(c for c in CONDITIONS if c.key == "advice/paired-mean")
+    row = run_condition(condition, n_datasets=6, seed=0, settings=SETTINGS)
+    assert set(row["verdict_codes"]) <= {"d", "u", "x"} and len(row["verdict_codes"]) == 6
+    assert row["advised"] == row["verdicts"]["decided at the advice"] + row["verdicts"]["undecided at the advice"]
+    assert row["advised"] == 0 or 0 <= row["decided_at_advice"] <= 1
 
 
 def test_datasets_are_independent_streams():

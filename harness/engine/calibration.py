@@ -91,14 +91,15 @@ PAIRED = "paired"  # Analysis._cache key of a paired-mean world's per-prompt dif
 
 def claim_record(spec: ClaimSpec, analysis: Analysis, *, study=None, control=None):
     """The engine's record. A "paired_mean" world (per-prompt paired differences, as steering claims
-    decide on) goes through the engine's mean interval, `decide` and planner, as steering claims do."""
+    decide on) goes through `claims_engine.paired_shift` (BCa interval + exact sign-flip test) and the
+    planner, as every steering claim does."""
     if spec.family != "paired_mean":
         return evaluate(spec, analysis, steering=study, control=control)
-    from harness.engine.claims_engine import make_record
+    from harness.engine.claims_engine import make_record, paired_shift
 
     values = analysis._cache[PAIRED]
-    interval = analysis.mean_interval(values)
-    return make_record(spec, verdict=decide(interval.low, interval.high, 0.0, ">"), statistic_name="mean",
+    verdict, interval, _ = paired_shift(values, analysis)
+    return make_record(spec, verdict=verdict, statistic_name="mean",
                        statistic=interval.estimate, threshold=0.0, comparison=">", reason="",
                        plan=lambda: analysis.plan_mean(values, 0.0, ">", "prompts"))
 

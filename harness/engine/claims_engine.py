@@ -459,6 +459,17 @@ def _shift_with_p(values: np.ndarray, a: Analysis) -> tuple[Interval, float]:
     return mean_interval(values, a), p
 
 
+def paired_shift(values, a: Analysis) -> tuple[str, Interval, float]:
+    """"The per-prompt paired mean is > 0", as every steering claim decides it: the BCa interval decides,
+    and "held" also needs the exact sign-flip test (p < alpha): a bootstrap of a few non-zero pairs among
+    many zeros puts its lower bound above 0 too easily. Returns (verdict, interval, sign-flip p)."""
+    interval, p = _shift_with_p(values, a)
+    verdict = decide(interval.low, interval.high, 0.0, ">")
+    if verdict == "held" and not p < a.alpha:
+        verdict = "inconclusive"
+    return verdict, interval, p
+
+
 def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     """Steering claims on word-level scores at matched fluency cost (see harness/steering/study.py).
 
@@ -538,10 +549,7 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
                                  f"({_interval_text(own)} nats, sign-flip p = {own_p:.2g}): the 2 x 2 has no working "
                                  "contrast direction", "difference in differences")
         # First part of the statement: under the anchor, concept words move more than the other words.
-        first, first_p = _shift_with_p(fr_dir, a)
-        first_verdict = decide(first.low, first.high, 0.0, ">")
-        if first_verdict == "held" and not first_p < a.alpha:
-            first_verdict = "inconclusive"
+        first_verdict, first, first_p = paired_shift(fr_dir, a)
         extra_verdicts.append(first_verdict)
         details["anchor_prefers_concept_words"] = {**first.as_dict(), "p": first_p, "verdict": first_verdict}
         effect_values = fr_dir - de_dir
@@ -617,21 +625,18 @@ def steering_claim(spec: ClaimSpec, a: Analysis, study: dict) -> ClaimRecord:
     else:
         reason_suffix = ""
     details["kl_unmatched"] = unmatched
-    interval, flip_p = _shift_with_p(effect_values, a)
+    shift_verdict, interval, flip_p = paired_shift(effect_values, a)
     p_value = flip_p if p_value is None else max(p_value, flip_p)
     reason = reason.replace("{interval}", _interval_text(interval)) + reason_suffix
-    verdict = combine(decide(interval.low, interval.high, 0.0, ">"), *extra_verdicts)
+    verdict = combine(shift_verdict, *extra_verdicts)
     if interval.note:
         # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says
         # nothing about uncertainty.
         reason += f"; {interval.note}"
         if verdict == "refuted":
             verdict = "inconclusive"
-    if verdict == "held" and not flip_p < a.alpha:
-        # A bootstrap of a few non-zero pairs among many zeros (rare concept words) puts its lower
-        # bound above 0 too easily; the sign-flip test is exact, and it must agree.
+    if decide(interval.low, interval.high, 0.0, ">") == "held" and not flip_p < a.alpha:
         reason += f"; the paired sign-flip test does not confirm it (p = {flip_p:.2g})"
-        verdict = "inconclusive"
     steerability = study.get("steerability", {}).get(anchor)
     if steerability:
         details["anchor_wrong_way_share"] = steerability["wrong_way"]
