@@ -243,7 +243,7 @@ def advice_trial(rng, seed: int, s: Settings, *, world: str) -> Trial:
     """A world whose claim is usually inconclusive at the present size; `rerun(needed)` draws the same
     world afresh at the advised sizes (sets not named keep theirs).
 
-    selectivity-firing: concept fires on 50% at mean 3, the other set on 25%: true selectivity 0.95 vs 0.9;
+    selectivity-firing: concept fires on 50% at mean 3, the other set on 25%: true selectivity 0.93 vs 0.9;
     selectivity-rare:   concept on 90% at mean 3, the other set on 1.5% at mean 1.5 (true 0.99), ceiling 9:
                         the other set is usually seen firing 0-2 times;
     selectivity-silent: as rare, the other set never fires (the guard alone decides);
@@ -254,7 +254,7 @@ def advice_trial(rng, seed: int, s: Settings, *, world: str) -> Trial:
         if world.startswith("selectivity"):
             n_c, n_o = sizes.get("concept", N_CONCEPT), sizes.get("neutral", N_NEUTRAL)
             if world == "selectivity-firing":
-                concept, other = zero_heavy(rng, n_c, 0.5, 3.0), zero_heavy(rng, n_o, 0.25, 1.5 * 0.05 / 0.95 / 0.25)
+                concept, other = zero_heavy(rng, n_c, 0.5, 3.0), zero_heavy(rng, n_o, 0.25, 1.5 * 0.07 / 0.93 / 0.25)
             else:
                 concept = zero_heavy(rng, n_c, 0.9, 3.0)
                 other = zero_heavy(rng, n_o, 0.015 if world == "selectivity-rare" else 0.0, 1.5)
