@@ -414,6 +414,7 @@ def test_a_sequential_look_decides_at_its_share_of_alpha_and_a_repeated_look_is_
     assert ledger["sequential"] == {"look": 1, "looks": 3, "spending": "pocock", "alpha": 0.05,
                                     "alpha_this_look": look_alpha(0.05, 1, 3, "pocock"),
                                     "alpha_spent": spent(0.05, 1 / 3, "pocock")}
+    assert "sequential look</span>1 of 3 (pocock): alpha 0.0226 at this look" in (pytester.path / "look1" / "index.html").read_text()
     share = look_alpha(0.05, 1, 3, "pocock")
     levels = {c["id"]: c["effect"]["ci_level"] for c in ledger["claims"] if c["family"] == "selectivity"}
     # each interval at the look's level (a set with few firings widens it fivefold, as at any look)

@@ -438,6 +438,15 @@ def test_alpha_spent_across_declared_looks_adds_up_to_alpha(spending, looks):
         assert shares[0] < shares[-1] / 5  # keeps most of it for the last look
 
 
+def test_the_profile_offers_exactly_the_spending_functions_there_are():
+    from typing import get_args
+
+    from harness.core.config import Spending
+    from harness.statistics.sequential import SPENDING
+
+    assert get_args(Spending) == SPENDING
+
+
 def test_a_look_outside_the_declared_ones_is_named():
     from harness.core.config import AnalysisConfig
     from harness.core.errors import ConfigError
