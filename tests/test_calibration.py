@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from harness.engine.calibration import (
+    ADVICE_CODES,
     CONDITIONS,
     VERDICT_CODES,
     Settings,
@@ -132,8 +133,13 @@ def test_stored_file_has_one_row_per_condition_with_its_provenance():
     for key, row in rows.items():
         codes = row["verdict_codes"]
         assert len(codes) == row["n_datasets"], key
-        assert row["verdicts"] == {v: codes.count(c) for v, c in VERDICT_CODES.items()}, key
+        codes_of = ADVICE_CODES if key.startswith("advice/") else VERDICT_CODES
+        assert row["verdicts"] == {v: codes.count(c) for v, c in codes_of.items()}, key
         assert row["commit"] and row["versions"]["numpy"] and row["versions"]["scipy"], key
+        if key.startswith("advice/"):
+            decided = codes.count("d")
+            assert row["advised"] == decided + codes.count("u") and row["decided_at_advice"] == decided / row["advised"]
+            continue
         wrong = row.get("wrong_verdict", "held")
         rate = row["fpr"] if "fpr" in row else row["power"]
         assert rate == row["verdicts"][wrong] / row["n_datasets"], key
