@@ -276,9 +276,11 @@ class ClaimsRun:
         control_tables = cached_feature_tables(self.profile, self.prompt_sets, model_loader=lambda: self.model,
                                                sae_loader=build_saes, sae_hashes=hashes, ce_loss=False,
                                                progress=self.progress)
-        return Analysis.build(self.profile, control_tables, self.prompt_sets, control_dirs, decoder_norms=norms,
-                              sae_info={role: {"architecture": "topk", "k": ks[role], "control": True}
-                                        for role in directions})
+        control = Analysis.build(self.profile, control_tables, self.prompt_sets, control_dirs, decoder_norms=norms,
+                                 sae_info={role: {"architecture": "topk", "k": ks[role], "control": True}
+                                           for role in directions})
+        control.plan_prompts = False  # the control's verdicts are reported; nobody adds prompts for them
+        return control
 
     @cached_property
     def quality(self) -> dict[str, dict]:
