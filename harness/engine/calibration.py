@@ -286,10 +286,6 @@ def advice_trial(rng, seed: int, s: Settings, *, world: str) -> Trial:
     return draw({})
 
 
-def advice_record(trial: Trial):
-    return trial.record()
-
-
 def selectivity_rare_large_trial(rng, seed: int, s: Settings, *, other_rate: float, ratio: float, n_per_set: int,
                                  ceiling: bool = True) -> Trial:
     """The audit's hard null: true selectivity exactly 0.9, the other set firing rarely (`other_rate`) but
@@ -940,11 +936,11 @@ def dataset_verdicts(condition: Condition, *, n_datasets: int, seed: int, settin
         if condition.kind != "advice":
             codes.append(VERDICT_CODES[trial.verdict()])
             continue
-        record = advice_record(trial)
+        record = trial.record()
         if record.verdict != "inconclusive" or not record.prompts_needed:
             codes.append(ADVICE_CODES["no advice"])
         else:
-            again = advice_record(trial.rerun(record.prompts_needed))
+            again = trial.rerun(record.prompts_needed).record()
             codes.append(ADVICE_CODES["decided at the advice" if again.verdict in ("held", "refuted")
                                       else "undecided at the advice"])
         if progress_bar is not None:
