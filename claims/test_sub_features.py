@@ -4,14 +4,78 @@ and that co-fire with it.
 Statistic: the within-set (partial) correlation of pooled activations, so that two features that
 merely both prefer the concept do not count; permutation p with shuffles inside each prompt set;
 Benjamini-Hochberg over the cosine-qualified rows.
-Decision (harness.engine.claims_engine.sub_features_claim): held when at least `min_count` rows are
+Decision (decide_sub_features, below): held when at least `min_count` rows are
 sub-features (q < alpha, positive partial correlation); refuted when not even that many could be.
 """
 
-from harness import assert_held, claim_family, evaluate
+from harness import (
+    Analysis,
+    ClaimRecord,
+    ClaimSpec,
+    Param,
+    assert_held,
+    claim_family,
+    feature_index,
+    make_record,
+)
+
+PARAMS = {
+    "anchor": Param(int, low=0, feature_of="coarse", help="a coarse feature"),
+    "min_cosine": Param(float, 0.3, low=-1.0, high=1.0, help="decoder cosine a sub-feature needs"),
+    "min_count": Param(int, 1, low=1, help="sub-features the anchor must have"),
+    # The report's colours for the cosine x correlation scatter (not part of the decision).
+    "blue_min_correlation": Param(float, 0.5, low=-1.0, high=1.0),
+    "orange_min_correlation": Param(float, 0.2, low=-1.0, high=1.0),
+    "red_max_cosine": Param(float, 0.1, low=0.0, high=1.0),
+}
 
 
-@claim_family("sub_features")
+def _anchor_pairs(analysis: Analysis, anchor: int) -> dict[str, list[dict]]:
+    pairs = [p for p in analysis.pair_table() if p["coarse"] == anchor]
+    qualified = [p for p in pairs if p["qualified"]]
+    return {
+        "qualified": qualified,
+        "evaluable": [p for p in qualified if not p["silent"] and p["p_value"] is not None],
+        "silent": [p for p in qualified if p["silent"]],
+        "sub_features": [p for p in qualified if p["sub_feature"]],
+        "display_only": [p for p in pairs if not p["qualified"]],
+    }
+
+
+def _plausible(groups: dict[str, list[dict]]) -> int:
+    """Cosine-qualified, evaluable pairs whose within-set correlation is positive: the most the count could reach."""
+    return sum(1 for p in groups["evaluable"] if (p["partial_correlation"] or 0) > 0)
+
+
+def decide_sub_features(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
+    """At least `min_count` fine rows with cosine >= the cutoff co-fire with the anchor within prompt sets
+    (BH over the cosine-qualified, evaluable pairs only)."""
+    anchor = feature_index(analysis, "coarse", claim.param("anchor"))
+    min_count = int(claim.param("min_count"))
+    groups = _anchor_pairs(analysis, anchor)
+    subs, plausible = groups["sub_features"], _plausible(groups)
+    if len(subs) >= min_count:
+        verdict = "held"
+    elif plausible + len(groups["silent"]) < min_count:
+        verdict = "refuted"  # even every plausible and every untestable row would not reach the count
+    else:
+        verdict = "inconclusive"
+    qs = [p["q_value"] for p in groups["evaluable"] if p["q_value"] is not None]
+    return make_record(
+        claim, verdict=verdict, statistic_name="sub-features", statistic=float(len(subs)), threshold=float(min_count),
+        comparison=">=", q_value=min(qs) if qs else None,
+        reason=(f"{len(subs)} of {len(groups['evaluable'])} evaluable fine rows with cosine >= "
+                f"{claim.param('min_cosine')} co-fire within prompt sets (BH q < {analysis.alpha}); "
+                f"{len(groups['silent'])} more are silent on these prompts (not evaluable); "
+                f"{plausible} have a positive within-set correlation"),
+        details={"anchor": anchor, "sub_features": subs, "candidates": groups["qualified"],
+                 "n_evaluable": len(groups["evaluable"]), "n_silent": len(groups["silent"]),
+                 "n_plausible": plausible, "display_only": len(groups["display_only"]),
+                 "co_firing_statistic": "correlation within prompt sets (partial r given the set), "
+                                        "within-set permutation p"},
+    )
+
+
+@claim_family("sub_features", PARAMS, decision=decide_sub_features)
 def test_sub_features(claim, analysis, record_claim):
-    record = record_claim(evaluate(claim, analysis))
-    assert_held(record)
+    assert_held(record_claim(decide_sub_features(claim, analysis)))

@@ -1,19 +1,16 @@
 """Interpretability-claims harness: the library behind `pytest claims/`.
 
-Importable without pytest. Never imports `claims` or `fixtures` (they import it). The public
+Importable without pytest. No module imports `claims` or `fixtures`: the built-in claim modules
+are loaded by path by the family registry, as plugins (harness.core.families). The public
 claims API (`from harness import claim_family, Param, record_interval, ...`) is documented in
 `harness.engine.api`; it loads on first use, so `import harness.entry.cli` stays light.
 """
 
-__version__ = "0.1.0"
+from harness.core.version import __version__  # noqa: E402,F401 - the package metadata
 
-__all__ = [
-    "REQUIRED", "Analysis", "ClaimRecord", "ClaimSpec", "Effect", "Interval", "Param", "assert_held",
-    "benjamini_hochberg", "bootstrap_interval", "claim_family", "combine", "correlation_permutation_test",
-    "decide", "difference_interval", "evaluate", "facet_claim", "facet_permutation_test", "facet_preferences",
-    "make_record", "mean_interval", "paired_sign_flip_test", "rank_against_controls", "record_interval",
-    "selectivity", "two_sample_permutation_test",
-]
+from harness.core.public import PUBLIC_NAMES
+
+__all__ = list(PUBLIC_NAMES)
 
 
 def __getattr__(name: str):

@@ -214,26 +214,26 @@ def steering_study(n: int = 40, seed: int = 0) -> dict:
                   "prompting": {"concept": (shift + 1.0 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [1.2] * n}}
     kinds = {anchor: "anchor", other: "other", "DiffMean": "diffmean", "prompting": "prompting"}
     controls = {kind: {"names": [f"{kind}-{i}" for i in range(99)], "concept_shift": rng.normal(0.0, 0.1, 99).tolist(),
-                       "kl": rng.normal(0.5, 0.05, 99).tolist(), "alpha": [0.2] * 99}
+                       "kl": rng.normal(0.5, 0.05, 99).tolist(), "coefficient": [0.2] * 99}
                 for kind in ("random", "random_row")}
     shares = {"unsteered": [0.0] * 16, anchor: rng.uniform(0, 0.2, 16).tolist()}
-    summary = {name: {"kind": kinds[name], "alpha": 0.2, "kl": float(np.mean(v["kl"])),
+    summary = {name: {"kind": kinds[name], "coefficient": 0.2, "kl": float(np.mean(v["kl"])),
                       "concept_shift": float(np.mean(v["concept"])), "other_shift": float(np.mean(v["other"])),
                       "wrong_way": float(np.mean(np.asarray(v["concept"]) < 0)),
                       "concept_share": float(np.mean(shares[name])) if name in shares else None,
                       "other_share": 0.0 if name in shares else None} for name, v in per_prompt.items()}
     return {
-        "version": 2, "description": "planted", "kl_budget": 0.5, "alphas": [0.1, 0.2],
+        "version": 2, "description": "planted", "kl_budget": 0.5, "coefficients": [0.1, 0.2],
         "directions": [{"kind": kinds[k], "name": k} for k in per_prompt if k != "prompting"],
-        "chosen_alpha": {anchor: 0.2, other: 0.2, "DiffMean": 0.2},
+        "chosen_coefficient": {anchor: 0.2, other: 0.2, "DiffMean": 0.2},
         "kl_reached": {k: float(np.mean(v["kl"])) for k, v in per_prompt.items()},
         "per_prompt": per_prompt,
         "controls": {"prompts": 12, "on_control_prompts": {anchor: 0.6, other: 0.0, "DiffMean": 0.9},
                      "by_kind": controls},
         "lexicons": {"concept": {"name": "France", "words": ["France", "Paris"], "units": []},
                      "other": {"name": "Germany", "words": ["Germany", "Berlin"], "units": []}},
-        "dose_response": {anchor: {"kind": "anchor", "alpha": [0.1, 0.2], "concept_shift": [0.3, 0.6], "kl": [0.1, 0.5]}},
-        "random_band": {"alpha": [0.1, 0.2], "low": [-0.1, -0.2], "high": [0.1, 0.2], "median": [0, 0], "kl": [0.1, 0.5],
+        "dose_response": {anchor: {"kind": "anchor", "coefficient": [0.1, 0.2], "concept_shift": [0.3, 0.6], "kl": [0.1, 0.5]}},
+        "random_band": {"coefficient": [0.1, 0.2], "low": [-0.1, -0.2], "high": [0.1, 0.2], "median": [0, 0], "kl": [0.1, 0.5],
                         "n": 19},
         "steerability": {k: {"wrong_way": v["wrong_way"], "n": n} for k, v in summary.items()},
         "summary": summary,

@@ -160,6 +160,6 @@ def test_a_child_with_another_concept_inherits_no_steering_unless_it_brings_its_
     (tmp_path / "italy.toml").write_text('extends = "smollm2-135m"\nname = "italy"\n[prompts]\nconcept = "italy.txt"\n'
                                          'concept_words = ["rome", "venice"]\n')
     italy = load_profile(str(tmp_path / "italy.toml"), require_anchors=False)
-    assert not italy.claims_of("steering") and italy.steering == {}
+    assert not italy.claims_of("steering") and italy.steering is None
     japan = load_profile("smollm2-135m-japan")  # brings its own [steering]: the claims come along
-    assert japan.claims_of("steering") and "Japan" in japan.steering["concept_words"]
+    assert japan.claims_of("steering") and "Japan" in japan.steering.concept_words

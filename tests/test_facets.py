@@ -21,7 +21,8 @@ from harness.engine.calibration import (
     synthetic_world,
     unit_rows,
 )
-from harness.engine.facets import facet_claim, facet_preferences
+from harness.engine.claims_engine import evaluate
+from harness.engine.facets import facet_preferences
 from harness.statistics.stats import facet_permutation_test, parent_bands, parent_residuals
 
 SETTINGS = Settings(n_permutations=499)
@@ -50,7 +51,7 @@ def world(seed: int, *, preference: float | None, facets=True):
 
 def test_a_facet_feature_is_found_and_named():
     spec, analysis = world(1, preference=0.9)
-    record = facet_claim(spec, analysis)
+    record = evaluate(spec, analysis)
     assert record.verdict == "held" and record.gating is False  # exploratory by default
     confirmed = [r for r in record.details["sub_features"] if r["confirmed"]]
     assert [(r["fine"], r["chosen_facet"]) for r in confirmed] == [(0, "cuisine")]
@@ -78,14 +79,14 @@ def test_a_constant_column_prefers_nothing():
 
 def test_no_facet_preference_is_not_held():
     spec, analysis = world(2, preference=None)
-    record = facet_claim(spec, analysis)
+    record = evaluate(spec, analysis)
     assert record.verdict != "held"
     assert not any(r["confirmed"] for r in record.details["sub_features"])
 
 
 def test_prompts_without_facets_are_not_evaluated_with_a_note():
     spec, analysis = world(3, preference=0.9, facets=False)
-    record = facet_claim(spec, analysis)
+    record = evaluate(spec, analysis)
     assert record.verdict == "not evaluated" and 'give each concept prompt a "facet" field' in record.reason
 
 

@@ -169,7 +169,7 @@ USAGE_CASES = [
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pytester.makeconftest('pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]')
+    pytester.makeconftest('"""The claims plugin comes from the installed pytest11 entry point."""')
     from tests.test_plugin import copy_claims
 
     copy_claims(pytester)

@@ -1,8 +1,11 @@
-"""harness is a library: importable without pytest, and it never imports claims or fixtures."""
+"""harness is a library: importable without pytest, no module of it imports claims or fixtures (the
+registry loads the built-in claim modules by path), and its stages import one way only."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
+from pathlib import Path
 import sys
 
 from harness.core.paths import REPO_ROOT
@@ -48,43 +51,79 @@ def test_cli_bad_profile_is_one_clear_error():
 
 
 # harness/ grouped by stage, lowest first: a module imports only from its own stage or lower ones.
+# `from harness import X` is the public API (harness/__init__.py loads harness.engine.api): stage engine;
+# `from harness import __version__` is package metadata only (harness/__init__.py itself): stage core.
 LAYERS = ("core", "outputs", "world", "features", "statistics", "engine", "steering", "entry")
-# Upward imports allowed, each inside a function: the family registry loads the built-in families on
-# first use, and a profile's [steering] table is validated by the steering study's own config class.
-LAZY_UPWARD = {("core/families.py", "harness.engine.claims_engine"), ("core/families.py", "harness.engine.facets"),
-               ("core/config.py", "harness.steering.study")}
+PACKAGE_STAGE = "engine"
+
+
+def harness_imports(tree):
+    """(node, module) for every import of a harness module, including `import harness` and
+    `from harness import X` (a name of the public API)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module == "harness" or node.module.startswith("harness.")):
+            metadata_only = node.module == "harness" and all(alias.name == "__version__" for alias in node.names)
+            yield node, "harness.core" if metadata_only else node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "harness" or alias.name.startswith("harness."):
+                    yield node, alias.name
+
+
+def stage_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else PACKAGE_STAGE
 
 
 def test_imports_flow_one_way_between_stages():
-    import ast
-
+    """Every import, at module level or inside a function, counts: none runs back up."""
     root = REPO_ROOT / "harness"
     stray = sorted(p.name for p in root.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert stray == [], f"modules outside a stage package: {stray}"
     packages = sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
     assert sorted(LAYERS) == packages
-    violations = []
+    violations, seen = [], 0
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         if len(rel.parts) < 2:
             continue
-        tree = ast.parse(path.read_text())
-        top_level = {id(node) for node in tree.body}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness."):
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [a.name for a in node.names if a.name.startswith("harness.")]
-            else:
-                continue
-            for module in modules:
-                stage = module.split(".")[1]
-                if LAYERS.index(stage) <= LAYERS.index(rel.parts[0]):
-                    continue
-                allowed = (str(rel), module) in LAZY_UPWARD and id(node) not in top_level
-                if not allowed:
-                    violations.append(f"{rel}:{node.lineno} imports {module} (stage {stage} is above {rel.parts[0]})")
+        for node, module in harness_imports(ast.parse(path.read_text())):
+            seen += 1
+            if LAYERS.index(stage_of(module)) > LAYERS.index(rel.parts[0]):
+                violations.append(f"{rel}:{node.lineno} imports {module} (stage {stage_of(module)} is above {rel.parts[0]})")
+    assert seen > 100  # the walk sees the imports inside functions too
     assert violations == []
+
+
+def test_the_import_walk_sees_every_form():
+    source = ("import harness\nfrom harness import evaluate\nfrom harness import __version__\ndef f():\n"
+              "    import harness.entry.cli\n    from harness.steering import study\n")
+    found = [module for _, module in harness_imports(ast.parse(source))]
+    assert found == ["harness", "harness", "harness.core", "harness.entry.cli", "harness.steering"]
+    assert [stage_of(m) for m in found] == ["engine", "engine", "core", "entry", "steering"]
+
+
+def test_claim_modules_use_only_the_public_api():
+    """A researcher learns the API by reading claims/: every built-in claim module imports from `harness`
+    itself (harness.__all__), never from its internals."""
+    for path in sorted((REPO_ROOT / "claims").glob("test_*.py")):
+        modules = {module for _, module in harness_imports(ast.parse(path.read_text()))}
+        assert modules == {"harness"}, f"{path.name} imports {sorted(modules)}"
+
+
+def test_pytest_and_calibration_call_the_same_decision():
+    """The registry's decision for each built-in family is the function written in its claim module:
+    the one `pytest claims/` runs and `evaluate` (calibration, discovery) dispatches to."""
+    from harness.core.families import get_family, registered_families
+    from harness.core.paths import BUILTIN_CLAIMS_PACKAGE
+
+    import importlib
+
+    for name in registered_families():
+        family = get_family(name)
+        module = importlib.import_module(f"{BUILTIN_CLAIMS_PACKAGE}.test_{'facets' if name == 'facet' else name}")
+        assert family.evaluate is getattr(module, f"decide_{name}"), name
+        assert family.evaluate.__code__.co_filename == str(REPO_ROOT / "claims" / Path(module.__file__).name)
 
 
 def test_public_api_names_resolve():

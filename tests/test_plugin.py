@@ -18,7 +18,6 @@ import pytest
 from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 
 def pytest_configure(config):
     run = planted.claims_run(effect={effect})
@@ -82,7 +81,7 @@ def test_no_go_run_fails_and_says_why(pytester):
 
 
 def test_unknown_profile_is_a_usage_error(pytester):
-    pytester.makeconftest('pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]')
+    pytester.makeconftest('"""The claims plugin comes from the installed pytest11 entry point."""')
     claims = pytester.mkdir("claims")
     shutil.copy(REPO_ROOT / "claims" / "test_go_gate.py", claims / "test_go_gate.py")
     result = pytester.runpytest_subprocess("claims", "--profile", "gemma-3", "-p", "no:cacheprovider")
@@ -158,7 +157,6 @@ import pytest
 from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 
 def pytest_configure(config):
     run = planted.claims_run_with_steering(effect=True)
@@ -280,7 +278,6 @@ from harness.core.config import ClaimSpec
 from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 UPDATE = {update!r}  # "none": the baseline run; "shuffled": the fine SAE's rows reordered; "random": a new fine SAE
 
 
@@ -358,7 +355,7 @@ def test_the_header_names_the_profile_and_the_cache_folder(pytester, monkeypatch
     make_suite(pytester, effect=True)
     monkeypatch.setenv("SAE_CLAIMS_CACHE", str(pytester.path / "my-cache"))
     result = pytester.runpytest_subprocess("claims", "--co", "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["claims profile: planted (from default; *)",
+    result.stdout.fnmatch_lines(["claims profile: planted (from a test; *)",
                                  f"claims cache: {pytester.path / 'my-cache'} ($SAE_CLAIMS_CACHE)"])
 
 
@@ -388,7 +385,6 @@ from harness.engine.analysis import Analysis
 from harness.entry.plugin import PROFILE_KEY, RUN_KEY
 from tests import planted
 
-pytest_plugins = ["harness.entry.plugin", "fixtures.claims_fixtures"]
 
 def pytest_configure(config):
     run = planted.claims_run(effect=True)

@@ -10,14 +10,12 @@ import torch
 
 from harness.engine.claims_engine import rank_against_controls
 from harness.core.errors import ConfigError
+from harness.core.config import MIN_UNIT_CHARS, SteeringConfig, check_lexicons
 from harness.steering.study import (
-    MIN_UNIT_CHARS,
     Lexicon,
-    SteeringConfig,
-    check_lexicons,
     log_mass,
-    matched_alpha,
-    secant_alpha,
+    matched_coefficient,
+    secant_coefficient,
     word_share,
     word_variants,
 )
@@ -212,7 +210,7 @@ def test_profile_lexicons_score_no_unit_under_three_characters_and_share_nothing
     from harness.core.config import load_profile
 
     for name in ("smollm2-135m", "gemma-2-2b"):
-        cfg = SteeringConfig.from_dict(load_profile(name).steering)
+        cfg = load_profile(name).steering
         concept = {v.strip().casefold() for w in cfg.concept_words for v in word_variants(w)}
         other = {v.strip().casefold() for w in cfg.other_concept_words for v in word_variants(w)}
         assert min(len(u) for u in concept | other) >= MIN_UNIT_CHARS
@@ -259,20 +257,20 @@ def test_words_that_extend_others_are_different_words():
 
 # ---- coefficients and ranks ----------------------------------------------------------------------
 def test_matched_alpha_interpolates_in_log_log_and_clips_to_the_grid():
-    alphas = [0.1, 0.2, 0.4]
+    coefficients = [0.1, 0.2, 0.4]
     kls = [0.02, 0.08, 0.32]  # KL = 2 alpha^2
-    assert matched_alpha(alphas, kls, 0.08) == pytest.approx(0.2)
-    assert matched_alpha(alphas, kls, 0.045) == pytest.approx(0.15, rel=1e-6)  # exact on a power law
-    assert matched_alpha(alphas, kls, 0.001) == 0.1
-    assert matched_alpha(alphas, kls, 5.0) == 0.4
+    assert matched_coefficient(coefficients, kls, 0.08) == pytest.approx(0.2)
+    assert matched_coefficient(coefficients, kls, 0.045) == pytest.approx(0.15, rel=1e-6)  # exact on a power law
+    assert matched_coefficient(coefficients, kls, 0.001) == 0.1
+    assert matched_coefficient(coefficients, kls, 5.0) == 0.4
 
 
 def test_secant_alpha_is_exact_on_a_power_law():
     def kl(a):
         return 3 * a ** 2.5
 
-    a1 = secant_alpha(0.1, kl(0.1), 0.1, kl(0.1), 0.5, (1e-3, 10))
-    a2 = secant_alpha(0.1, kl(0.1), a1, kl(a1), 0.5, (1e-3, 10))
+    a1 = secant_coefficient(0.1, kl(0.1), 0.1, kl(0.1), 0.5, (1e-3, 10))
+    a2 = secant_coefficient(0.1, kl(0.1), a1, kl(a1), 0.5, (1e-3, 10))
     assert kl(a2) == pytest.approx(0.5, rel=1e-6)
 
 
@@ -362,7 +360,7 @@ def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
     study["per_prompt"]["multi"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
     study["per_prompt"]["aligned"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
     study["kl_reached"].update(multi=0.5, aligned=0.5)
-    study["controls"]["by_kind"]["control_mixture"] = {"names": [], "concept_shift": [0.0] * 19, "kl": [], "alpha": []}
+    study["controls"]["by_kind"]["control_mixture"] = {"names": [], "concept_shift": [0.0] * 19, "kl": [], "coefficient": []}
     study["controls"]["on_control_prompts"]["multi"] = 1.0
     record = verdict(planted_analysis, study, kind="multi_vs_single")
     assert record.verdict != "held" and "multi minus (aligned)" in record.reason  # sub-features add nothing

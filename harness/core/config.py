@@ -12,6 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 from harness.core.errors import ConfigError, choices_error
@@ -183,6 +184,12 @@ class AnalysisConfig:
     null_directions: int = 1000
     # A tested prompt group smaller than this makes its claims "not evaluated": too little data.
     min_group_size: int = 10
+    # A set where a feature fires on fewer prompts than this: its mean rests on a handful of firings, so
+    # the selectivity bound assumes unseen firings at the feature's ceiling, and the prompt planning
+    # draws the firing rate from its posterior.
+    few_firings: int = 10
+    # Facet claims leave out a facet with fewer prompts than this (where the anchor fires) in either half.
+    min_facet_prompts: int = 2
     # The gate's negative control: the same prompts through random SAEs of the trained ones' shape
     # ("random_sae"), or none ("none": then a go_gate claim must say control = false).
     control: str = "random_sae"
@@ -208,7 +215,7 @@ class AnalysisConfig:
         if self.control not in ("random_sae", "none"):
             raise choices_error("analysis.control", self.control, ("random_sae", "none"))
         for name, least in (("seed", 0), ("batch_size", 1), ("top_fine_matches", 0), ("min_firing_prompts", 2),
-                            ("min_group_size", 2)):
+                            ("min_group_size", 2), ("few_firings", 1), ("min_facet_prompts", 1)):
             if getattr(self, name) < least:
                 raise ConfigError(f"analysis.{name} {getattr(self, name)} must be >= {least}")
         for name in ("permutations", "bootstrap", "null_directions"):  # Monte Carlo draws
@@ -324,6 +331,101 @@ class Anchors:
     sae_hashes: dict = field(default_factory=dict, repr=False)
 
 
+# ---- [steering]: the Phase 2 study's settings (the study itself is harness/steering) --------------
+STEERING_POSITIONS = ("reply", "all")  # where the direction is added: the reply's tokens, or every token
+MIN_UNIT_CHARS = 3  # no scored word shorter than this: single letters are not words
+RENAMED_KEYS = {"random_seeds": "random_directions", "prompt_only": "positions", "alphas": "coefficients"}
+WORD_PATTERN = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    # coefficient is in units of the mean residual norm at the hook (neutral prompts).
+    coefficients: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+    kl_budget: float = 0.5  # the fluency cost every method is matched to (nats)
+    positions: str = "reply"
+    chat_template: bool = True
+    concept_words: tuple[str, ...] = ()
+    other_concept: str = ""
+    other_concept_words: tuple[str, ...] = ()
+    instruction: str = "Talk about {concept}."
+    random_directions: int = 99
+    random_rows: int = 99
+    control_mixtures: int = 19
+    calibration_prompts: int = 12  # discovery prompts on which every coefficient is interpolated
+    control_prompts: int = 12  # confirmation prompts on which the controls are ranked
+    band_directions: int = 19  # random directions drawn at every coefficient for the dose-response band
+    multi_coarse_weight: float = 0.5
+    # The other concept's direction (the 2 x 2 design): its most selective coarse feature on at least this
+    # many near-miss prompts of that concept, among features firing on at least this share of them.
+    other_concept_min_prompts: int = 5
+    other_feature_min_fire_rate: float = 0.2
+    generation_prompts: int = 64
+    max_new_tokens: int = 32
+    examples: int = 3
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.coefficients or any(a <= 0 for a in self.coefficients) or list(self.coefficients) != sorted(self.coefficients):
+            raise ConfigError(f"steering.coefficients {list(self.coefficients)} must be positive and increasing")
+        if self.kl_budget <= 0:
+            raise ConfigError(f"steering.kl_budget {self.kl_budget} must be > 0")
+        if self.positions not in STEERING_POSITIONS:
+            raise choices_error("steering.positions", self.positions, STEERING_POSITIONS)
+        if not self.concept_words:
+            raise ConfigError("steering.concept_words is empty; list the concept's words to score")
+        check_lexicons(self.concept_words, self.other_concept_words)
+        for key in ("random_directions", "random_rows", "control_mixtures", "calibration_prompts",
+                    "control_prompts", "generation_prompts", "max_new_tokens", "other_concept_min_prompts"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"steering.{key} = {getattr(self, key)} must be >= 1")
+        if not 0 <= self.other_feature_min_fire_rate < 1:
+            raise ConfigError(f"steering.other_feature_min_fire_rate = {self.other_feature_min_fire_rate} must be in [0, 1)")
+        if not 0 < self.multi_coarse_weight < 1:
+            raise ConfigError(f"steering.multi_coarse_weight = {self.multi_coarse_weight} must be in (0, 1)")
+        if self.temperature <= 0:
+            raise ConfigError(f"steering.temperature = {self.temperature} must be > 0")
+        if bool(self.other_concept) != bool(self.other_concept_words):
+            raise ConfigError("steering.other_concept and steering.other_concept_words go together: the 2 x 2 "
+                              f"design needs both (got other_concept = {self.other_concept!r} and "
+                              f"{len(self.other_concept_words)} other_concept_words)")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SteeringConfig:
+        known = set(cls.__dataclass_fields__)
+        kinds = {"coefficients": float, "concept_words": str, "other_concept_words": str}
+        for key, value in data.items():
+            if key in RENAMED_KEYS:
+                raise ConfigError(f"steering.{key} is gone; use steering.{RENAMED_KEYS[key]} (see README, Steering)")
+            if key not in known:
+                raise choices_error("key in [steering]", key, known)
+            if key in kinds:
+                if not isinstance(value, list):
+                    raise ConfigError(f"steering.{key} = {value!r} must be a list")
+                for item in value:
+                    check_type(f"steering.{key} item", item, kinds[key])
+            else:
+                default = cls.__dataclass_fields__[key].default
+                check_type(f"steering.{key}", value, type(default))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def check_lexicons(concept: Sequence[str], other: Sequence[str]) -> None:
+    """Whole words only (no unit under MIN_UNIT_CHARS characters), and the two lexicons share nothing."""
+    for name, words in (("concept_words", concept), ("other_concept_words", other)):
+        for word in words:
+            if len(word.strip()) < MIN_UNIT_CHARS:
+                raise ConfigError(f"steering.{name} item {word!r} is shorter than {MIN_UNIT_CHARS} characters; "
+                                  f"score whole words, not letters")
+            if word != word.strip() or not WORD_PATTERN.search(word):
+                raise ConfigError(f"steering.{name} item {word!r} must be a word or phrase without surrounding "
+                                  f"spaces (the leading-space variant is scored automatically)")
+    shared = {w.casefold() for w in concept} & {w.casefold() for w in other}
+    if shared:
+        raise ConfigError(f"steering.concept_words and other_concept_words share {sorted(shared)}; "
+                          f"the 2 x 2 design needs disjoint lexicons")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -335,7 +437,7 @@ class Profile:
     anchors: Anchors
     claims: tuple[ClaimSpec, ...]
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    steering: dict[str, Any] = field(default_factory=dict)
+    steering: SteeringConfig | None = None  # [steering]; None: the profile declares no Phase 2 study
     path: Path | None = None
     extends: str = ""  # the parent profile's file, when this one extends another
 
@@ -563,11 +665,8 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
         seen.add(spec.claim_id)
         claims.append(spec)
 
-    steering = data.get("steering", {})
-    if steering:
-        from harness.steering.study import SteeringConfig
-
-        SteeringConfig.from_dict(steering)  # unknown keys and bad values fail here, not minutes later
+    # Unknown keys and bad values fail here, not minutes later.
+    steering = SteeringConfig.from_dict(data["steering"]) if data.get("steering") else None
     profile = Profile(
         name=data["name"],
         description=data.get("description", ""),

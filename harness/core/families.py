@@ -1,10 +1,12 @@
 """Claim families: an open registry.
 
 A family is a name, its parameters (type, default, valid values), whether its claims gate GO,
-which prompt groups it tests, and, for the built-in families, the engine function that decides
-it (the same function serves `pytest claims/`, calibration and discovery). A researcher's family
-is registered where it is written, with `harness.claim_family` on its test function; the
-profile then parametrizes it exactly like a built-in one.
+which prompt groups it tests, and its decision: the function that turns a claim and the session's
+data into a record (the same function serves `pytest claims/`, calibration and discovery). Every
+family, built in or a researcher's, is registered where it is written, with `harness.claim_family`
+on its test function. The built-in ones are the modules of the built-in claims folder (`claims/` in
+a checkout, `harness/builtin_claims/` when installed); the registry loads them on first lookup, by
+path, as plugins: no harness module imports them.
 """
 
 from __future__ import annotations
@@ -78,11 +80,11 @@ class Family:
     params: dict[str, Param] = field(default_factory=dict)
     gating: bool = False  # True: its claims must hold for GO besides the gate (built in: only go_gate)
     groups: Callable[[Any], tuple[str, ...]] = _both_halves  # prompt groups a claim tests (size floor)
-    evaluate: Callable | None = None  # engine function (spec, analysis[, steering]) -> ClaimRecord
+    evaluate: Callable | None = None  # the decision: (claim, analysis[, steering or control]) -> ClaimRecord
     needs_anchors: bool = False
     needs_steering: bool = False
     needs_control: bool = False  # evaluate(spec, analysis, control) gets the random-SAE control analysis
-    origin: str = ""  # the module that registered it
+    origin: str = ""  # the registering function, as "file.py::name"
     doc: str = ""
 
     def check(self, where: str, params: dict[str, Any]) -> None:
@@ -107,12 +109,20 @@ _REGISTRY: dict[str, Family] = {}
 _BUILTINS_LOADED = False
 
 
-def _load_builtins() -> None:
+def load_builtin_families() -> None:
+    """Import the built-in claim modules once (each registers its family). A checkout's `claims/` is
+    loaded under the name harness.builtin_claims, so it never shadows a researcher's own `claims`."""
     global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        import harness.engine.claims_engine  # noqa: F401 - registers the built-in families
-        import harness.engine.facets  # noqa: F401
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    from harness.core.paths import BUILTIN_CLAIMS_DIR, BUILTIN_CLAIMS_PACKAGE, import_shipped
+
+    for path in sorted(BUILTIN_CLAIMS_DIR.glob("test_*.py")):
+        import_shipped(BUILTIN_CLAIMS_PACKAGE, BUILTIN_CLAIMS_DIR, path.stem)
+
+
+_load_builtins = load_builtin_families
 
 
 def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
@@ -120,8 +130,9 @@ def register_family(name: str, params: dict[str, Param] | None = None, *, gating
                     needs_anchors: bool = False, needs_steering: bool = False, needs_control: bool = False,
                     origin: str = "",
                     doc: str = "") -> Family:
-    """Add a family to the registry. A module re-imported (pytester, reload) replaces its own family;
-    a family of the same name from another module is an error, so no one silently redefines another's."""
+    """Add a family to the registry. The same function registering again (its module imported under
+    another name: pytest's collection of a built-in module, a copy, a reload) replaces its own entry;
+    another function registering the same name is an error, so no one silently redefines another's."""
     if not isinstance(name, str) or not FAMILY_NAME.match(name):
         raise ConfigError(f"family name {name!r} must be lower-case letters, digits and _ (e.g. 'facet_cuisine')")
     params = dict(params or {})

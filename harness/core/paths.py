@@ -1,4 +1,8 @@
-"""Where things live: the repository's fixtures and the user cache."""
+"""Where things live: the built-in claims and data (profiles, prompts, SAEs, calibration), and the user cache.
+
+From a source checkout they are the repository's `claims/` and `fixtures/`; from an installed wheel
+they are shipped inside the package as `harness/builtin_claims/` and `harness/builtin_fixtures/`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,35 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-FIXTURES_DIR = REPO_ROOT / "fixtures"
+HARNESS_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = HARNESS_DIR.parent  # the checkout (or, installed, site-packages: nothing there is ours)
+INSTALLED = (HARNESS_DIR / "builtin_fixtures").is_dir()
+FIXTURES_DIR = HARNESS_DIR / "builtin_fixtures" if INSTALLED else REPO_ROOT / "fixtures"
+BUILTIN_CLAIMS_DIR = HARNESS_DIR / "builtin_claims" if INSTALLED else REPO_ROOT / "claims"
 PROFILES_DIR = FIXTURES_DIR / "profiles"
 PROMPTS_DIR = FIXTURES_DIR / "prompts"
 SAES_DIR = FIXTURES_DIR / "saes"
 
 CACHE_ENV = "SAE_CLAIMS_CACHE"
+BUILTIN_CLAIMS_PACKAGE = "harness.builtin_claims"
+BUILTIN_FIXTURES_PACKAGE = "harness.builtin_fixtures"
+
+
+def import_shipped(package: str, folder: Path, stem: str):
+    """Import folder/stem.py as `package.stem`, registering `package` (folder/__init__.py) first. The
+    built-in claims and fixtures are loaded this way, by path, so that the same names work in a
+    checkout (where they are claims/ and fixtures/) and in an installed wheel."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(package, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{stem}")
 
 
 def cache_dir() -> Path:

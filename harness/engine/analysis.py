@@ -14,11 +14,13 @@ import numpy as np
 
 from harness.core.config import Profile
 from harness.core.errors import ConfigError, choices_error
+from harness.core.families import require_family
 from harness.features.tables import FeatureTables
-from harness.world.prompts import PromptSets, discovery_mask
+from harness.world.prompts import Prompt, PromptSets, discovery_mask
 from harness.statistics.planning import PromptPlan, plan_prompts, zero_heavy_draw
 from harness.statistics.sequential import look_alpha
 from harness.statistics.stats import (
+    significant,
     Interval,
     anisotropic_null,
     auroc,
@@ -34,7 +36,7 @@ from harness.statistics.stats import (
 )
 
 AGAINST = ("neutral", "near_miss")
-FEW_FIRINGS = 10
+FEW_FIRINGS = 10  # the default of [analysis] few_firings, for the interval function called outside an Analysis
 
 
 def split_rows(tables: FeatureTables, prompt_sets: PromptSets, seed: int) -> dict[str, np.ndarray]:
@@ -51,6 +53,11 @@ def split_rows(tables: FeatureTables, prompt_sets: PromptSets, seed: int) -> dic
         masks[f"{name}_confirmation"] = rows & ~discovery
         masks[f"{name}_all"] = rows
     return masks
+
+
+def prompts_by_row(tables: FeatureTables, prompt_sets: PromptSets) -> tuple[Prompt, ...]:
+    by_id = {p.id: p for p in prompt_sets.all()}
+    return tuple(by_id.get(pid) for pid in tables.prompt_ids)  # row order; None for a row of no prompt set
 
 
 def facets_by_row(tables: FeatureTables, prompt_sets: PromptSets) -> np.ndarray:
@@ -75,6 +82,8 @@ class Analysis:
     # role -> [d_sae] the largest activation each feature reached on held-out corpus text (the SAE's
     # `ceilings.safetensors`): what an unseen firing can be at most, for the selectivity bound.
     ceilings: dict[str, np.ndarray] = field(default_factory=dict)
+    # [P] the prompts in row order (text, set, facet, country, metadata): what a claim reads beside `acts`.
+    prompts: tuple[Prompt, ...] = ()
     # Simulate "prompts that would decide" for inconclusive claims (calibration turns it off: it
     # counts verdicts over thousands of datasets and never reads the advice).
     plan_prompts: bool = True
@@ -95,10 +104,16 @@ class Analysis:
             sae_info=dict(sae_info or {}),
             facets=facets_by_row(tables, prompt_sets),
             ceilings={k: np.asarray(v, dtype=np.float64) for k, v in (ceilings or {}).items()},
+            prompts=prompts_by_row(tables, prompt_sets),
         )
 
     def __repr__(self) -> str:
         return f"Analysis(profile={self.profile.name!r}, split={self.split!r}, seed={self.seed})"
+
+    @property
+    def few_firings(self) -> int:
+        """[analysis] few_firings: below it a set's firings are too few for the bootstrap alone."""
+        return self.profile.analysis.few_firings
 
     def on_split(self, split: str) -> Analysis:
         """The same data with claims tested on another half ("discovery", "confirmation", "all")."""
@@ -206,7 +221,8 @@ class Analysis:
         return selectivity_interval(self.acts(role)[self.group("concept"), feature] if concept is None else concept,
                                     self.acts(role)[self.group(against), feature] if other is None else other,
                                     level=self.level, n_resamples=self.n_bootstrap, seed=self.seed,
-                                    ceiling=None if ceiling is None else float(ceiling[feature]))
+                                    ceiling=None if ceiling is None else float(ceiling[feature]),
+                                    few_firings=self.few_firings)
 
     def plan_selectivity(self, role: str, feature: int, against: str, threshold: float) -> PromptPlan | None:
         """The prompts (concept, `against`, or both) that would decide "selectivity > threshold"."""
@@ -221,7 +237,7 @@ class Analysis:
         draws = {name: zero_heavy_draw(fallback[fallback > 0])
                  for name, values, fallback in (("concept", concept, other),
                                                 (against.replace("_", "-"), other, concept))
-                 if int((values > 0).sum()) < FEW_FIRINGS}
+                 if int((values > 0).sum()) < self.few_firings}
         return plan_prompts({"concept": concept, against.replace("_", "-"): other},
                             lambda c, o: self.selectivity_interval(role, feature, against, concept=c, other=o),
                             threshold, ">", seed=self.seed, draws=draws)
@@ -335,7 +351,8 @@ class Analysis:
         if "pairs" in self._cache:
             return self._cache["pairs"]
         specs = {c.param("anchor"): c for c in self.profile.claims_of("sub_features")}
-        default_cutoff = min([c.param("min_cosine") for c in specs.values()] or [0.3])
+        default_cutoff = min([c.param("min_cosine") for c in specs.values()]
+                             or [require_family("sub_features").default("min_cosine")])
         # Rows down to the lowest cosine any claim asks about are scanned (empty top-left may ask for
         # less than the sub-feature cutoff); only rows at the anchor's own cutoff enter the BH family.
         scan_cutoff = min([default_cutoff] + [c.param("min_cosine") for c in self.profile.claims_of("empty_top_left")]
@@ -511,12 +528,12 @@ def draw_counts(idx: np.ndarray, size: int) -> np.ndarray:
 
 
 def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed: int,
-                         ceiling: float | None = None) -> Interval:
+                         ceiling: float | None = None, few_firings: int = FEW_FIRINGS) -> Interval:
     """BCa interval of mean_c / (mean_c + mean_o), with an exact guard on the other set's mean.
 
     Pooled activations are mostly zeros: the other set's mean rests on a handful of firings, and
     the bootstrap cannot see firings that did not happen (zero firings in 100 prompts gives every
-    resample selectivity 1.000). With fewer than FEW_FIRINGS firings in the other set, the lower
+    resample selectivity 1.000). With fewer than `few_firings` firings in the other set, the lower
     bound is never above the selectivity at which the other set fires at its Clopper-Pearson upper
     rate with every firing at `ceiling`, the largest activation the feature reached on held-out
     corpus text: mean_o <= rate_o * ceiling whatever size the unseen firings have, as long as
@@ -527,13 +544,13 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
     concept = np.asarray(concept, dtype=np.float64)
     other = np.asarray(other, dtype=np.float64)
     notes = []
-    few = int((other > 0).sum()) < FEW_FIRINGS
+    few = int((other > 0).sum()) < few_firings
     if few:
         # The other set's mean rests on a handful of firings and the bootstrap understates how much it
         # could move (calibration: a 95% bound missed ~2.5x too often at 4 firings in 100). A wider
         # bound, 1 - (1 - level) / 5, restores the nominal rate at a small cost in power.
         level = 1 - (1 - level) / 5
-        notes.append(f"fewer than {FEW_FIRINGS} firings in the other set: {level:.0%} interval")
+        notes.append(f"fewer than {few_firings} firings in the other set: {level:.0%} interval")
     interval = bootstrap_interval(lambda c, o: selectivity(concept[c].mean(-1), other[o].mean(-1)),
                                   [np.arange(concept.size), np.arange(other.size)], n_resamples=n_resamples,
                                   seed=seed, level=level)
@@ -558,7 +575,7 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
         low = guard
         notes.append(f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, "
                      f"up to {rate_o:.3f}, {size_text})")
-    if int(fires_c.size) < FEW_FIRINGS:
+    if int(fires_c.size) < few_firings:
         # The mirror: the concept set's mean could hide unseen firings too (an upper bound kept too low
         # would refute a true claim).
         rate_c = float(clopper_pearson(fires_c.size, concept.size, level=level)[1])
@@ -580,20 +597,21 @@ def classify_pair(pair: dict, spec, alpha: float) -> dict:
 
     blue: same direction and co-fire; orange: partial; red: co-occur with cosine near 0; grey:
     neither; silent: a feature that barely fires on these prompts (not evaluable). A sub-feature is
-    cosine-qualified and co-fires within prompt sets (BH q < alpha, positive partial correlation).
+    cosine-qualified and co-fires within prompt sets (significant BH q, positive partial correlation).
+    With no sub_features claim on the anchor, the family's own defaults (one copy: its claim module).
     """
-    def param(key, default):
-        return spec.param(key) if spec is not None else default
+    def param(key):
+        return spec.param(key) if spec is not None else require_family("sub_features").default(key)
 
-    min_cos = param("min_cosine", 0.3)
-    blue_r = param("blue_min_correlation", 0.5)
-    orange_r = param("orange_min_correlation", 0.2)
-    red_cos = param("red_max_cosine", 0.1)
+    min_cos = param("min_cosine")
+    blue_r = param("blue_min_correlation")
+    orange_r = param("orange_min_correlation")
+    red_cos = param("red_max_cosine")
     cos, r = pair["cosine"], pair.get("correlation")
     if pair.get("silent") or r is None:
         return {"category": "silent", "sub_feature": False}
     q, partial = pair.get("q_value"), pair.get("partial_correlation")
-    significant = q is not None and q < alpha and partial is not None and partial > 0
+    co_fires = significant(q, alpha) and partial is not None and partial > 0
     if cos >= min_cos and r >= blue_r:
         category = "blue"
     elif r >= orange_r and abs(cos) < red_cos:
@@ -602,4 +620,4 @@ def classify_pair(pair: dict, spec, alpha: float) -> dict:
         category = "orange"
     else:
         category = "grey"
-    return {"category": category, "sub_feature": bool(cos >= min_cos and significant)}
+    return {"category": category, "sub_feature": bool(cos >= min_cos and co_fires)}

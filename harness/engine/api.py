@@ -8,62 +8,85 @@
   `sub_features(anchor)` / `sub_feature_ids(anchor)`; `decoder(role)`; `on_split(half)`; `alpha`,
   `level`, `seed`, `n_permutations`, `n_bootstrap`.
 - Statistics: permutation tests (two-sample, paired sign-flip, correlation, max-facet), BCa
-  bootstrap intervals, Benjamini-Hochberg, exact rank against controls, `decide` on an interval.
+  bootstrap intervals, Benjamini-Hochberg, exact rank against controls, `decide` on an interval,
+  `significant(p, alpha)` (the one rule for a p or q: p <= alpha), `paired_shift` (a paired mean > 0).
 - Records: `record_interval` decides a claim on an interval against its threshold and builds the
   ledger record; `make_record` builds one from any verdict; `assert_held` fails the test with the
   record's reason (refuted, inconclusive and not evaluated read differently).
-- The built-in families' engine functions (`evaluate`, `facet_preferences`, ...): the same ones
-  `python -m harness calibrate` and `discover` call.
+- `evaluate(claim, analysis)`: a registered family's decision, behind the size floor; what
+  `python -m harness calibrate` and discovery call. The built-in decisions are written in the claim
+  modules (claims/test_<family>.py) on this API, and use the gate's machinery (`gate_decision`, ...).
 """
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any, Callable
 
+from harness.core.config import ClaimSpec
+from harness.core.errors import ConfigError, choices_error
+from harness.core.families import REQUIRED, Param, get_family, register_family
 from harness.engine.analysis import Analysis
 from harness.engine.claims_engine import (  # noqa: F401 - re-exported
-    combine,
     difference_interval,
+    effect_of,
     evaluate,
+    feature_index,
+    interval_text,
     make_record,
     mean_interval,
+    paired_shift,
     rank_against_controls,
+    sae_role,
+    shift_with_p,
 )
-from harness.core.config import ClaimSpec
-from harness.core.errors import ConfigError
-from harness.engine.facets import facet_claim, facet_preferences
-from harness.core.families import REQUIRED, Param, get_family, register_family
+from harness.engine.facets import facet_preferences
+from harness.engine.gate import check_gate_spec, control_gate, describe_anchor, gate_decision
 from harness.outputs.ledger import ClaimRecord, Effect
 from harness.statistics.stats import (
     Interval,
     benjamini_hochberg,
     bootstrap_interval,
+    combine,
     correlation_permutation_test,
     decide,
     facet_permutation_test,
     paired_sign_flip_test,
+    quantile_interval,
     selectivity,
+    significant,
     two_sample_permutation_test,
 )
 
-# The public names are listed once, in harness/__init__.py (which loads this module on first use).
-from harness import __all__ as _PUBLIC  # noqa: E402
+# The public names are listed once, in harness/core/public.py (harness/__init__.py loads this module on
+# first use of one of them).
+from harness.core.public import PUBLIC_NAMES  # noqa: E402
 
-__all__ = list(_PUBLIC)
+__all__ = list(PUBLIC_NAMES)
 
 FAMILY_ATTRIBUTE = "_claims_family"
 FAMILY_ERROR = "_claims_family_error"
 
 
-def claim_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
-                 groups: tuple[str, ...] = ("concept", "neutral"), doc: str | None = None) -> Callable:
+def claim_family(name: str, params: dict[str, Param] | None = None, *, decision: Callable | None = None,
+                 gating: bool = False, groups: tuple[str, ...] | Callable = ("concept", "neutral"),
+                 needs_anchors: bool = False, needs_steering: bool = False, needs_control: bool = False,
+                 doc: str | None = None) -> Callable:
     """Register a claim family on its test function; the test is then parametrized with the profile's
     `[[claims]]` of that family (`claim` argument), exactly like a built-in family.
 
     params: the family's parameters (`Param(int, default, low=, high=, choices=)`; no default:
-    required). With no params, `name` must be a built-in family. Claims are findings, reported beside
-    the gate; gating=True makes GO also require them (a profile can set `gating = true/false` per claim).
-    groups: prompt sets whose size floor (`analysis.min_group_size`) the claims need.
+    required). With no params, `name` must be a registered family (its test reuses that decision).
+    decision: `decision(claim, analysis) -> ClaimRecord`, the family's verdict as a function, so that
+    `harness.evaluate`, `python -m harness calibrate` and discovery run the very function the test
+    runs (the built-in families all give one). With needs_steering / needs_control it also gets the
+    steering study / the random-SAE control analysis as a third argument.
+    gating: claims are findings, reported beside the gate; gating=True makes GO also require them (a
+    profile can set `gating = true/false` per claim).
+    groups: prompt sets whose size floor (`analysis.min_group_size`) the claims need; a claim on a set
+    below it is "not evaluated" before the test runs. A tuple, or a function of the claim.
+    needs_anchors: the claims are about the profile's anchors (re-validation follows them).
 
     A bad registration is reported by the plugin as one usage error, not an import traceback.
     """
@@ -74,7 +97,10 @@ def claim_family(name: str, params: dict[str, Param] | None = None, *, gating: b
                     raise ConfigError(f"family {name!r} is not built in; register it with params={{...}} "
                                       "(e.g. {\"feature\": Param(int, low=0, feature_of=\"fine\")})")
             else:
-                register_family(name, params, gating=gating, groups=tuple(groups), origin=test.__module__,
+                origin = f"{Path(inspect.getsourcefile(test) or test.__module__).name}::{test.__qualname__}"
+                register_family(name, params, gating=gating, groups=groups if callable(groups) else tuple(groups),
+                                evaluate=decision, needs_anchors=needs_anchors, needs_steering=needs_steering,
+                                needs_control=needs_control, origin=origin,
                                 doc=doc or (test.__doc__ or "").strip())
         except ConfigError as exc:
             setattr(test, FAMILY_ERROR, f"{test.__module__}: {exc}")

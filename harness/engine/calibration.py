@@ -579,10 +579,10 @@ def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_contro
     """The parts of a steering study (harness.steering.study.steering_study) that steering claims read."""
     kinds = kinds or {}
     return {"directions": [{"name": n, "kind": kinds.get(n, n)} for n in per_prompt if n != "prompting"],
-            "chosen_alpha": {n: 0.2 for n in per_prompt}, "per_prompt": per_prompt, "kl_budget": 0.5,
+            "chosen_coefficient": {n: 0.2 for n in per_prompt}, "per_prompt": per_prompt, "kl_budget": 0.5,
             "kl_reached": kl or {n: 0.5 for n in per_prompt},
             "controls": {"prompts": 12, "on_control_prompts": on_control or {},
-                         "by_kind": {k: {"concept_shift": list(v), "kl": [0.5] * len(v), "names": [], "alpha": []}
+                         "by_kind": {k: {"concept_shift": list(v), "kl": [0.5] * len(v), "names": [], "coefficient": []}
                                      for k, v in (controls or {}).items()}},
             "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}}
 
@@ -916,7 +916,7 @@ def provenance() -> dict:
     """Where a row was computed: the commit and the versions of the libraries its statistics use."""
     from importlib.metadata import version
 
-    from harness import __version__
+    from harness.core.version import __version__
     from harness.outputs.ledger import git_commit
 
     return {"commit": git_commit(), "versions": {"python": platform.python_version(), "harness": __version__,
@@ -973,7 +973,7 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
         se = math.sqrt(max(rate * (1 - rate), 1e-12) / n_datasets)
         row = {"power": rate, "target": 0.8, "ok": rate >= 0.8}
     return {"family": condition.family, "condition": condition.condition, "description": condition.description,
-            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts,
+            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "coefficient": alpha, "verdicts": counts,
             "permutations": settings.n_permutations, "bootstrap": settings.n_bootstrap, "seed": seed,
             "verdict_codes": codes, **(record or {})}
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.core.config import ClaimSpec
-from harness.core.families import Param, register_family
 from harness.engine.analysis import Analysis
-from harness.outputs.ledger import ClaimRecord, Effect
 from harness.statistics.stats import (
+    significant,
     benjamini_hochberg,
     bootstrap_interval,
     facet_permutation_test,
@@ -43,7 +41,6 @@ from harness.statistics.stats import (
     two_sample_permutation_test,
 )
 
-MIN_PER_FACET = 2  # anchor-firing prompts per facet in each half; fewer and the facet is left out
 PARENT_BANDS = 5  # bands of the anchor's activation the labels are shuffled within
 PROMPTS_PER_BAND = 10  # fewer prompts than this per band and the half gets fewer bands
 
@@ -66,7 +63,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
     parent = a.acts("coarse")[:, anchor].astype(np.float64)
     fires = parent > 0
     counts = facet_counts(a, fires)
-    facets = [f for f, c in counts.items() if min(c) >= MIN_PER_FACET]
+    facets = [f for f, c in counts.items() if min(c) >= a.profile.analysis.min_facet_prompts]
     dropped = {f: c for f, c in counts.items() if f not in facets}
     out: dict = {"anchor": anchor, "facets": facets, "sub_features": [], "note": "",
                  "facets_dropped": {f: list(c) for f, c in dropped.items()}}
@@ -80,7 +77,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
         if not counts:
             return finish("the concept prompts carry no facet; a facet test needs 2 or more facets (give each concept "
                           "prompt a \"facet\" field)")
-        return finish(f"{len(facets)} facet(s) have >= {MIN_PER_FACET} prompts where coarse-{anchor} fires in each "
+        return finish(f"{len(facets)} facet(s) have >= {a.profile.analysis.min_facet_prompts} prompts where coarse-{anchor} fires in each "
                       f"half (discovery, confirmation counts: {dict(counts)}); a facet test needs 2 or more")
     subs = [p["fine"] for p in a.on_split("discovery").sub_features(anchor)]
     if not subs:
@@ -106,7 +103,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
                                    seed=seed_discovery, strata=bands[discovery])
     names = np.unique(labels[discovery])  # facet_permutation_test's order
     _, q_discovery = benjamini_hochberg(found.p_value, a.alpha)
-    selected = np.flatnonzero(q_discovery <= a.alpha)
+    selected = np.flatnonzero([significant(q, a.alpha) for q in q_discovery])
     conf_labels, conf_bands = labels[confirmation], bands[confirmation]
     rows = []
     for j, fine in enumerate(subs):
@@ -148,7 +145,7 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
     for row in rows:
         c = row["confirmation"]
         row["confirmed"] = bool(row["selected"] and row["confirmation_q"] is not None
-                                and row["confirmation_q"] <= a.alpha and c is not None and np.isfinite(c["ci_low"])
+                                and significant(row["confirmation_q"], a.alpha) and c is not None and np.isfinite(c["ci_low"])
                                 and c["ci_low"] > 0 and not row["interval_note"])
     # The parent's own facet means: context (a parent that prefers a facet is not a finding about its
     # sub-features).
@@ -157,55 +154,3 @@ def facet_preferences(a: Analysis, anchor: int) -> dict:
                                                 for f in facets})
     a._cache[key] = out
     return out
-
-
-def facet_claim(spec: ClaimSpec, a: Analysis) -> ClaimRecord:
-    """At least `min_sub_features` sub-features of the anchor each encode one facet: a larger excess over
-    what the anchor's activation predicts on it than on every other facet, chosen on the discovery half
-    and confirmed on the other. held: that many confirmed; else inconclusive (never refuted: no margin)."""
-    from harness.engine.claims_engine import make_record
-
-    anchor = spec.param("anchor")
-    anchor = a.top_anchor if anchor is None else anchor
-    need = int(spec.param("min_sub_features"))
-    prefs = facet_preferences(a, anchor)
-    rows = prefs["sub_features"]
-    details = {"anchor": anchor, "facets": prefs["facets"], "facets_dropped": prefs.get("facets_dropped"),
-               "sub_features": rows, "anchor_facet_means_confirmation": prefs.get("anchor_facet_means_confirmation"),
-               "n_discovery": prefs.get("n_discovery"), "n_confirmation": prefs.get("n_confirmation")}
-    if not rows:
-        return make_record(spec, verdict="not evaluated", statistic_name="facet-specific sub-features", statistic=None,
-                           threshold=float(need), comparison=">=", reason=prefs["note"], details=details)
-    confirmed = [r for r in rows if r["confirmed"]]
-    verdict = "held" if len(confirmed) >= need else "inconclusive"
-    tested = [r for r in rows if r["confirmation_q"] is not None]
-    best = min(tested, key=lambda r: (r["confirmation_q"], r["confirmation_p"])) if tested else None
-    effect = None
-    if best is not None:
-        effect = Effect(name=f"F-{best['fine']}: excess over the anchor on {best['chosen_facet']} minus the best other "
-                             "facet (confirmation half)", **best["confirmation"])
-    listed = "; ".join(f"F-{r['fine']} -> {r['chosen_facet']} (discovery q {r['discovery_q']:.2g}"
-                       + (f", confirmation q {r['confirmation_q']:.2g} vs {r['runner_up']} and the rest"
-                          if r["confirmation_q"] is not None else "")
-                       + (", confirmed" if r["confirmed"] else "") + ")"
-                       for r in sorted(rows, key=lambda r: r["discovery_p"])[:6])
-    parent = prefs.get("anchor_facet_means_confirmation") or {}
-    top_parent = max(parent, key=parent.get) if parent else None
-    reason = (f"{len(confirmed)} of {len(rows)} sub-features of coarse-{anchor} fire beyond what coarse-{anchor} "
-              f"predicts more on one facet than on every other, on fresh prompts (need {need}); {len(tested)} chosen on the discovery half; "
-              f"{listed}" + (f"; the anchor itself fires most on {top_parent}" if top_parent else "")
-              + (f"; facets left out (too few prompts where the anchor fires): {sorted(prefs['facets_dropped'])}"
-                 if prefs.get("facets_dropped") else ""))
-    return make_record(
-        spec, verdict=verdict, statistic_name="facet-specific sub-features (confirmed)", statistic=float(len(confirmed)),
-        threshold=float(need), comparison=">=", p_value=best["confirmation_p"] if best else None,
-        q_value=best["confirmation_q"] if best else None, effect=effect, reason=reason, details=details)
-
-
-register_family(
-    "facet",
-    {"anchor": Param(int, None, low=0, feature_of="coarse", help="a coarse anchor (default: the top one)"),
-     "min_sub_features": Param(int, 1, low=1, help="how many sub-features must encode a facet")},
-    evaluate=facet_claim, groups=("concept",), needs_anchors=True, gating=False,
-    doc="Which facet of the concept prompts each sub-feature of an anchor encodes, beyond what its anchor predicts "
-        "(exploratory by default).")

@@ -24,7 +24,7 @@ import numpy as np
 from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError
 from harness.engine.analysis import Analysis, selectivity_interval
-from harness.statistics.stats import combine, decide, quantile_interval, step_down_min_p
+from harness.statistics.stats import combine, decide, quantile_interval, significant, step_down_min_p
 
 GEOMETRY_RULES = ("count", "crowd_and_count", "none")
 
@@ -40,7 +40,7 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
     ceilings = a.ceilings.get("coarse")
     sel = selectivity_interval(x[a.group("concept")], x[a.group(against)], level=level,
                                n_resamples=a.n_bootstrap, seed=a.seed,
-                               ceiling=None if ceilings is None else float(ceilings[anchor]))
+                               ceiling=None if ceilings is None else float(ceilings[anchor]), few_firings=a.few_firings)
     selective = decide(sel.low, sel.high, bar, ">")
 
     geometry_rule = spec.param("geometry")
@@ -52,7 +52,7 @@ def anchor_gate(a: Analysis, anchor: int, spec: ClaimSpec, alpha: float) -> dict
     else:
         null = a.geometry_null(cutoff)
         p_count = (1 + int((null.count_beyond >= beyond).sum())) / (1 + null.count_beyond.size)
-        if p_count <= alpha:
+        if significant(p_count, alpha):
             geometry_verdict = "held"
         elif beyond <= float(np.median(null.count_beyond)):
             geometry_verdict = "refuted"
@@ -146,8 +146,8 @@ def control_anchors(control: Analysis, n: int, min_fire_rate: float) -> tuple[in
     picking = control.on_split("discovery") if control.split == "confirmation" else control
     ranked = picking.ranked_features("coarse", top=10_000, min_fire=min_fire_rate)
     alpha = control.alpha
-    chosen = [r["feature"] for r in ranked if r["q_value"] < alpha and r["selectivity"] > 0.5
-              and (r["q_value_near_miss"] is None or (r["q_value_near_miss"] < alpha
+    chosen = [r["feature"] for r in ranked if significant(r["q_value"], alpha) and r["selectivity"] > 0.5
+              and (r["q_value_near_miss"] is None or (significant(r["q_value_near_miss"], alpha)
                                                       and r["selectivity_near_miss"] > 0.5))]
     return tuple(chosen[:n])
 

@@ -20,6 +20,7 @@ from harness.core.errors import HarnessError
 from harness.core.paths import atomic_write_text
 from harness.entry.session import ClaimsRun
 from harness.features.tables import sae_hash
+from harness.statistics.stats import significant
 
 
 def discover(run: ClaimsRun) -> dict:
@@ -29,10 +30,10 @@ def discover(run: ClaimsRun) -> dict:
     ranked = analysis.ranked_features("coarse", top=10_000, min_fire=settings.min_fire_rate)
     alpha = profile.analysis.alpha
     # An anchor must be about the concept, not about its kind: it has to beat the near-miss prompts
-    # (other countries) as well as the neutral ones, each with BH q < alpha on the discovery half.
-    beats_neutral = [r for r in ranked if r["q_value"] < alpha and r["selectivity"] > 0.5]
+    # (other countries) as well as the neutral ones, each with BH q <= alpha on the discovery half.
+    beats_neutral = [r for r in ranked if significant(r["q_value"], alpha) and r["selectivity"] > 0.5]
     significant = [r for r in beats_neutral
-                   if r["q_value_near_miss"] is not None and r["q_value_near_miss"] < alpha
+                   if r["q_value_near_miss"] is not None and significant(r["q_value_near_miss"], alpha)
                    and r["selectivity_near_miss"] > 0.5]
     if not significant:
         half = {name: int(analysis.rows(name, "discovery").sum()) for name in ("concept", "neutral", "near_miss")}
@@ -79,7 +80,7 @@ def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], al
                 "(README: Anchors)")
     if not beats_neutral:
         best = min(ranked, key=lambda r: r["q_value"])
-        return (f"discover found no anchor: {where}; none beats the neutral prompts (BH q < {alpha}); the best is "
+        return (f"discover found no anchor: {where}; none beats the neutral prompts (BH q <= {alpha}); the best is "
                 f"coarse-{best['feature']} (q {best['q_value']:.3g}, selectivity {best['selectivity']:.2f}). Add concept "
                 "prompts (more power), or pre-register anchors by hand (README: Anchors)")
     with_near = [r for r in beats_neutral if r["q_value_near_miss"] is not None]
@@ -89,7 +90,7 @@ def no_anchor_message(profile, ranked: list[dict], beats_neutral: list[dict], al
                 "the concept's kind, e.g. other countries), or pre-register anchors by hand (README: Anchors)")
     best = min(with_near, key=lambda r: r["q_value_near_miss"])
     return (f"discover found no anchor: {where}; {len(beats_neutral)} beat the neutral prompts, none beats the "
-            f"near-miss prompts (BH q < {alpha}); the closest is coarse-{best['feature']} (near-miss q "
+            f"near-miss prompts (BH q <= {alpha}); the closest is coarse-{best['feature']} (near-miss q "
             f"{best['q_value_near_miss']:.3g}, selectivity {best['selectivity_near_miss']:.2f} against them). The "
             "features that beat neutral fire on the near-miss prompts too: they encode the concept's kind, not the "
             "concept. Add near-miss prompts (or ones closer to the concept) for power, or pre-register anchors by "

@@ -62,7 +62,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--look", dest="claims_look", type=int, default=None, metavar="K",
                     help="which of the profile's declared sequential looks this run is ([analysis] looks; "
                          "default 1): it decides at that look's share of alpha")
+    group.addoption("--builtin-claims", dest="claims_builtin", action="store_true", default=False,
+                    help="also collect the built-in claim modules (the gate among them), for a profile that extends "
+                         "a built-in one and a claims folder of your own")
     parser.addini("claims_profile", "default profile for the claims suite", default="")
+
+
+def claims_requested(config: pytest.Config) -> bool:
+    """Whether this pytest run is a claims run: a claims option, $SAE_CLAIMS_PROFILE or the ini
+    `claims_profile`. Installed, the plugin loads in every pytest run of the environment; in any
+    other run it checks nothing before collection (a module that takes `claim` still gets the default)."""
+    options = ("claims_profile", "claims_html", "claims_baseline", "claims_builtin", "claims_look", "claims_concept",
+               "claims_neutral", "claims_near_miss")
+    return (any(config.getoption(o) for o in options) or bool(os.environ.get(PROFILE_ENV))
+            or bool(config.getini("claims_profile")))
 
 
 def _profile_name(config: pytest.Config) -> tuple[str, str]:
@@ -147,22 +160,39 @@ def guarded_setup(config: pytest.Config, what: str, load):
         pytest.exit(message, returncode=EXIT_SETUP_FAILED)
 
 
+FIXTURES_PLUGIN = "sae-claims-fixtures"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    from harness.core.paths import BUILTIN_FIXTURES_PACKAGE, FIXTURES_DIR, import_shipped
+
     config.pluginmanager.register(ClaimsSession(config), "claims-session")
+    if config.pluginmanager.get_plugin(FIXTURES_PLUGIN) is None:
+        # The session fixtures (model, SAEs, prompts, feature tables) live in fixtures/claims_fixtures.py,
+        # shipped with the package: registered here so that the pytest11 entry point alone brings them.
+        config.pluginmanager.register(import_shipped(BUILTIN_FIXTURES_PACKAGE, FIXTURES_DIR, "claims_fixtures"),
+                                      FIXTURES_PLUGIN)
     config.addinivalue_line("markers", "xdist_group(name): claims that share a model and SAEs (--dist loadgroup)")
     if hasattr(config, "workerinput"):
         from harness.entry.devices import pin_worker_gpu
 
         pin_worker_gpu(os.environ)  # one GPU per worker, before anything touches CUDA
-    else:
+    elif claims_requested(config):
         get_profile(config)  # a bad --profile is a usage error, before collection
+    if config.getoption("claims_builtin"):
+        from harness.core.paths import BUILTIN_CLAIMS_DIR
+
+        named = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+        if not any(path == BUILTIN_CLAIMS_DIR or path in BUILTIN_CLAIMS_DIR.parents or BUILTIN_CLAIMS_DIR in path.parents
+                   for path in named):
+            config.args.append(str(BUILTIN_CLAIMS_DIR))
 
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Prompt files, SAE folders, the baseline and the output folder, checked before any model loads."""
     config = session.config
-    if hasattr(config, "workerinput") or RUN_KEY in config.stash:
+    if hasattr(config, "workerinput") or RUN_KEY in config.stash or not claims_requested(config):
         return  # xdist workers trust the controller; an injected run (tests) brings its own data
     from harness.entry.preflight import preflight
 
@@ -238,7 +268,7 @@ def claim(request):
     run = get_run(request.config)
     guarded_setup(request.config, "the declared features in this run's SAEs", lambda: run.followed)
     if not run.followed:
-        return spec  # every SAE is the one the profile's ids count from
+        return _above_size_floor(request, spec)  # every SAE is the one the profile's ids count from
     followed, used = run.follow_spec(spec)
     floor = run.profile.analysis.follow_min_cosine
     request.node.stash[FOLLOWED_KEY] = [m.as_dict() | {"text": m.describe(floor)} for m in used]
@@ -263,7 +293,20 @@ def claim(request):
         pytest.fail("; ".join(m.describe(floor) for m in missing)
                     + (" in this run's SAE: the updated SAE has no feature close enough to it; re-run "
                        "`python -m harness discover` to pick anchors on it" if below_floor else ""), pytrace=False)
-    return followed
+    return _above_size_floor(request, followed)
+
+
+def _above_size_floor(request, spec):
+    """Too few prompts is not evidence: a claim whose family's prompt groups fall below
+    `analysis.min_group_size` is "not evaluated" before its test runs (any family, built in or not)."""
+    from harness.engine.claims_engine import too_little_data
+
+    analysis = request.getfixturevalue("analysis")
+    small = too_little_data(spec, analysis)
+    if small is not None:
+        request.node.stash[RECORD_KEY] = small
+        pytest.fail(small.message, pytrace=False)
+    return spec
 
 
 def _collected_everything(config: pytest.Config) -> bool:
@@ -349,6 +392,18 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     return report
 
 
+def not_run_reason(family_name: str) -> str:
+    from harness.core.families import get_family
+    from harness.core.paths import BUILTIN_CLAIMS_DIR
+
+    family = get_family(family_name)
+    built_in = family is not None and family.origin.split("::")[0] in {
+        path.name for path in BUILTIN_CLAIMS_DIR.glob("test_*.py")}
+    where = ("its module is a built-in one that was not collected: add --builtin-claims to run the built-in claims "
+             "beside yours" if built_in else f"no collected module for family {family_name!r}")
+    return f"not run in this session (deselected with -k, stopped by -x or -m, or {where})"
+
+
 class ClaimsSession:
     """Collects records from test reports and writes the ledger once, at the end (controller only)."""
 
@@ -389,8 +444,7 @@ class ClaimsSession:
                 records[spec.claim_id] = ClaimRecord(
                     id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name="not run",
                     statistic=None, threshold=None, passed=False, verdict="not evaluated", gating=spec.is_gating,
-                    reason="not run in this session (deselected with -k, stopped by -x or -m, or no module in "
-                           f"claims/ for family {spec.family!r})")
+                    reason=not_run_reason(spec.family))
         from harness.outputs.ledger import claim_order
 
         return sorted(records.values(), key=claim_order), partial

@@ -63,19 +63,17 @@ def check_steering_inputs(profile: Profile, prompt_sets: PromptSets) -> None:
     """What the steering study needs from the prompts, checked before minutes of Phase 1 claims."""
     from collections import Counter
 
-    from harness.steering.study import MIN_OTHER_CONCEPT_PROMPTS, SteeringConfig
-
-    if not profile.claims_of("steering"):
+    if not profile.claims_of("steering") or profile.steering is None:
         return
-    cfg = SteeringConfig.from_dict(profile.steering)  # its own lexicon checks ran when the profile loaded
+    cfg = profile.steering  # its own lexicon checks ran when the profile loaded
     if cfg.other_concept:
         countries = Counter(p.country for p in prompt_sets.near_miss)
         have = countries.get(cfg.other_concept, 0)
-        if have < MIN_OTHER_CONCEPT_PROMPTS:
+        if have < cfg.other_concept_min_prompts:
             listed = ", ".join(f"{name or '(none)'} {n}" for name, n in countries.most_common()) or "no near-miss prompts"
             raise ConfigError(
                 f"steering.other_concept {cfg.other_concept!r} has {have} near-miss prompts (need "
-                f"{MIN_OTHER_CONCEPT_PROMPTS}+; near-miss countries: {listed}); tag them with \"country\": "
+                f"{cfg.other_concept_min_prompts}+, steering.other_concept_min_prompts; near-miss countries: {listed}); tag them with \"country\": "
                 f"\"{cfg.other_concept}\" (JSONL) or start their .txt lines with [{cfg.other_concept}]")
 
 

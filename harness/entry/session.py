@@ -47,7 +47,7 @@ def on_control(spec, control: Analysis) -> dict:
     return {"control_verdict": record.verdict, "control_reason": record.reason}
 
 
-STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_alpha", "controls", "samples", "summary")
+STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_coefficient", "controls", "samples", "summary")
 
 
 def _valid_study(path: Path) -> dict | None:
@@ -299,12 +299,16 @@ class ClaimsRun:
     @cached_property
     def steering_results(self) -> dict:
         """The steering study, cached on disk by content (tables, anchors, config, harness version)."""
-        from harness import __version__
+        from harness.core.version import __version__
         from harness.core.paths import atomic_write_text, cache_dir
-        from harness.steering.study import STUDY_VERSION, SteeringConfig, steering_key, steering_study
+        from harness.core.errors import ConfigError
+        from harness.steering.study import STUDY_VERSION, steering_key, steering_study
 
         self.followed  # noqa: B018 - steer the followed anchors
-        cfg = SteeringConfig.from_dict(self.profile.steering)
+        cfg = self.profile.steering
+        if cfg is None:
+            raise ConfigError(f"profile {self.profile.name!r} has steering claims but no [steering] table (its "
+                              "concept_words, kl_budget, ...): add one, or drop the steering claims")
         key = steering_key({"tables": self.tables.key, "anchors": self.profile.anchors, "cfg": cfg,
                             "seed": self.profile.analysis.seed, "split_seed": self.profile.prompts.split_seed,
                             "harness": __version__, "study": STUDY_VERSION})
@@ -454,7 +458,7 @@ class ClaimsRun:
                 versions[name] = version(name)
             except PackageNotFoundError:
                 versions[name] = "not installed"
-        from harness import __version__
+        from harness.core.version import __version__
         versions["harness"] = __version__
         claims = sorted(self.records.values(), key=claim_order)
         verdict, reason = decide_verdict(claims)
@@ -483,7 +487,7 @@ def sequential_record(analysis) -> dict:
 
     if analysis.looks <= 1:
         return {}
-    return {"look": analysis.look, "looks": analysis.looks, "spending": analysis.spending, "alpha": analysis.alpha,
+    return {"look": analysis.look, "looks": analysis.looks, "spending": analysis.spending, "coefficient": analysis.alpha,
             "alpha_this_look": look_alpha(analysis.alpha, analysis.look, analysis.looks, analysis.spending),
             "alpha_spent": spent(analysis.alpha, analysis.look / analysis.looks, analysis.spending)}
 

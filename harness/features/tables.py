@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import __version__
+from harness.core.version import __version__
 from harness.core.config import Profile, SaeConfig
 from harness.core.errors import ConfigError, MissingResourceError
 from harness.world.model import weights_hash

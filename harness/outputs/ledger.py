@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from harness.core.paths import REPO_ROOT, atomic_write_text
+from harness.core.paths import INSTALLED, REPO_ROOT, atomic_write_text
 
 SCHEMA_VERSION = "2"
 # The order claims are listed in (ledger, report, verdict reason); unknown families sort last.
@@ -152,6 +152,11 @@ def ledger_schema() -> dict:
 
 
 def git_commit() -> str:
+    """This checkout's commit; an installed wheel has none (its version says what it is)."""
+    if INSTALLED:
+        from harness.core.version import __version__
+
+        return f"sae-claims {__version__} (installed)"
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=False, timeout=5)

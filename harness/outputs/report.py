@@ -205,24 +205,24 @@ def figure_steering(steering: dict) -> list[dict]:
         traces = []
         band = steering.get("random_band") or {}
         if band:
-            traces.append({"type": "scatter", "x": band["alpha"] + band["alpha"][::-1],
+            traces.append({"type": "scatter", "x": band["coefficient"] + band["coefficient"][::-1],
                            "y": band["high"] + band["low"][::-1], "fill": "toself", "fillcolor": "rgba(127,127,127,0.2)",
                            "line": {"width": 0}, "name": f"{band.get('n', '')} random directions (5-95%)",
                            "hoverinfo": "skip"})
         for name, curve in curves.items():
-            traces.append({"type": "scatter", "mode": "lines+markers", "x": curve["alpha"], "y": curve["concept_shift"],
+            traces.append({"type": "scatter", "mode": "lines+markers", "x": curve["coefficient"], "y": curve["concept_shift"],
                            "name": name, "line": _method_style(curve.get("kind", ""))})
         if prompting:
-            alphas = next(iter(curves.values()))["alpha"]
-            traces.append({"type": "scatter", "mode": "lines", "x": [alphas[0], alphas[-1]],
+            coefficients = next(iter(curves.values()))["coefficient"]
+            traces.append({"type": "scatter", "mode": "lines", "x": [coefficients[0], coefficients[-1]],
                            "y": [prompting["concept_shift"]] * 2, "name": "prompting (no coefficient)",
                            "line": {**_method_style("prompting"), "dash": "dash"}})
         figures.append({"id": "dose", "data": traces, "layout": _layout(
             f"Dose-response: {concept}-word log-prob shift (control prompts)",
-            xaxis={"title": "alpha (multiples of the mean residual norm)", "type": "log"},
+            xaxis={"title": "steering coefficient (multiples of the mean residual norm)", "type": "log"},
             yaxis={"title": "shift from unsteered (nats)"}, legend={"orientation": "h", "y": -0.3}, height=460)})
         traces = [{"type": "scatter", "mode": "lines+markers", "x": curve["kl"], "y": curve["concept_shift"], "name": name,
-                   "text": [f"alpha {a:g}" for a in curve["alpha"]], "line": _method_style(curve.get("kind", ""))}
+                   "text": [f"coefficient {c:g}" for c in curve["coefficient"]], "line": _method_style(curve.get("kind", ""))}
                   for name, curve in curves.items()]
         for kind, block in (steering.get("controls", {}).get("by_kind") or {}).items():
             traces.append({"type": "scatter", "mode": "markers", "x": block["kl"], "y": block["concept_shift"],

@@ -393,6 +393,13 @@ def clopper_pearson(k, n, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarra
 VERDICTS = ("held", "refuted", "inconclusive")
 
 
+def significant(p: float | None, alpha: float) -> bool:
+    """The one rule for a p-value (or a BH q-value) against the level: p <= alpha. Every p here is valid
+    in that sense (permutation and rank p count the observed statistic, (1 + b) / (N + 1)); a missing p
+    (nothing was testable) is never significant."""
+    return p is not None and bool(np.isfinite(p)) and float(p) <= alpha
+
+
 def decide(low: float, high: float, threshold: float, comparison: str) -> str:
     """held: the interval clears the threshold; refuted: it lies wholly on the wrong side; else inconclusive.
 

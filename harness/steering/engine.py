@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-POSITIONS = ("reply", "all")
+from harness.core.config import STEERING_POSITIONS as POSITIONS
 
 
 def causal_lm(model):

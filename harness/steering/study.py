@@ -4,7 +4,7 @@ The seed's question: does multi-resolution steering (the coarse anchor plus its 
 sub-features) give better, more targeted output than single-resolution steering? Answered
 judge-free, against controls and baselines, every method at the same fluency cost.
 
-- Intervention: alpha x unit(direction) x R added after the hook's block (R: mean residual
+- Intervention: coefficient x unit(direction) x R added after the hook's block (R: mean residual
   norm at the hook over neutral prompts), at the reply's positions (`positions = "reply"`:
   from the prompt's last token on, as in contrastive activation addition) or at every position
   (`"all"`). Prompts go in through the model's chat template when it has one.
@@ -37,81 +37,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.core.errors import ConfigError
-from harness.steering.engine import POSITIONS, SteeringEngine, causal_lm, hook_layer
+from harness.core.config import WORD_PATTERN, SteeringConfig
+from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
-MIN_UNIT_CHARS = 3  # no scored word shorter than this: single letters are not words
-STUDY_VERSION = 3  # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
-RENAMED_KEYS = {"random_seeds": "random_directions", "prompt_only": "positions"}
-
-
-@dataclass(frozen=True)
-class SteeringConfig:
-    # alpha is in units of the mean residual norm at the hook (neutral prompts).
-    alphas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-    kl_budget: float = 0.5  # the fluency cost every method is matched to (nats)
-    positions: str = "reply"
-    chat_template: bool = True
-    concept_words: tuple[str, ...] = ()
-    other_concept: str = ""
-    other_concept_words: tuple[str, ...] = ()
-    instruction: str = "Talk about {concept}."
-    random_directions: int = 99
-    random_rows: int = 99
-    control_mixtures: int = 19
-    calibration_prompts: int = 12  # discovery prompts on which every coefficient is interpolated
-    control_prompts: int = 12  # confirmation prompts on which the controls are ranked
-    band_directions: int = 19  # random directions drawn at every alpha for the dose-response band
-    multi_coarse_weight: float = 0.5
-    generation_prompts: int = 64
-    max_new_tokens: int = 32
-    examples: int = 3
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.alphas or any(a <= 0 for a in self.alphas) or list(self.alphas) != sorted(self.alphas):
-            raise ConfigError(f"steering.alphas {list(self.alphas)} must be positive and increasing")
-        if self.kl_budget <= 0:
-            raise ConfigError(f"steering.kl_budget {self.kl_budget} must be > 0")
-        if self.positions not in POSITIONS:
-            from harness.core.errors import choices_error
-            raise choices_error("steering.positions", self.positions, POSITIONS)
-        if not self.concept_words:
-            raise ConfigError("steering.concept_words is empty; list the concept's words to score")
-        check_lexicons(self.concept_words, self.other_concept_words)
-        for key in ("random_directions", "random_rows", "control_mixtures", "calibration_prompts",
-                    "control_prompts", "generation_prompts", "max_new_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"steering.{key} = {getattr(self, key)} must be >= 1")
-        if not 0 < self.multi_coarse_weight < 1:
-            raise ConfigError(f"steering.multi_coarse_weight = {self.multi_coarse_weight} must be in (0, 1)")
-        if self.temperature <= 0:
-            raise ConfigError(f"steering.temperature = {self.temperature} must be > 0")
-        if bool(self.other_concept) != bool(self.other_concept_words):
-            raise ConfigError("steering.other_concept and steering.other_concept_words go together: the 2 x 2 "
-                              f"design needs both (got other_concept = {self.other_concept!r} and "
-                              f"{len(self.other_concept_words)} other_concept_words)")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SteeringConfig:
-        from harness.core.config import check_type
-        from harness.core.errors import choices_error
-
-        known = set(cls.__dataclass_fields__)
-        kinds = {"alphas": float, "concept_words": str, "other_concept_words": str}
-        for key, value in data.items():
-            if key in RENAMED_KEYS:
-                raise ConfigError(f"steering.{key} is gone; use steering.{RENAMED_KEYS[key]} (see README, Steering)")
-            if key not in known:
-                raise choices_error("key in [steering]", key, known)
-            if key in kinds:
-                if not isinstance(value, list):
-                    raise ConfigError(f"steering.{key} = {value!r} must be a list")
-                for item in value:
-                    check_type(f"steering.{key} item", item, kinds[key])
-            else:
-                default = cls.__dataclass_fields__[key].default
-                check_type(f"steering.{key}", value, type(default))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+STUDY_VERSION = 4  # 4: "coefficient" for the steering strength (alpha is the significance level only)
+# 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
 
 
 # ---- lexicons -----------------------------------------------------------------------------------
@@ -120,22 +50,6 @@ def word_variants(word: str) -> list[str]:
     at the reply's start), and capitalised at the reply's start."""
     word = word.strip()
     return sorted({word, f" {word}", word[:1].upper() + word[1:]})
-
-
-def check_lexicons(concept: Sequence[str], other: Sequence[str]) -> None:
-    """Whole words only (no unit under MIN_UNIT_CHARS characters), and the two lexicons share nothing."""
-    for name, words in (("concept_words", concept), ("other_concept_words", other)):
-        for word in words:
-            if len(word.strip()) < MIN_UNIT_CHARS:
-                raise ConfigError(f"steering.{name} item {word!r} is shorter than {MIN_UNIT_CHARS} characters; "
-                                  f"score whole words, not letters")
-            if word != word.strip() or not _WORD.search(word):
-                raise ConfigError(f"steering.{name} item {word!r} must be a word or phrase without surrounding "
-                                  f"spaces (the leading-space variant is scored automatically)")
-    shared = {w.casefold() for w in concept} & {w.casefold() for w in other}
-    if shared:
-        raise ConfigError(f"steering.concept_words and other_concept_words share {sorted(shared)}; "
-                          f"the 2 x 2 design needs disjoint lexicons")
 
 
 @dataclass
@@ -190,16 +104,15 @@ def log_mass(unit_logprob: np.ndarray) -> np.ndarray:
     return (top + np.log(np.exp(unit_logprob - top).sum(-1, keepdims=True)))[..., 0]
 
 
-_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
 
 
 def word_share(text: str, words: Sequence[str]) -> float:
     """Share of the words in `text` that belong to a lexicon entry; an entry of several words (or a
     hyphenated one) matches as a phrase, and each word of the text counts at most once."""
-    tokens = [t.casefold() for t in _WORD.findall(text)]
+    tokens = [t.casefold() for t in WORD_PATTERN.findall(text)]
     if not tokens:
         return 0.0
-    entries = sorted({tuple(p.casefold() for p in _WORD.findall(w)) for w in words if _WORD.findall(w)},
+    entries = sorted({tuple(p.casefold() for p in WORD_PATTERN.findall(w)) for w in words if WORD_PATTERN.findall(w)},
                      key=len, reverse=True)  # longest first, so a phrase wins over its first word
     matched = [False] * len(tokens)
     for entry in entries:
@@ -208,9 +121,6 @@ def word_share(text: str, words: Sequence[str]) -> float:
             if tuple(tokens[i:i + n]) == entry and not any(matched[i:i + n]):
                 matched[i:i + n] = [True] * n
     return sum(matched) / len(tokens)
-
-
-MIN_OTHER_CONCEPT_PROMPTS = 5  # near-miss prompts of the other concept its feature is picked on
 
 
 def contains_word(text: str, words: Sequence[str]) -> bool:
@@ -266,12 +176,13 @@ def mean_residual(tables, rows: np.ndarray) -> np.ndarray:
     return (tables.resid_sum[rows] / np.maximum(tables.n_tokens[rows], 1)[:, None]).mean(0)
 
 
-def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, role: str = "coarse") -> int:
+def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray, min_fire_rate: float,
+                       role: str = "coarse") -> int:
     from harness.statistics.stats import selectivity
     x = tables.pooled[role]
     fires = (x[rows_concept] > 0).mean(0)
     sel = selectivity(x[rows_concept].mean(0), x[rows_other].mean(0))
-    sel[fires < 0.2] = 0
+    sel[fires < min_fire_rate] = 0
     return int(np.argmax(sel))
 
 
@@ -312,12 +223,13 @@ def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tupl
             "multi_coarse_weight": w}
     if cfg.other_concept:
         near = [p for p in run.prompt_sets.near_miss if p.country == cfg.other_concept]
-        if len(near) < MIN_OTHER_CONCEPT_PROMPTS:  # preflight says this first (check_steering_inputs)
+        if len(near) < cfg.other_concept_min_prompts:  # preflight says this first (check_steering_inputs)
             raise ConfigError(f"steering.other_concept {cfg.other_concept!r} has {len(near)} near-miss prompts; "
-                              f"need {MIN_OTHER_CONCEPT_PROMPTS}+")
+                              f"need {cfg.other_concept_min_prompts}+ (steering.other_concept_min_prompts)")
         ids = {p.id for p in near}
         rows_other = np.array([pid in ids for pid in tables.prompt_ids])
-        other = _selective_feature(tables, rows_other & masks["near_miss_discovery"], masks["neutral_discovery"])
+        other = _selective_feature(tables, rows_other & masks["near_miss_discovery"], masks["neutral_discovery"],
+                                   cfg.other_feature_min_fire_rate)
         out.append(Direction(f"coarse-{other} ({cfg.other_concept})", "other", unit(dirs["coarse"][other]), [other]))
         other_mean = mean_residual(tables, rows_other & masks["near_miss_discovery"])
         out.append(Direction(f"DiffMean ({cfg.other_concept})", "other_diffmean",
@@ -334,27 +246,27 @@ def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tupl
 
 
 # ---- coefficients -------------------------------------------------------------------------------
-def matched_alpha(alphas: Sequence[float], kl_by_alpha: Sequence[float], target_kl: float) -> float:
-    """Alpha at which the (monotone-ised) KL curve reaches target_kl, by log-log interpolation;
+def matched_coefficient(coefficients: Sequence[float], kl_by_coefficient: Sequence[float], target_kl: float) -> float:
+    """Coefficient at which the (monotone-ised) KL curve reaches target_kl, by log-log interpolation;
     the end of the grid when the target lies outside it."""
-    kls = np.maximum.accumulate(np.maximum(np.asarray(kl_by_alpha, dtype=float), 1e-12))
-    log_alphas = np.log(np.asarray(alphas, dtype=float))
+    kls = np.maximum.accumulate(np.maximum(np.asarray(kl_by_coefficient, dtype=float), 1e-12))
+    log_coefficients = np.log(np.asarray(coefficients, dtype=float))
     if target_kl <= kls[0]:
-        return float(alphas[0])
+        return float(coefficients[0])
     if target_kl >= kls[-1]:
-        return float(alphas[-1])
-    return float(np.exp(np.interp(np.log(target_kl), np.log(kls), log_alphas)))
+        return float(coefficients[-1])
+    return float(np.exp(np.interp(np.log(target_kl), np.log(kls), log_coefficients)))
 
 
-def secant_alpha(alpha0: float, kl0: float, alpha1: float, kl1: float, target: float, bounds: tuple) -> float:
-    """Alpha reaching `target` on the power law through two probes (KL ~ c alpha^p), within bounds."""
+def secant_coefficient(coef0: float, kl0: float, coef1: float, kl1: float, target: float, bounds: tuple) -> float:
+    """Coefficient reaching `target` on the power law through two probes (KL ~ c coefficient^p), within bounds."""
     kl0, kl1 = max(kl0, 1e-12), max(kl1, 1e-12)
-    if abs(np.log(alpha1 / alpha0)) < 1e-9 or abs(np.log(kl1 / kl0)) < 1e-9:
+    if abs(np.log(coef1 / coef0)) < 1e-9 or abs(np.log(kl1 / kl0)) < 1e-9:
         power = 2.0  # KL grows quadratically in a small push
     else:
-        power = float(np.clip(np.log(kl1 / kl0) / np.log(alpha1 / alpha0), 0.5, 4.0))
-    alpha = alpha1 * (target / kl1) ** (1 / power)
-    return float(np.clip(alpha, *bounds))
+        power = float(np.clip(np.log(kl1 / kl0) / np.log(coef1 / coef0), 0.5, 4.0))
+    coefficient = coef1 * (target / kl1) ** (1 / power)
+    return float(np.clip(coefficient, *bounds))
 
 
 def steering_key(parts: dict) -> str:
@@ -424,7 +336,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
         by_kind.setdefault(d.kind, []).append(d)
     named = [d for d in directions if d.kind in NAMED_KINDS]
     controls = [d for d in directions if d.kind in CONTROL_KINDS]
-    alphas = np.asarray(cfg.alphas, dtype=float)
+    coefficients = np.asarray(cfg.coefficients, dtype=float)
     bar = tqdm(total=6, desc="steering study", disable=not progress)
 
     def vectors(dirs: Sequence[Direction], coefs) -> np.ndarray:
@@ -443,16 +355,16 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     bar.update()
     lap("prepare")
 
-    # 2. Named directions: KL at every alpha on the calibration prompts -> matched alpha.
-    grid = [(d, a) for d in named for a in alphas]
+    # 2. Named directions: KL at every coefficient on the calibration prompts -> matched coefficient.
+    grid = [(d, a) for d in named for a in coefficients]
     kl_grid = engine.score(prep_cal, vectors([d for d, _ in grid], [a for _, a in grid]))["kl"].mean(1)
-    kl_grid = kl_grid.reshape(len(named), len(alphas))
-    chosen = {d.name: matched_alpha(alphas, kl_grid[i], cfg.kl_budget) for i, d in enumerate(named)}
+    kl_grid = kl_grid.reshape(len(named), len(coefficients))
+    chosen = {d.name: matched_coefficient(coefficients, kl_grid[i], cfg.kl_budget) for i, d in enumerate(named)}
     calibration_curves = {d.name: kl_grid[i].tolist() for i, d in enumerate(named)}
     bar.update()
     lap("calibrate named")
 
-    # 3. Named directions at their matched alpha on the confirmation half.
+    # 3. Named directions at their matched coefficient on the confirmation half.
     base_units = unsteered_units(prep_conf)
     base_concept = log_mass(base_units[:, :n_concept])
     base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
@@ -481,16 +393,16 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     lap("score named")
 
     # 4. Controls: two KL probes each on the calibration prompts, then the concept score at the
-    #    interpolated alpha on the control prompts; the anchor and multi are ranked among them.
+    #    interpolated coefficient on the control prompts; the anchor and multi are ranked among them.
     anchor = by_kind["anchor"][0]
-    alpha0 = chosen[anchor.name]
-    probe0 = engine.score(prep_cal, vectors(controls, alpha0))["kl"].mean(1)
-    alpha1 = np.array([secant_alpha(alpha0, k, alpha0, k, cfg.kl_budget, (alphas[0] / 4, alphas[-1] * 4))
+    coef0 = chosen[anchor.name]
+    probe0 = engine.score(prep_cal, vectors(controls, coef0))["kl"].mean(1)
+    coef1 = np.array([secant_coefficient(coef0, k, coef0, k, cfg.kl_budget, (coefficients[0] / 4, coefficients[-1] * 4))
                        for k in probe0])
-    probe1 = engine.score(prep_cal, vectors(controls, alpha1))["kl"].mean(1)
-    control_alpha = np.array([secant_alpha(alpha0, k0, a1, k1, cfg.kl_budget, (alphas[0] / 4, alphas[-1] * 4))
-                              for k0, a1, k1 in zip(probe0, alpha1, probe1, strict=True)])
-    ctrl_scores = engine.score(prep_ctrl, vectors(controls, control_alpha))
+    probe1 = engine.score(prep_cal, vectors(controls, coef1))["kl"].mean(1)
+    control_coefficient = np.array([secant_coefficient(coef0, k0, a1, k1, cfg.kl_budget, (coefficients[0] / 4, coefficients[-1] * 4))
+                              for k0, a1, k1 in zip(probe0, coef1, probe1, strict=True)])
+    ctrl_scores = engine.score(prep_ctrl, vectors(controls, control_coefficient))
     ctrl_base = unsteered_units(prep_ctrl)
     ctrl_shift = (log_mass(ctrl_scores["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1)
     in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
@@ -502,7 +414,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                            "concept_shift": [float(s) for d, s in zip(controls, ctrl_shift, strict=True) if d.kind == kind],
                            "kl": [float(k) for d, k in zip(controls, ctrl_scores["kl"].mean(1), strict=True)
                                   if d.kind == kind],
-                           "alpha": [float(a) for d, a in zip(controls, control_alpha, strict=True) if d.kind == kind]}
+                           "coefficient": [float(a) for d, a in zip(controls, control_coefficient, strict=True) if d.kind == kind]}
                     for kind in CONTROL_KINDS if any(d.kind == kind for d in controls)},
     }
     bar.update()
@@ -511,22 +423,22 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     # 5. Dose-response on the control prompts: named directions and a band of random directions.
     band_dirs = by_kind.get("random", [])[: cfg.band_directions]
     dose_dirs = [d for d in named] + band_dirs
-    grid = [(d, a) for d in dose_dirs for a in alphas]
+    grid = [(d, a) for d in dose_dirs for a in coefficients]
     dose = engine.score(prep_ctrl, vectors([d for d, _ in grid], [a for _, a in grid]))
     dose_shift = (log_mass(dose["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1).reshape(len(dose_dirs), -1)
     dose_kl = dose["kl"].mean(1).reshape(len(dose_dirs), -1)
-    curves = {d.name: {"kind": d.kind, "alpha": alphas.tolist(), "concept_shift": dose_shift[i].tolist(),
+    curves = {d.name: {"kind": d.kind, "coefficient": coefficients.tolist(), "concept_shift": dose_shift[i].tolist(),
                        "kl": dose_kl[i].tolist()} for i, d in enumerate(named)}
     band = {}
     if band_dirs:
         shifts, kls = dose_shift[len(named):], dose_kl[len(named):]
-        band = {"alpha": alphas.tolist(), "low": np.quantile(shifts, 0.05, axis=0).tolist(),
+        band = {"coefficient": coefficients.tolist(), "low": np.quantile(shifts, 0.05, axis=0).tolist(),
                 "high": np.quantile(shifts, 0.95, axis=0).tolist(), "median": np.median(shifts, 0).tolist(),
                 "kl": np.median(kls, 0).tolist(), "n": len(band_dirs)}
     bar.update()
     lap("dose-response")
 
-    # 6. Samples: unsteered, prompting and the main directions at their matched alpha.
+    # 6. Samples: unsteered, prompting and the main directions at their matched coefficient.
     gen_prompts = [encoded[i] for i in generation]
     stop = [t for t in (tokenizer.eos_token_id, getattr(tokenizer, "pad_token_id", None)) if t is not None]
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if used_template else None
@@ -537,10 +449,10 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
     conditions["prompting"] = ([instructed[i] for i in generation], None)
     for kind in sample_kinds:
         for d in by_kind.get(kind, [])[:1]:
-            alpha = chosen.get(d.name)
-            if alpha is None:  # a control mixture: its own interpolated alpha
-                alpha = float(control_alpha[controls.index(d)])
-            conditions[d.name] = (gen_prompts, d.vector * alpha * radius)
+            coefficient = chosen.get(d.name)
+            if coefficient is None:  # a control mixture: its own interpolated coefficient
+                coefficient = float(control_coefficient[controls.index(d)])
+            conditions[d.name] = (gen_prompts, d.vector * coefficient * radius)
     texts_out: dict[str, list[str]] = {}
     for name, (prompts, vector) in tqdm(conditions.items(), desc="steering samples", disable=not progress):
         ids = engine.sample(prompts, vector, seed=profile.analysis.seed, max_new_tokens=cfg.max_new_tokens,
@@ -558,13 +470,13 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                            "n": len(v["concept"])} for name, v in per_prompt.items()}
     kl_reached = {name: float(np.mean(v["kl"])) for name, v in per_prompt.items()}
     kinds = {d.name: d.kind for d in named} | {"prompting": "prompting"}
-    summary = {name: {"kind": kinds[name], "alpha": chosen.get(name), "kl": kl_reached[name],
+    summary = {name: {"kind": kinds[name], "coefficient": chosen.get(name), "kl": kl_reached[name],
                       "concept_shift": float(np.mean(v["concept"])), "other_shift": float(np.mean(v["other"])),
                       "wrong_way": steerability[name]["wrong_way"],
                       "concept_share": float(np.mean(concept_share[name])) if name in concept_share else None,
                       "other_share": float(np.mean(other_share[name])) if name in other_share else None}
                for name, v in per_prompt.items()}
-    summary["unsteered"] = {"kind": "unsteered", "alpha": 0.0, "kl": 0.0, "concept_shift": 0.0, "other_shift": 0.0,
+    summary["unsteered"] = {"kind": "unsteered", "coefficient": 0.0, "kl": 0.0, "concept_shift": 0.0, "other_shift": 0.0,
                             "wrong_way": None, "concept_share": float(np.mean(concept_share["unsteered"])),
                             "other_share": float(np.mean(other_share["unsteered"]))}
     where = "the reply's positions (from the prompt's last token on)" if cfg.positions == "reply" else "every position"
@@ -572,12 +484,12 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
         "version": STUDY_VERSION,
         "scoring": "whole words: P(tokens) x P(the next token ends the word)",
         "description": (
-            f"alpha x unit(direction) x {radius:.1f} (mean residual norm at {profile.model.hook} on neutral prompts), "
+            f"coefficient x unit(direction) x {radius:.1f} (mean residual norm at {profile.model.hook} on neutral prompts), "
             f"added at {where}; prompts {'in the chat template' if used_template else 'as plain text'}. "
             f"Each coefficient is interpolated on {len(calibration)} discovery prompts to reach KL {cfg.kl_budget} nats "
             f"(next-token distribution at the prompt's last token); scores on the {len(confirmation)} confirmation "
             f"prompts; controls ranked on {len(control)} of them."),
-        "radius": radius, "alphas": alphas.tolist(), "kl_budget": cfg.kl_budget, "positions": cfg.positions,
+        "radius": radius, "coefficients": coefficients.tolist(), "kl_budget": cfg.kl_budget, "positions": cfg.positions,
         "chat_template": used_template, "meta": meta,
         "lexicons": {"concept": {"name": concept_name, "words": list(cfg.concept_words), "units": concept_lex.variants,
                                  "base_log_mass": float(np.mean(base_concept))},
@@ -585,9 +497,9 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                                "units": other_lex.variants if other_lex else [],
                                "base_log_mass": float(np.mean(base_other)) if other_lex else None}},
         "directions": [{"name": d.name, "kind": d.kind, "components": d.components,
-                        "alpha": chosen.get(d.name), "kl_reached": kl_reached.get(d.name)} for d in named],
+                        "coefficient": chosen.get(d.name), "kl_reached": kl_reached.get(d.name)} for d in named],
         "instruction": instruction,
-        "chosen_alpha": chosen, "calibration_kl": calibration_curves, "per_prompt": per_prompt,
+        "chosen_coefficient": chosen, "calibration_kl": calibration_curves, "per_prompt": per_prompt,
         "kl_reached": kl_reached, "controls": control_summary, "dose_response": curves, "random_band": band,
         "steerability": steerability, "summary": summary,
         "samples": {"prompts": len(generation), "max_new_tokens": cfg.max_new_tokens,

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness import __version__
+from harness.core.version import __version__
 from harness.core.config import Profile
 from harness.world.corpus import build_corpus, split_heldout
 from harness.world.model import load_model, weights_hash
