@@ -50,6 +50,17 @@ PROFILE = '''# The embedded profile plus one claim of my own.
 extends = "smollm2-135m"
 name = "mine"
 
+# A smaller steering study than the embedded profile's, so that the test takes minutes, not a quarter hour.
+[steering]
+random_directions = 9
+random_rows = 9
+control_mixtures = 4
+band_directions = 3
+calibration_prompts = 6
+control_prompts = 6
+generation_prompts = 8
+max_new_tokens = 8
+
 [[claims]]
 family = "word_preference"
 name = "paris"
@@ -133,8 +144,8 @@ def test_a_researcher_runs_their_own_claims_folder_outside_the_checkout(fresh_en
     result = run(fresh_env, "-m", "pytest", "my_claims/", "--builtin-claims", "--html=out/",
                  "--profile", "my_claims/mine.toml", "-p", "no:cacheprovider", "-q")
     tail = (result.stdout + result.stderr)[-4000:]
-    assert "claims profile: mine" in result.stdout, tail
     ledger = json.loads((fresh_env["work"] / "out" / "claims.json").read_text())
+    assert ledger["profile"] == "mine" and ledger["profile_source"] == "--profile", tail
     mine = next(c for c in ledger["claims"] if c["family"] == "word_preference")
     assert mine["id"] == "word_preference[paris]" and mine["gating"] is False
     assert mine["verdict"] in ("held", "refuted", "inconclusive") and mine["nodeid"].startswith("my_claims/")
@@ -157,3 +168,15 @@ def test_without_the_built_in_claims_the_run_is_partial_and_says_how_to_add_them
     gate = next(c for c in ledger["claims"] if c["id"] == "go_gate[go]")
     assert gate["verdict"] == "not evaluated" and "--builtin-claims" in gate["reason"], gate["reason"]
     assert any(c["family"] == "word_preference" and c["verdict"] != "not evaluated" for c in ledger["claims"])
+
+
+def test_an_unrelated_pytest_run_in_the_environment_is_left_alone(fresh_env):
+    """Installed, the plugin loads in every pytest run of the environment: with no claims option, ini
+    or $SAE_CLAIMS_PROFILE it loads no profile, checks nothing and writes no verdict."""
+    other = fresh_env["work"] / "other_project"
+    other.mkdir(exist_ok=True)
+    (other / "test_plain.py").write_text("def test_arithmetic():\n    assert 1 + 1 == 2\n")
+    result = run(fresh_env, "-m", "pytest", "other_project/", "-p", "no:cacheprovider", "-q", timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "claims profile" not in result.stdout and "claims verdict" not in result.stdout
+    assert "1 passed" in result.stdout
