@@ -15,7 +15,7 @@ Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation
   sub-features (KL matched);
 - concept_rate: share of concept words in sampled continuations, steered vs unsteered;
 - versus_baseline: the anchor against DiffMean or prompting.
-Either answer is a finding. How: harness/steering/study.py; verdict rules: harness/engine/claims_engine.py.
+Either answer is a finding. How the study measures: harness/steering/study.py; how each kind decides: below.
 """
 
 import numpy as np
@@ -51,181 +51,215 @@ PARAMS = {
 }
 
 
-def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimRecord:
-    """Steering claims on word-level scores at matched fluency cost (see harness/steering/study.py).
+class Study:
+    """What every kind reads from the study: its directions by kind, per-prompt scores, KL reached, and
+    the record's details and the methods found off the KL budget, filled in as the kind decides."""
 
-    Every kind decides on a BCa interval of a per-prompt mean over the confirmation prompts (p from
-    sign flips, reported); `beats_random` and `multi_vs_single` must also beat their controls by an
-    exact rank test."""
+    def __init__(self, claim: ClaimSpec, analysis: Analysis, study: dict):
+        self.claim, self.analysis, self.raw = claim, analysis, study
+        self.names: dict[str, str] = {}
+        for d in study["directions"]:
+            self.names.setdefault(d["kind"], d["name"])
+        self.anchor = self.names["anchor"]
+        self.per = study["per_prompt"]
+        self.kl = study.get("kl_reached", {})
+        self.budget = study.get("kl_budget")
+        self.tolerance = claim.param("kl_match_tolerance") * self.budget if self.budget else np.inf
+        self.concept = study.get("lexicons", {}).get("concept", {}).get("name", "concept")
+        self.other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
+        self.details: dict = {"kind": claim.param("kind"), "coefficient": study["chosen_coefficient"].get(self.anchor),
+                              "kl_budget": self.budget, "kl_reached": {self.anchor: self.kl.get(self.anchor)}}
+        self.unmatched: list[str] = []
+
+    def concept_of(self, name: str) -> np.ndarray:
+        return np.asarray(self.per[name]["concept"], dtype=np.float64)
+
+    def require_budget(self, name: str, reached) -> None:
+        """Every steered method must sit at the fluency budget; one that does not is not comparable."""
+        if reached is None or not abs(reached - self.budget) <= self.tolerance:
+            self.unmatched.append(f"{name} at KL {reached if reached is not None else float('nan'):.2f}")
+
+    def not_evaluated(self, reason: str, name: str) -> ClaimRecord:
+        return make_record(self.claim, verdict="not evaluated", statistic_name=name, statistic=None, threshold=0.0,
+                           comparison=">", reason=reason, details=self.details)
+
+
+class Comparison:
+    """One kind's per-prompt effect (decided on below) and the parts it adds: more verdicts that must
+    hold (ranks against controls, a first part), a p-value, the reason ({interval} filled in later)."""
+
+    def __init__(self, values, name: str, reason: str, verdicts=(), p_value: float | None = None):
+        self.values, self.name, self.reason = np.asarray(values, dtype=np.float64), name, reason
+        self.verdicts, self.p_value = list(verdicts), p_value
+
+
+def beats_random(s: Study) -> Comparison:
+    """The anchor raises concept words, and ranks above random directions and random decoder rows."""
+    controls = s.raw["controls"]
+    mine = controls["on_control_prompts"][s.anchor]
+    ranks, verdicts = {}, []
+    for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
+        shifts = controls["by_kind"].get(control_kind, {}).get("concept_shift", [])
+        verdict, p, beaten = rank_against_controls(mine, shifts, s.analysis.alpha)
+        verdicts.append(verdict)
+        ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
+                               "median": float(np.median(shifts)) if shifts else None}
+    for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
+        control_kl = controls["by_kind"].get(control_kind, {}).get("kl", [])
+        if control_kl:
+            s.require_budget(f"the {label} (median)", float(np.median(control_kl)))
+    s.details.update(ranks=ranks, anchor_on_control_prompts=mine)
+    reason = (f"{s.anchor} shifts {s.concept}-word log-prob by {{interval}} nats at KL "
+              f"{s.kl.get(s.anchor, float('nan')):.2f}; "
+              + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
+                          f"median {r['median']:.3f})" for r in ranks.values())
+              + f" [on {controls['prompts']} prompts]")
+    return Comparison(s.concept_of(s.anchor), f"{s.concept}-word log-prob shift, anchor at matched KL (nats)",
+                      reason, verdicts, max(r["p"] for r in ranks.values()))
+
+
+def specificity(s: Study) -> Comparison | ClaimRecord:
+    """Both parts: under the anchor concept words move more than the other concept's words, and more so
+    than under the other concept's direction (2 x 2 difference in differences)."""
+    if "other" not in s.names:
+        return s.not_evaluated("no other concept in [steering] (other_concept), so no 2 x 2 design",
+                               "difference in differences")
+    other, per = s.names["other"], s.per
+    fr_dir = s.concept_of(s.anchor) - np.asarray(per[s.anchor]["other"])
+    de_dir = s.concept_of(other) - np.asarray(per[other]["other"])
+    s.details.update(other_direction=other, kl_reached={s.anchor: s.kl.get(s.anchor), other: s.kl.get(other)})
+    # The contrast direction must work: one that does not raise its own words makes any difference in
+    # differences look good (it is a broken control, not evidence of specificity).
+    own, own_p = shift_with_p(np.asarray(per[other]["other"], dtype=np.float64), s.analysis)
+    s.details["other_raises_own_words"] = {**own.as_dict(), "p": own_p}
+    if not (own.low > 0 and significant(own_p, s.analysis.alpha)):
+        return s.not_evaluated(f"the {s.other_name} direction {other} does not raise {s.other_name} words "
+                               f"({interval_text(own)} nats, sign-flip p = {own_p:.2g}): the 2 x 2 has no working "
+                               "contrast direction", "difference in differences")
+    # First part of the statement: under the anchor, concept words move more than the other words.
+    first_verdict, first, first_p = paired_shift(fr_dir, s.analysis)
+    s.details["anchor_prefers_concept_words"] = {**first.as_dict(), "p": first_p, "verdict": first_verdict}
+    s.require_budget(other, s.kl.get(other))
+    reason = (f"2 x 2 at matched KL: {s.anchor} moves {s.concept} words {np.mean(s.concept_of(s.anchor)):.3f} and "
+              f"{s.other_name} words {np.mean(per[s.anchor]['other']):.3f} ({s.concept} minus {s.other_name} "
+              f"{interval_text(first)}, {first_verdict}); {other} moves them "
+              f"{np.mean(s.concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
+              f"difference in differences {{interval}}")
+    return Comparison(fr_dir - de_dir, f"difference in differences: ({s.concept} - {s.other_name} words) under "
+                      f"{s.anchor} minus under {other}", reason, [first_verdict])
+
+
+def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
+    """Anchor + sub-features beats the anchor alone at matched KL, ranks above the anchor mixed with
+    random fine rows, and beats the anchor mixed with aligned rows that are not sub-features."""
+    if "multi" not in s.names:
+        return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
+                               "multi-resolution direction", "multi - single")
+    multi, kl = s.names["multi"], s.kl
+    controls = s.raw["controls"]
+    mixtures = controls["by_kind"].get("control_mixture", {}).get("concept_shift", [])
+    verdict, p, beaten = rank_against_controls(controls["on_control_prompts"][multi], mixtures, s.analysis.alpha)
+    verdicts = [verdict]
+    gap = abs(kl.get(multi, np.nan) - kl.get(s.anchor, np.nan))
+    matched = bool(np.isfinite(gap) and gap <= s.tolerance)
+    if not matched:
+        verdicts.append("inconclusive")
+    aligned, aligned_text = s.names.get("aligned_mixture"), ""
+    if aligned:
+        # Is it the sub-features, or any aligned fine rows? Multi must beat the anchor mixed with the most
+        # aligned rows that are not sub-features, prompt by prompt.
+        versus_aligned = mean_interval(s.concept_of(multi) - s.concept_of(aligned), s.analysis)
+        verdicts.append(decide(versus_aligned.low, versus_aligned.high, 0.0, ">"))
+        s.details["versus_aligned_mixture"] = versus_aligned.as_dict()
+        aligned_text = (f"; multi minus ({aligned}) = {interval_text(versus_aligned)} at KL "
+                        f"{kl.get(aligned, float('nan')):.2f}")
+    s.details.update(kl_reached={s.anchor: kl.get(s.anchor), multi: kl.get(multi)}, kl_matched=matched,
+                     rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
+                     sub_features=s.raw.get("meta", {}).get("sub_features"))
+    reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(s.anchor, float('nan')):.2f} (anchor)"
+              f"{'' if matched else ' - not matched within ' + format(s.tolerance, '.2f')}, "
+              f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
+              f"do as well (rank p = {p:.2g})" + aligned_text)
+    return Comparison(s.concept_of(multi) - s.concept_of(s.anchor),
+                      f"multi minus single {s.concept}-word shift at matched KL (nats)", reason, verdicts, p)
+
+
+def concept_rate(s: Study) -> Comparison:
+    """The share of concept words in sampled continuations, steered minus unsteered."""
+    shares = s.raw["samples"]["concept_share"]
+    steered, base = np.asarray(shares[s.anchor], dtype=float), np.asarray(shares["unsteered"], dtype=float)
+    reason = (f"{steered.mean():.1%} of the words in steered continuations are {s.concept} words vs "
+              f"{base.mean():.1%} unsteered ({len(steered)} prompts x {s.raw['samples']['max_new_tokens']} "
+              f"tokens); difference {{interval}}")
+    return Comparison(steered - base, f"share of {s.concept} words in sampled continuations, steered minus unsteered",
+                      reason)
+
+
+def versus_baseline(s: Study) -> Comparison | ClaimRecord:
+    """The anchor against DiffMean (at the same KL) or against prompting (an instruction: its own KL)."""
+    baseline = s.claim.param("baseline")
+    if baseline not in BASELINES:
+        raise choices_error("steering baseline", baseline, BASELINES)
+    base_name = s.names.get("diffmean") if baseline == "diffmean" else "prompting"
+    if base_name not in s.per:
+        return s.not_evaluated(f"the study has no {baseline} baseline", "anchor - baseline")
+    kl = s.kl
+    s.details.update(baseline=base_name, kl_reached={s.anchor: kl.get(s.anchor), base_name: kl.get(base_name)})
+    if baseline == "diffmean":
+        s.require_budget(base_name, kl.get(base_name))
+    reason = (f"{s.anchor} shifts {s.concept} words {np.mean(s.concept_of(s.anchor)):.3f} at KL "
+              f"{kl.get(s.anchor, float('nan')):.2f}; {base_name} {np.mean(s.concept_of(base_name)):.3f} at KL "
+              f"{kl.get(base_name, float('nan')):.2f}"
+              f"{' (an instruction has no coefficient: its KL is what it is)' if baseline == 'prompting' else ''}; "
+              f"anchor minus baseline {{interval}}")
+    return Comparison(s.concept_of(s.anchor) - s.concept_of(base_name),
+                      f"anchor minus {baseline} {s.concept}-word shift (nats)", reason)
+
+
+KIND_DECISIONS = {"beats_random": beats_random, "specificity": specificity, "multi_vs_single": multi_vs_single,
+                  "concept_rate": concept_rate, "versus_baseline": versus_baseline}
+
+
+def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimRecord:
+    """Every kind decides on a BCa interval of its per-prompt effect over the confirmation prompts, held
+    only if the exact sign-flip test agrees (paired_shift) and every extra part of the kind holds; any
+    compared method off the KL budget makes it inconclusive (a bigger shift may be a bigger push)."""
     kind = claim.param("kind")
     if kind not in KINDS:
         raise choices_error("steering kind", kind, KINDS)
-    names = {}
-    for d in study["directions"]:
-        names.setdefault(d["kind"], d["name"])
-    anchor = names["anchor"]
-    per = study["per_prompt"]
-    kl = study.get("kl_reached", {})
-    budget = study.get("kl_budget")
-    concept = study.get("lexicons", {}).get("concept", {}).get("name", "concept")
-    details: dict = {"kind": kind, "coefficient": study["chosen_coefficient"].get(anchor), "kl_budget": budget,
-                     "kl_reached": {anchor: kl.get(anchor)}}
-
-    def not_evaluated(reason: str, name: str) -> ClaimRecord:
-        return make_record(claim, verdict="not evaluated", statistic_name=name, statistic=None, threshold=0.0,
-                           comparison=">", reason=reason, details=details)
-
-    def concept_of(name):
-        return np.asarray(per[name]["concept"], dtype=np.float64)
-
-    extra_verdicts: list[str] = []
-    p_value = None
-    tolerance = claim.param("kl_match_tolerance") * budget if budget else np.inf
-    unmatched: list[str] = []
-
-    def require_budget(name: str, reached) -> None:
-        """Every steered method must sit at the fluency budget; one that does not is not comparable."""
-        if reached is None or not abs(reached - budget) <= tolerance:
-            unmatched.append(f"{name} at KL {reached if reached is not None else float('nan'):.2f}")
-
+    s = Study(claim, analysis, study)
     if kind in ("beats_random", "specificity", "multi_vs_single", "versus_baseline"):
-        require_budget(anchor, kl.get(anchor))
-    if kind == "beats_random":
-        effect_values = concept_of(anchor)
-        effect_name = f"{concept}-word log-prob shift, anchor at matched KL (nats)"
-        controls = study["controls"]
-        mine = controls["on_control_prompts"][anchor]
-        ranks = {}
-        for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-            shifts = controls["by_kind"].get(control_kind, {}).get("concept_shift", [])
-            verdict, p, beaten = rank_against_controls(mine, shifts, analysis.alpha)
-            extra_verdicts.append(verdict)
-            ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
-                                   "median": float(np.median(shifts)) if shifts else None}
-        p_value = max(r["p"] for r in ranks.values())
-        for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-            control_kl = controls["by_kind"].get(control_kind, {}).get("kl", [])
-            if control_kl:
-                require_budget(f"the {label} (median)", float(np.median(control_kl)))
-        reason = (f"{anchor} shifts {concept}-word log-prob by {{interval}} nats at KL {kl.get(anchor, float('nan')):.2f}; "
-                  + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
-                              f"median {r['median']:.3f})" for r in ranks.values())
-                  + f" [on {controls['prompts']} prompts]")
-        details.update(ranks=ranks, anchor_on_control_prompts=mine)
-    elif kind == "specificity":
-        if "other" not in names:
-            return not_evaluated("no other concept in [steering] (other_concept), so no 2 x 2 design",
-                                 "difference in differences")
-        other = names["other"]
-        other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
-        fr_dir = concept_of(anchor) - np.asarray(per[anchor]["other"])
-        de_dir = concept_of(other) - np.asarray(per[other]["other"])
-        details.update(other_direction=other, kl_reached={anchor: kl.get(anchor), other: kl.get(other)})
-        # The contrast direction must work: one that does not raise its own words makes any difference
-        # in differences look good (it is a broken control, not evidence of specificity).
-        own, own_p = shift_with_p(np.asarray(per[other]["other"], dtype=np.float64), analysis)
-        details["other_raises_own_words"] = {**own.as_dict(), "p": own_p}
-        if not (own.low > 0 and significant(own_p, analysis.alpha)):
-            return not_evaluated(f"the {other_name} direction {other} does not raise {other_name} words "
-                                 f"({interval_text(own)} nats, sign-flip p = {own_p:.2g}): the 2 x 2 has no working "
-                                 "contrast direction", "difference in differences")
-        # First part of the statement: under the anchor, concept words move more than the other words.
-        first_verdict, first, first_p = paired_shift(fr_dir, analysis)
-        extra_verdicts.append(first_verdict)
-        details["anchor_prefers_concept_words"] = {**first.as_dict(), "p": first_p, "verdict": first_verdict}
-        effect_values = fr_dir - de_dir
-        effect_name = f"difference in differences: ({concept} - {other_name} words) under {anchor} minus under {other}"
-        reason = (f"2 x 2 at matched KL: {anchor} moves {concept} words {np.mean(concept_of(anchor)):.3f} and "
-                  f"{other_name} words {np.mean(per[anchor]['other']):.3f} ({concept} minus {other_name} "
-                  f"{interval_text(first)}, {first_verdict}); {other} moves them "
-                  f"{np.mean(concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
-                  f"difference in differences {{interval}}")
-        require_budget(other, kl.get(other))
-    elif kind == "multi_vs_single":
-        if "multi" not in names:
-            return not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
-                                 "multi-resolution direction", "multi - single")
-        multi = names["multi"]
-        effect_values = concept_of(multi) - concept_of(anchor)
-        effect_name = f"multi minus single {concept}-word shift at matched KL (nats)"
-        controls = study["controls"]
-        mixtures = controls["by_kind"].get("control_mixture", {}).get("concept_shift", [])
-        verdict, p, beaten = rank_against_controls(controls["on_control_prompts"][multi], mixtures, analysis.alpha)
-        extra_verdicts.append(verdict)
-        p_value = p
-        gap = abs(kl.get(multi, np.nan) - kl.get(anchor, np.nan))
-        matched = bool(np.isfinite(gap) and gap <= tolerance)
-        if not matched:
-            extra_verdicts.append("inconclusive")
-        aligned = names.get("aligned_mixture")
-        aligned_text = ""
-        if aligned:
-            # Is it the sub-features, or any aligned fine rows? Multi must beat the anchor mixed with
-            # the most aligned rows that are not sub-features, prompt by prompt.
-            versus_aligned = mean_interval(concept_of(multi) - concept_of(aligned), analysis)
-            extra_verdicts.append(decide(versus_aligned.low, versus_aligned.high, 0.0, ">"))
-            details["versus_aligned_mixture"] = versus_aligned.as_dict()
-            aligned_text = (f"; multi minus ({aligned}) = {interval_text(versus_aligned)} at KL "
-                            f"{kl.get(aligned, float('nan')):.2f}")
-        reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(anchor, float('nan')):.2f} (anchor)"
-                  f"{'' if matched else ' - not matched within ' + format(tolerance, '.2f')}, "
-                  f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
-                  f"do as well (rank p = {p:.2g})" + aligned_text)
-        details.update(kl_reached={anchor: kl.get(anchor), multi: kl.get(multi)}, kl_matched=matched,
-                       rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
-                       sub_features=study.get("meta", {}).get("sub_features"))
-    elif kind == "concept_rate":
-        shares = study["samples"]["concept_share"]
-        steered, base = np.asarray(shares[anchor], dtype=float), np.asarray(shares["unsteered"], dtype=float)
-        effect_values = steered - base
-        effect_name = f"share of {concept} words in sampled continuations, steered minus unsteered"
-        reason = (f"{steered.mean():.1%} of the words in steered continuations are {concept} words vs "
-                  f"{base.mean():.1%} unsteered ({len(steered)} prompts x {study['samples']['max_new_tokens']} "
-                  f"tokens); difference {{interval}}")
-    else:  # versus_baseline
-        baseline = claim.param("baseline")
-        if baseline not in BASELINES:
-            raise choices_error("steering baseline", baseline, BASELINES)
-        base_name = names.get("diffmean") if baseline == "diffmean" else "prompting"
-        if base_name not in per:
-            return not_evaluated(f"the study has no {baseline} baseline", "anchor - baseline")
-        effect_values = concept_of(anchor) - concept_of(base_name)
-        effect_name = f"anchor minus {baseline} {concept}-word shift (nats)"
-        reason = (f"{anchor} shifts {concept} words {np.mean(concept_of(anchor)):.3f} at KL "
-                  f"{kl.get(anchor, float('nan')):.2f}; {base_name} {np.mean(concept_of(base_name)):.3f} at KL "
-                  f"{kl.get(base_name, float('nan')):.2f}"
-                  f"{' (an instruction has no coefficient: its KL is what it is)' if baseline == 'prompting' else ''}; "
-                  f"anchor minus baseline {{interval}}")
-        details.update(baseline=base_name, kl_reached={anchor: kl.get(anchor), base_name: kl.get(base_name)})
-        if baseline == "diffmean":
-            require_budget(base_name, kl.get(base_name))
-    if unmatched:
-        # Compared at different fluency costs, a bigger shift may only mean a bigger push.
-        extra_verdicts.append("inconclusive")
-        reason_suffix = f"; not at the KL budget {budget:g} +/- {tolerance:.3g}: " + ", ".join(unmatched)
-    else:
-        reason_suffix = ""
-    details["kl_unmatched"] = unmatched
-    shift_verdict, interval, flip_p = paired_shift(effect_values, analysis)
-    p_value = flip_p if p_value is None else max(p_value, flip_p)
-    reason = reason.replace("{interval}", interval_text(interval)) + reason_suffix
-    verdict = combine(shift_verdict, *extra_verdicts)
+        s.require_budget(s.anchor, s.kl.get(s.anchor))
+    comparison = KIND_DECISIONS[kind](s)
+    if isinstance(comparison, ClaimRecord):
+        return comparison  # not evaluated
+    verdicts = list(comparison.verdicts)
+    reason_suffix = ""
+    if s.unmatched:
+        verdicts.append("inconclusive")
+        reason_suffix = f"; not at the KL budget {s.budget:g} +/- {s.tolerance:.3g}: " + ", ".join(s.unmatched)
+    s.details["kl_unmatched"] = s.unmatched
+    shift_verdict, interval, flip_p = paired_shift(comparison.values, analysis)
+    p_value = flip_p if comparison.p_value is None else max(comparison.p_value, flip_p)
+    reason = comparison.reason.replace("{interval}", interval_text(interval)) + reason_suffix
+    verdict = combine(shift_verdict, *verdicts)
     if interval.note:
-        # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says
-        # nothing about uncertainty.
+        # Every resample gave the same mean (e.g. 0 concept words either way): the bootstrap says nothing
+        # about uncertainty.
         reason += f"; {interval.note}"
         if verdict == "refuted":
             verdict = "inconclusive"
     if decide(interval.low, interval.high, 0.0, ">") == "held" and not significant(flip_p, analysis.alpha):
         reason += f"; the paired sign-flip test does not confirm it (p = {flip_p:.2g})"
-    steerability = study.get("steerability", {}).get(anchor)
+    steerability = study.get("steerability", {}).get(s.anchor)
     if steerability:
-        details["anchor_wrong_way_share"] = steerability["wrong_way"]
+        s.details["anchor_wrong_way_share"] = steerability["wrong_way"]
+    values = comparison.values
     return make_record(
-        claim, verdict=verdict, statistic_name=effect_name, statistic=interval.estimate, threshold=0.0,
-        comparison=">", p_value=p_value, effect=effect_of(effect_name, interval), reason=reason,
-        plan=lambda: analysis.plan_mean(effect_values, 0.0, ">", "confirmation"),
-        details={**details, "n_prompts": int(len(effect_values))},
+        claim, verdict=verdict, statistic_name=comparison.name, statistic=interval.estimate, threshold=0.0,
+        comparison=">", p_value=p_value, effect=effect_of(comparison.name, interval), reason=reason,
+        plan=lambda: analysis.plan_mean(values, 0.0, ">", "confirmation"),
+        details={**s.details, "n_prompts": int(len(values))},
     )
 
 

@@ -6,7 +6,7 @@ claims API (`from harness import claim_family, Param, record_interval, ...`) is 
 `harness.engine.api`; it loads on first use, so `import harness.entry.cli` stays light.
 """
 
-from harness.core.version import __version__  # noqa: E402,F401 - the package metadata
+from harness.core.version import __version__  # noqa: F401 - the package metadata, re-exported
 
 from harness.core.public import PUBLIC_NAMES
 
