@@ -163,3 +163,12 @@ def test_a_child_with_another_concept_inherits_no_steering_unless_it_brings_its_
     assert not italy.claims_of("steering") and italy.steering is None
     japan = load_profile("smollm2-135m-japan")  # brings its own [steering]: the claims come along
     assert japan.claims_of("steering") and "Japan" in japan.steering.concept_words
+
+
+def test_a_parameter_describes_its_valid_values_as_a_user_reads_them():
+    from harness.core.families import Param
+
+    assert Param(int, low=0).describe() == "an integer >= 0 (required)"
+    assert Param(float, 0.5, low=0.0, high=1.0).describe() == "a number in [0.0, 1.0] (default 0.5)"
+    assert Param(float, high=2.0).describe() == "a number <= 2.0 (required)"
+    assert Param(str, "a", choices=("a", "b")).describe() == "a string in ['a', 'b'] (default 'a')"

@@ -54,6 +54,8 @@ def test_go_run_writes_ledger_and_exits_zero(pytester):
     result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=9, deselected=1)  # test_steering: the planted profile declares no steering claim
     assert result.ret == 0
+    result.stdout.fnmatch_lines(["claims: 1 test(s) deselected: profile 'planted' (from a test) declares no claims of "
+                                 "family 'steering'; declare them in a profile's [[claims]] and pass it with --profile"])
     result.stdout.fnmatch_lines(["*claims verdict*", "GATE GO: *", "*random-SAE control: NO-GO*",
                                  "findings, phase 1 (never gate): *", "report: *out/index.html"])
     ledger = json.loads((pytester.path / "out" / "claims.json").read_text())

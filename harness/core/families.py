@@ -65,8 +65,12 @@ class Param:
         text = TYPE_NAMES.get(self.kind, getattr(self.kind, "__name__", str(self.kind)))
         if self.choices:
             text += f" in {list(self.choices)}"
-        elif self.low is not None or self.high is not None:
-            text += f" in [{'' if self.low is None else self.low}, {'' if self.high is None else self.high}]"
+        elif self.low is not None and self.high is not None:
+            text += f" in [{self.low}, {self.high}]"
+        elif self.low is not None:
+            text += f" >= {self.low}"
+        elif self.high is not None:
+            text += f" <= {self.high}"
         return text + (" (required)" if self.default is REQUIRED else f" (default {self.default!r})")
 
 

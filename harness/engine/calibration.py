@@ -973,7 +973,7 @@ def run_condition(condition: Condition, *, n_datasets: int, seed: int, settings:
         se = math.sqrt(max(rate * (1 - rate), 1e-12) / n_datasets)
         row = {"power": rate, "target": 0.8, "ok": rate >= 0.8}
     return {"family": condition.family, "condition": condition.condition, "description": condition.description,
-            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "coefficient": alpha, "verdicts": counts,
+            **row, "n_datasets": n_datasets, "mc_se": round(se, 4), "alpha": alpha, "verdicts": counts,
             "permutations": settings.n_permutations, "bootstrap": settings.n_bootstrap, "seed": seed,
             "verdict_codes": codes, **(record or {})}
 

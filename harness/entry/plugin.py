@@ -45,8 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("claims", "interpretability claims")
     group.addoption("--profile", dest="claims_profile", default=None,
                     help=f"profile name or .toml path (default: ini claims_profile, ${PROFILE_ENV}, {DEFAULT_PROFILE})")
-    group.addoption("--html", dest="claims_html", default=None, metavar="DIR",
-                    help="write DIR/claims.json and DIR/index.html (pytest-html is disabled with -p no:html)")
+    html_help = "write DIR/claims.json and DIR/index.html"
+    try:
+        group.addoption("--html", "--claims-html", dest="claims_html", default=None, metavar="DIR", help=html_help)
+    except ValueError:  # pytest-html owns --html in this environment (or pass -p no:html)
+        group.addoption("--claims-html", dest="claims_html", default=None, metavar="DIR",
+                        help=html_help + " (--html belongs to pytest-html here)")
     group.addoption("--baseline", dest="claims_baseline", default=None, metavar="LEDGER",
                     help="a previous claims.json: the report adds a diff against it")
     group.addoption("--baseline-any-profile", dest="claims_baseline_any", action="store_true", default=False,
@@ -351,6 +355,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not unclaimed(item)]
+        if PROFILE_KEY in config.stash:
+            families = sorted({getattr(getattr(item, "function", None), "_claims_family", None) or item.name
+                               for item in dropped})
+            profile = config.stash[PROFILE_KEY]
+            config.stash[UNCLAIMED_KEY] = (
+                f"claims: {len(dropped)} test(s) deselected: profile {profile.name!r} (from "
+                f"{config.stash.get(SOURCE_KEY, 'a test')}) declares no claims of famil{'ies' if len(families) > 1 else 'y'} "
+                f"{', '.join(map(repr, families))}; declare them in a profile's [[claims]] and pass it with --profile")
+
+
+UNCLAIMED_KEY = pytest.StashKey[str]()
+
+
+def pytest_report_collectionfinish(config: pytest.Config, start_path, items) -> list[str]:
+    """Why a claims module ran nothing: its family has no claims in this run's profile."""
+    return [config.stash[UNCLAIMED_KEY]] if UNCLAIMED_KEY in config.stash else []
 
 
 @pytest.hookimpl(wrapper=True)

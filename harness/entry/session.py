@@ -487,7 +487,7 @@ def sequential_record(analysis) -> dict:
 
     if analysis.looks <= 1:
         return {}
-    return {"look": analysis.look, "looks": analysis.looks, "spending": analysis.spending, "coefficient": analysis.alpha,
+    return {"look": analysis.look, "looks": analysis.looks, "spending": analysis.spending, "alpha": analysis.alpha,
             "alpha_this_look": look_alpha(analysis.alpha, analysis.look, analysis.looks, analysis.spending),
             "alpha_spent": spent(analysis.alpha, analysis.look / analysis.looks, analysis.spending)}
 
