@@ -85,7 +85,7 @@ def test_unknown_claim_family_and_parameter(tmp_path):
                                                                               'family = "Vibes!"'))))
     bad_param = EMBEDDED.read_text().replace("min_sub_features = 3", "min_subfeatures = 3")
     with pytest.raises(ConfigError, match=r"claim 'go_gate\[go\]': unknown parameter 'min_subfeatures' of family "
-                                          r"'go_gate'; valid: against: .*min_sub_features: an integer in \[1, \] \(default 3\)"):
+                                          r"'go_gate'; valid: against: .*min_sub_features: an integer >= 1 \(default 3\)"):
         load_profile(str(write_profile(tmp_path, bad_param)))
 
 
