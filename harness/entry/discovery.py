@@ -32,18 +32,18 @@ def discover(run: ClaimsRun) -> dict:
     # An anchor must be about the concept, not about its kind: it has to beat the near-miss prompts
     # (other countries) as well as the neutral ones, each with BH q <= alpha on the discovery half.
     beats_neutral = [r for r in ranked if significant(r["q_value"], alpha) and r["selectivity"] > 0.5]
-    significant = [r for r in beats_neutral
+    beats_both = [r for r in beats_neutral
                    if r["q_value_near_miss"] is not None and significant(r["q_value_near_miss"], alpha)
                    and r["selectivity_near_miss"] > 0.5]
-    if not significant:
+    if not beats_both:
         half = {name: int(analysis.rows(name, "discovery").sum()) for name in ("concept", "neutral", "near_miss")}
         sizes = f"{half['concept']} concept / {half['neutral']} neutral / {half['near_miss']} near-miss prompts"
         raise HarnessError(no_anchor_message(profile, ranked, beats_neutral, alpha, settings.min_fire_rate, sizes))
-    anchors = significant[: settings.n_coarse_anchors]
+    anchors = beats_both[: settings.n_coarse_anchors]
     top = anchors[0]
-    louder = [r for r in significant if r["feature"] not in {a["feature"] for a in anchors}
+    louder = [r for r in beats_both if r["feature"] not in {a["feature"] for a in anchors}
               and r["mean_concept"] > top["mean_concept"] and r["selectivity"] < top["selectivity"]]
-    loud_pool = louder or [r for r in significant if r["feature"] != top["feature"]]
+    loud_pool = louder or [r for r in beats_both if r["feature"] != top["feature"]]
     loud = max(loud_pool, key=lambda r: r["mean_concept"]) if loud_pool else None
     coarse_ids = [a["feature"] for a in anchors]
     fine_ids = []
@@ -59,13 +59,13 @@ def discover(run: ClaimsRun) -> dict:
             # The SAEs these ids count from: a run on other weights follows them or says to re-discover.
             "sae_hashes": {role: sae_hash(cfg) for role, cfg in profile.saes.items()},
             "notes": (f"ranked {len(ranked)} coarse features firing on >= {settings.min_fire_rate:.0%} of discovery "
-                      f"concept prompts; {len(significant)} significant after BH against neutral and near-miss; "
+                      f"concept prompts; {len(beats_both)} significant after BH against neutral and near-miss; "
                       f"loud feature "
                       f"{'louder than the top anchor' if louder else 'not louder than the top anchor (claim may fail)'}"),
         },
         "discovery_table": anchors,
         "loud": loud,
-        "counts": {"candidates": len(ranked), "beat_neutral": len(beats_neutral), "beat_both": len(significant)},
+        "counts": {"candidates": len(ranked), "beat_neutral": len(beats_neutral), "beat_both": len(beats_both)},
     }
 
 
