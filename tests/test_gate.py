@@ -147,7 +147,7 @@ USAGE_CASES = [
     # found by a new user's walk-through (a second concept, own prompts)
     ("steering-other-concept-untagged", lambda t: ["--profile", profile_with(
         t, 'other_concept = "Germany"', 'other_concept = "Atlantis"')],
-     "steering.other_concept 'Atlantis' has 0 near-miss prompts (need 5+; near-miss countries: Italy 27"),
+     "steering.other_concept 'Atlantis' has 0 near-miss prompts (need 5+, steering.other_concept_min_prompts; near-miss countries: Italy 27"),
     ("anchors-discovered-on-other-prompts", lambda t: ["--profile", profile_with(t, "", "", anchors=ANCHORS.replace(
         'discovery_prompt_hash = "', 'discovery_prompt_hash = "0', 1))],
      "the anchors were discovered on other prompts. Re-run `python -m harness discover"),
