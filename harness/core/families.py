@@ -126,8 +126,6 @@ def load_builtin_families() -> None:
         import_shipped(BUILTIN_CLAIMS_PACKAGE, BUILTIN_CLAIMS_DIR, path.stem)
 
 
-_load_builtins = load_builtin_families
-
 
 def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
                     groups: Callable | tuple[str, ...] | None = None, evaluate: Callable | None = None,
@@ -158,12 +156,12 @@ def register_family(name: str, params: dict[str, Param] | None = None, *, gating
 
 
 def get_family(name: str) -> Family | None:
-    _load_builtins()
+    load_builtin_families()
     return _REGISTRY.get(name)
 
 
 def registered_families() -> list[str]:
-    _load_builtins()
+    load_builtin_families()
     return sorted(_REGISTRY)
 
 

@@ -356,7 +356,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not unclaimed(item)]
         if PROFILE_KEY in config.stash:
-            families = sorted({getattr(getattr(item, "function", None), "_claims_family", None) or item.name
+            from harness.engine.api import FAMILY_ATTRIBUTE
+
+            families = sorted({getattr(getattr(item, "function", None), FAMILY_ATTRIBUTE, None) or item.name
                                for item in dropped})
             profile = config.stash[PROFILE_KEY]
             config.stash[UNCLAIMED_KEY] = (
