@@ -17,7 +17,8 @@ from harness import (
 )
 
 PARAMS = {
-    "min_cosine": Param(float, 0.3, low=-1.0, high=1.0, help="pairs at or beyond this decoder cosine are aligned"),
+    "min_cosine": Param(float, 0.3, low=-1.0, high=1.0, pair_cutoff="scan",
+                         help="pairs at or beyond this decoder cosine are aligned"),
     "min_correlation": Param(float, 0.1, low=-1.0, high=1.0, help="the co-firing every aligned pair must reach"),
 }
 
@@ -68,6 +69,6 @@ def decide_empty_top_left(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("empty_top_left", PARAMS, decision=decide_empty_top_left)
+@claim_family("empty_top_left", PARAMS, order=70, decision=decide_empty_top_left)
 def test_empty_top_left(claim, analysis, record_claim):
     assert_held(record_claim(decide_empty_top_left(claim, analysis)))

@@ -73,7 +73,7 @@ def decide_facet(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
         q_value=best["confirmation_q"] if best else None, effect=effect, reason=reason, details=details)
 
 
-@claim_family("facet", PARAMS, decision=decide_facet, groups=("concept",), needs_anchors=True,
+@claim_family("facet", PARAMS, order=80, decision=decide_facet, groups=("concept",), needs_anchors=True,
               doc="Which facet of the concept prompts each sub-feature of an anchor encodes, beyond what its anchor "
                   "predicts (exploratory by default).")
 def test_facet(claim, analysis, record_claim):

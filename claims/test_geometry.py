@@ -83,6 +83,6 @@ def decide_geometry(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("geometry", PARAMS, decision=decide_geometry, groups=())
+@claim_family("geometry", PARAMS, order=50, decision=decide_geometry, groups=())
 def test_geometry(claim, analysis, record_claim):
     assert_held(record_claim(decide_geometry(claim, analysis)))

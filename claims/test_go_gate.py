@@ -34,7 +34,7 @@ PARAMS = {
     "min_selectivity": Param(float, 0.5, low=0.0, high=1.0, help="the anchor must be selective beyond this "
                              "(0.5: it prefers the concept; a threshold claim like > 0.9 is a finding)"),
     "against": Param(str, "neutral", choices=("neutral", "near_miss")),
-    "min_cosine": Param(float, 0.3, low=-1.0, high=1.0, help="decoder cosine a sub-feature needs"),
+    "min_cosine": Param(float, 0.3, low=-1.0, high=1.0, pair_cutoff="scan", help="decoder cosine a sub-feature needs"),
     "geometry": Param(str, "count", choices=("count", "crowd_and_count", "none"),
                       help="how the cutoff must be meaningful against directions with the decoder's covariance"),
     "control": Param(bool, True, help="GO also needs NO-GO on a random SAE of the same shape"),
@@ -97,6 +97,6 @@ def gate_rule_text(claim: ClaimSpec) -> str:
     return text + ("; and the same rule says NO-GO on a random SAE of the same shape" if claim.param("control") else "")
 
 
-@claim_family("go_gate", PARAMS, decision=decide_go_gate, gating=True, needs_anchors=True, needs_control=True)
+@claim_family("go_gate", PARAMS, order=0, go_rule=True, decision=decide_go_gate, gating=True, needs_anchors=True, needs_control=True)
 def test_go_gate(claim, analysis, control_analysis, record_claim):
     assert_held(record_claim(decide_go_gate(claim, analysis, control_analysis)))

@@ -100,6 +100,6 @@ def decide_loud_unselective(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord
     )
 
 
-@claim_family("loud_unselective", PARAMS, decision=decide_loud_unselective)
+@claim_family("loud_unselective", PARAMS, order=20, decision=decide_loud_unselective)
 def test_loud_unselective(claim, analysis, record_claim):
     assert_held(record_claim(decide_loud_unselective(claim, analysis)))

@@ -63,6 +63,6 @@ def decide_reconstruction(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("reconstruction", PARAMS, decision=decide_reconstruction)
+@claim_family("reconstruction", PARAMS, order=40, decision=decide_reconstruction)
 def test_reconstruction(claim, analysis, record_claim):
     assert_held(record_claim(decide_reconstruction(claim, analysis)))

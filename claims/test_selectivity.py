@@ -65,7 +65,7 @@ def decide_selectivity(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("selectivity", PARAMS, decision=decide_selectivity,
+@claim_family("selectivity", PARAMS, order=10, decision=decide_selectivity,
               groups=lambda claim: ("concept", claim.param("against")))
 def test_selectivity(claim, analysis, record_claim):
     assert_held(record_claim(decide_selectivity(claim, analysis)))

@@ -50,6 +50,6 @@ def decide_sparsity(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("sparsity", PARAMS, decision=decide_sparsity)
+@claim_family("sparsity", PARAMS, order=30, decision=decide_sparsity)
 def test_sparsity(claim, analysis, record_claim):
     assert_held(record_claim(decide_sparsity(claim, analysis)))

@@ -263,6 +263,6 @@ def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimR
     )
 
 
-@claim_family("steering", PARAMS, decision=decide_steering, groups=(), needs_anchors=True, needs_steering=True)
+@claim_family("steering", PARAMS, order=90, phase="phase 2", decision=decide_steering, groups=(), needs_anchors=True, needs_steering=True)
 def test_steering(claim, analysis, steering_study, record_claim):
     assert_held(record_claim(decide_steering(claim, analysis, steering_study)))

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.engine.analysis import classify_pair
 from harness.engine.claims_engine import evaluate
 from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError
+from harness.core.families import pair_rule_family
 from tests import planted
 
 
@@ -60,7 +60,17 @@ def test_sub_features_are_the_planted_children(world):
 
 
 def test_pair_colours_follow_declared_thresholds():
+    """The analysis's pair table asks the family with a pair_rule (built in: sub_features) what a
+    sub-feature is; the rule reads the anchor's claim, its defaults when there is none."""
+    classify_pair = pair_rule_family().pair_rule
+    assert pair_rule_family().name == "sub_features"
     spec = ClaimSpec(family="sub_features", name="x", statement="x", params={"anchor": 0})
+    strict = ClaimSpec(family="sub_features", name="x", statement="x",
+                       params={"anchor": 0, "blue_min_correlation": 0.8, "min_cosine": 0.9})
+    blue = {"cosine": 0.8, "correlation": 0.7, "q_value": 0.001, "partial_correlation": 0.4}
+    assert classify_pair(blue, None, 0.05) == {"category": "blue", "sub_feature": True}
+    assert classify_pair(blue, strict, 0.05) == {"category": "orange", "sub_feature": False}
+    assert classify_pair({**blue, "q_value": 0.05}, spec, 0.05)["sub_feature"]  # significant: q <= alpha
     assert classify_pair({"cosine": 0.8, "correlation": 0.7, "q_value": 0.001}, spec, 0.05)["category"] == "blue"
     assert classify_pair({"cosine": 0.02, "correlation": 0.5, "q_value": 0.001}, spec, 0.05)["category"] == "red"
     assert classify_pair({"cosine": 0.2, "correlation": 0.4, "q_value": 0.001}, spec, 0.05)["category"] == "orange"

@@ -55,9 +55,10 @@ def test_planted_world_is_go_and_null_world_is_no_go(ledger):
 
 def test_verdict_is_the_gate_and_findings_never_flip_it():
     def record(claim_id, family, passed, gating=None):
+        role = {"go_gate": "gate", "steering": "phase 2"}.get(family, "gating" if gating else "finding")
         return ClaimRecord(id=claim_id, family=family, statement="s", statistic_name="x", statistic=1.0,
                            threshold=1.0, passed=passed, verdict="held" if passed else "refuted",
-                           gating=family == "go_gate" if gating is None else gating)
+                           gating=family == "go_gate" if gating is None else gating, role=role)
     assert decide_verdict([record("go_gate[go]", "go_gate", True)])[0] == "GO"
     # A refuted finding is reported beside the gate, never counted.
     verdict, _ = decide_verdict([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False),
@@ -65,7 +66,7 @@ def test_verdict_is_the_gate_and_findings_never_flip_it():
     assert verdict == "GO"
     summary = gate_summary([record("go_gate[go]", "go_gate", True), record("sparsity[a]", "sparsity", False),
                             record("steering[x]", "steering", False)], "GO", "r")
-    assert summary["findings"]["phase 1"]["refuted"] == 1 and summary["findings"]["phase 2 (steering)"]["refuted"] == 1
+    assert summary["findings"]["phase 1"]["refuted"] == 1 and summary["findings"]["phase 2"]["refuted"] == 1
     assert summary["claims"] == ["go_gate[go]"]
     # A claim the profile marks gating joins the gate.
     verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", True),
@@ -74,7 +75,7 @@ def test_verdict_is_the_gate_and_findings_never_flip_it():
     verdict, reason = decide_verdict([record("go_gate[go]", "go_gate", False)])
     assert verdict == "NO-GO" and reason.startswith("go_gate[go] refuted")
     assert decide_verdict([record("sparsity[a]", "sparsity", True)]) == (
-        "NO-GO", "no go_gate claim was declared: there is no GO rule")
+        "NO-GO", "no claim of the GO rule (go_gate) was declared: there is no GO rule")
 
 
 def test_report_tables_come_from_the_harness(ledger):

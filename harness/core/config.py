@@ -269,11 +269,11 @@ class ClaimSpec:
         family = get_family(self.family)
         if family is not None:
             family.check(f"claim {self.claim_id!r}", self.params)
-            if self.gating and family.needs_steering:
-                raise ConfigError(f"claim {self.claim_id!r}: gating = true, but steering claims are Phase 2 and never "
-                                  "gate the decision to start Phase 2; remove `gating`")
-            if self.gating is False and family.name == "go_gate":
-                raise ConfigError(f"claim {self.claim_id!r}: gating = false, but the go_gate claim is the gate; "
+            if self.gating and family.phase == "phase 2":
+                raise ConfigError(f"claim {self.claim_id!r}: gating = true, but {family.name} claims are phase 2 and "
+                                  "never gate the decision to start phase 2; remove `gating`")
+            if self.gating is False and family.go_rule:
+                raise ConfigError(f"claim {self.claim_id!r}: gating = false, but the {family.name} claim is the GO rule; "
                                   "remove `gating` (or the claim, for a run with no GO decision)")
 
     def check(self) -> None:
@@ -306,6 +306,16 @@ class ClaimSpec:
             return self.gating
         family = get_family(self.family)
         return family.gating if family is not None else True
+
+    @property
+    def role(self) -> str:
+        """gate (the GO rule's claim), gating (GO needs it too), phase 2, or a phase 1 finding."""
+        family = get_family(self.family)
+        if family is not None and family.go_rule:
+            return "gate"
+        if self.is_gating:
+            return "gating"
+        return "phase 2" if family is not None and family.phase == "phase 2" else "finding"
 
     @property
     def claim_id(self) -> str:
@@ -685,7 +695,8 @@ def _load_profile(path: Path, *, require_anchors: bool = True) -> Profile:
         raise ConfigError(f"profile file {path.name} declares name {profile.name!r}; they must match")
     if profile.analysis.control == "none":
         for spec in claims:
-            if spec.family == "go_gate" and spec.param("control"):
+            family = get_family(spec.family)
+            if family is not None and family.needs_control and "control" in family.params and spec.param("control"):
                 raise ConfigError(f"{spec.origin}: {spec.claim_id} requires the random-SAE control (control = true) "
                                   "but [analysis] control = \"none\"; set one of them the other way")
     needs_anchors = sorted({c.family for c in claims if (f := get_family(c.family)) is not None and f.needs_anchors})

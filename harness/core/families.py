@@ -49,6 +49,9 @@ class Param:
     high: float | None = None
     feature_of: str = ""
     help: str = ""
+    # "bh": the anchor's sub-feature cutoff (pairs at or beyond it form the co-firing BH family);
+    # "scan": a claim asks about pairs down to this cosine (they are tested, never in the BH family).
+    pair_cutoff: str = ""
 
     def check(self, where: str, value: Any) -> None:
         if value is None and self.default is None:
@@ -78,11 +81,22 @@ def _both_halves(spec) -> tuple[str, ...]:
     return ("concept", "neutral")
 
 
+PHASES = ("phase 1", "phase 2")
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
     params: dict[str, Param] = field(default_factory=dict)
     gating: bool = False  # True: its claims must hold for GO besides the gate (built in: only go_gate)
+    go_rule: bool = False  # True: its claim is the GO rule itself; a run without one has no GO (built in: go_gate)
+    phase: str = "phase 1"  # "phase 2": a study that the GO decision starts (steering); never gates
+    order: int = 100  # where its claims and report section come (built-in families 0-90; yours after)
+    # pair_rule(pair, claim or None, alpha) -> {"category", "sub_feature"}: what a sub-feature is, for the
+    # analysis's pair table (built in: the sub_features family); the claim is that family's claim on the anchor
+    pair_rule: Callable | None = None
+    tables: Callable | None = None  # tables(claims, analysis) -> dict merged into the ledger's tables
+    report: Callable | None = None  # report(claims, ledger) -> a report Section (None: the generic section)
     groups: Callable[[Any], tuple[str, ...]] = _both_halves  # prompt groups a claim tests (size floor)
     evaluate: Callable | None = None  # the decision: (claim, analysis[, steering or control]) -> ClaimRecord
     needs_anchors: bool = False
@@ -130,8 +144,9 @@ def load_builtin_families() -> None:
 def register_family(name: str, params: dict[str, Param] | None = None, *, gating: bool = False,
                     groups: Callable | tuple[str, ...] | None = None, evaluate: Callable | None = None,
                     needs_anchors: bool = False, needs_steering: bool = False, needs_control: bool = False,
-                    origin: str = "",
-                    doc: str = "") -> Family:
+                    go_rule: bool = False, phase: str = "phase 1", order: int = 100,
+                    pair_rule: Callable | None = None, tables: Callable | None = None,
+                    report: Callable | None = None, origin: str = "", doc: str = "") -> Family:
     """Add a family to the registry. The same function registering again (its module imported under
     another name: pytest's collection of a built-in module, a copy, a reload) replaces its own entry;
     another function registering the same name is an error, so no one silently redefines another's."""
@@ -141,6 +156,15 @@ def register_family(name: str, params: dict[str, Param] | None = None, *, gating
     for key, param in params.items():
         if not isinstance(param, Param):
             raise ConfigError(f"family {name!r}: parameter {key!r} must be a harness.Param, got {param!r}")
+        if param.pair_cutoff not in ("", "bh", "scan"):
+            raise choices_error(f"family {name!r}: parameter {key!r} pair_cutoff", param.pair_cutoff, ["", "bh", "scan"])
+    if phase not in PHASES:
+        raise choices_error(f"family {name!r}: phase", phase, list(PHASES))
+    if go_rule and phase != "phase 1":
+        raise ConfigError(f"family {name!r}: the GO rule decides whether phase 2 starts; it cannot be {phase}")
+    for hook, value in (("pair_rule", pair_rule), ("tables", tables), ("report", report)):
+        if value is not None and not callable(value):
+            raise ConfigError(f"family {name!r}: {hook} must be a function, got {value!r}")
     if isinstance(groups, tuple):
         fixed = groups
         groups = lambda spec: fixed  # noqa: E731
@@ -150,6 +174,7 @@ def register_family(name: str, params: dict[str, Param] | None = None, *, gating
                           f"choose another name (registered: {', '.join(sorted(_REGISTRY))})")
     family = Family(name=name, params=params, gating=gating, groups=groups or _both_halves, evaluate=evaluate,
                     needs_anchors=needs_anchors, needs_steering=needs_steering, needs_control=needs_control,
+                    go_rule=go_rule, phase=phase, order=order, pair_rule=pair_rule, tables=tables, report=report,
                     origin=origin, doc=doc)
     _REGISTRY[name] = family
     return family
@@ -163,6 +188,24 @@ def get_family(name: str) -> Family | None:
 def registered_families() -> list[str]:
     load_builtin_families()
     return sorted(_REGISTRY)
+
+
+def families_in_order() -> list[Family]:
+    """Every registered family, in report order (`order`, then name)."""
+    load_builtin_families()
+    return sorted(_REGISTRY.values(), key=lambda f: (f.order, f.name))
+
+
+def family_order(name: str) -> tuple[int, str]:
+    """Where a family's claims sort: by its `order`; a family not registered here sorts last."""
+    family = get_family(name)
+    return (family.order if family is not None else 10_000, name)
+
+
+def pair_rule_family() -> Family | None:
+    """The family that says what a sub-feature is (its `pair_rule`); None when none is registered."""
+    rules = [f for f in families_in_order() if f.pair_rule is not None]
+    return rules[0] if rules else None
 
 
 def require_family(name: str) -> Family:

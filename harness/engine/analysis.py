@@ -14,13 +14,12 @@ import numpy as np
 
 from harness.core.config import Profile
 from harness.core.errors import ConfigError, choices_error
-from harness.core.families import require_family
+from harness.core.families import get_family, pair_rule_family
 from harness.features.tables import FeatureTables
 from harness.world.prompts import Prompt, PromptSets, discovery_mask
 from harness.statistics.planning import PromptPlan, plan_prompts, zero_heavy_draw
 from harness.statistics.sequential import look_alpha
 from harness.statistics.stats import (
-    significant,
     Interval,
     anisotropic_null,
     auroc,
@@ -350,13 +349,7 @@ class Analysis:
         """
         if "pairs" in self._cache:
             return self._cache["pairs"]
-        specs = {c.param("anchor"): c for c in self.profile.claims_of("sub_features")}
-        default_cutoff = min([c.param("min_cosine") for c in specs.values()]
-                             or [require_family("sub_features").default("min_cosine")])
-        # Rows down to the lowest cosine any claim asks about are scanned (empty top-left may ask for
-        # less than the sub-feature cutoff); only rows at the anchor's own cutoff enter the BH family.
-        scan_cutoff = min([default_cutoff] + [c.param("min_cosine") for c in self.profile.claims_of("empty_top_left")]
-                          + [c.param("min_cosine") for c in self.profile.claims_of("go_gate")])
+        rule, specs, default_cutoff, scan_cutoff = self.pair_cutoffs()
         rows = self.evaluation_rows()
         strata = self.set_labels(rows)
         concept_in_rows = strata == "concept"
@@ -367,7 +360,8 @@ class Analysis:
         pairs = []
         for anchor in self.profile.anchors.coarse:
             spec = specs.get(anchor)
-            cutoff = spec.param("min_cosine") if spec is not None else default_cutoff
+            cutoff = next((spec.param(k) for k, p in rule.params.items() if p.pair_cutoff == "bh"), default_cutoff) \
+                if spec is not None else default_cutoff
             cos = self.anchor_cosines(anchor)
             coarse_col = self.acts("coarse")[rows, anchor]
             coarse_silent = int((coarse_col > 0).sum()) < m
@@ -405,9 +399,24 @@ class Analysis:
             for pair, q_value in zip(family, q, strict=True):
                 pair["q_value"] = float(q_value)
         for pair in pairs:
-            pair.update(classify_pair(pair, specs.get(pair["coarse"]), self.alpha))
+            pair.update(rule.pair_rule(pair, specs.get(pair["coarse"]), self.alpha) if rule is not None
+                        else {"category": "grey", "sub_feature": False})
         self._cache["pairs"] = pairs
         return pairs
+
+    def pair_cutoffs(self):
+        """(the family whose pair_rule says what a sub-feature is, its claims by anchor, the default BH
+        cutoff, the lowest cosine scanned). Read from the families' parameters marked `pair_cutoff`:
+        an anchor's BH family is the pairs at or beyond its claim's "bh" cutoff (else the lowest "bh"
+        default); rows down to the lowest cutoff any claim asks about ("scan") are tested too."""
+        rule = pair_rule_family()
+        specs = {c.param("anchor"): c for c in self.profile.claims if rule is not None and c.family == rule.name}
+        bh = [(key, p) for key, p in (rule.params.items() if rule is not None else ()) if p.pair_cutoff == "bh"]
+        defaults = [p.default for _, p in bh]
+        default_cutoff = min([c.param(key) for c in specs.values() for key, _ in bh] or defaults or [0.0])
+        scan = [c.param(key) for c in self.profile.claims if (f := get_family(c.family)) is not None
+                for key, p in f.params.items() if p.pair_cutoff == "scan"]
+        return rule, specs, default_cutoff, min([default_cutoff] + scan)
 
     def co_firing_null(self, anchor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fine ids, observed within-set correlations, [B, ids] the same under each shuffle) of the pair
@@ -591,33 +600,3 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
         return Interval(interval.estimate, low, high, level, method, "; ".join(notes))
     return interval
 
-
-def classify_pair(pair: dict, spec, alpha: float) -> dict:
-    """The seed's colours on the scatter (pooled r vs cosine), and the tested sub-feature decision.
-
-    blue: same direction and co-fire; orange: partial; red: co-occur with cosine near 0; grey:
-    neither; silent: a feature that barely fires on these prompts (not evaluable). A sub-feature is
-    cosine-qualified and co-fires within prompt sets (significant BH q, positive partial correlation).
-    With no sub_features claim on the anchor, the family's own defaults (one copy: its claim module).
-    """
-    def param(key):
-        return spec.param(key) if spec is not None else require_family("sub_features").default(key)
-
-    min_cos = param("min_cosine")
-    blue_r = param("blue_min_correlation")
-    orange_r = param("orange_min_correlation")
-    red_cos = param("red_max_cosine")
-    cos, r = pair["cosine"], pair.get("correlation")
-    if pair.get("silent") or r is None:
-        return {"category": "silent", "sub_feature": False}
-    q, partial = pair.get("q_value"), pair.get("partial_correlation")
-    co_fires = significant(q, alpha) and partial is not None and partial > 0
-    if cos >= min_cos and r >= blue_r:
-        category = "blue"
-    elif r >= orange_r and abs(cos) < red_cos:
-        category = "red"
-    elif r >= orange_r or cos >= min_cos:
-        category = "orange"
-    else:
-        category = "grey"
-    return {"category": category, "sub_feature": bool(cos >= min_cos and co_fires)}

@@ -72,6 +72,8 @@ FAMILY_ERROR = "_claims_family_error"
 def claim_family(name: str, params: dict[str, Param] | None = None, *, decision: Callable | None = None,
                  gating: bool = False, groups: tuple[str, ...] | Callable = ("concept", "neutral"),
                  needs_anchors: bool = False, needs_steering: bool = False, needs_control: bool = False,
+                 order: int = 100, go_rule: bool = False, phase: str = "phase 1", pair_rule: Callable | None = None,
+                 tables: Callable | None = None, report: Callable | None = None,
                  doc: str | None = None) -> Callable:
     """Register a claim family on its test function; the test is then parametrized with the profile's
     `[[claims]]` of that family (`claim` argument), exactly like a built-in family.
@@ -87,6 +89,14 @@ def claim_family(name: str, params: dict[str, Param] | None = None, *, decision:
     groups: prompt sets whose size floor (`analysis.min_group_size`) the claims need; a claim on a set
     below it is "not evaluated" before the test runs. A tuple, or a function of the claim.
     needs_anchors: the claims are about the profile's anchors (re-validation follows them).
+    order: where the family's claims and report section come (built-in families use 0-90).
+    go_rule: the family's claim is the GO rule itself (built in: go_gate); phase: "phase 1", or "phase 2"
+    for a study that GO starts (steering): phase 2 claims never gate.
+    pair_rule: `pair_rule(pair, claim, alpha) -> {"category", "sub_feature"}`, what a sub-feature is, for
+    the analysis's pair table (built in: sub_features; claim is that family's claim on the pair's anchor).
+    tables: `tables(claims, analysis) -> dict`, data the family's report section draws, stored in the ledger.
+    report: `report(claims, ledger) -> Section`, the family's section of the HTML report (default: each
+    claim's verdict, reason and details).
 
     A bad registration is reported by the plugin as one usage error, not an import traceback.
     """
@@ -100,7 +110,8 @@ def claim_family(name: str, params: dict[str, Param] | None = None, *, decision:
                 origin = f"{Path(inspect.getsourcefile(test) or test.__module__).name}::{test.__qualname__}"
                 register_family(name, params, gating=gating, groups=groups if callable(groups) else tuple(groups),
                                 evaluate=decision, needs_anchors=needs_anchors, needs_steering=needs_steering,
-                                needs_control=needs_control, origin=origin,
+                                needs_control=needs_control, order=order, go_rule=go_rule, phase=phase,
+                                pair_rule=pair_rule, tables=tables, report=report, origin=origin,
                                 doc=doc or (test.__doc__ or "").strip())
         except ConfigError as exc:
             setattr(test, FAMILY_ERROR, f"{test.__module__}: {exc}")

@@ -42,7 +42,7 @@ from harness.core.config import (
 from harness.core.errors import ConfigError, choices_error
 from harness.features.tables import FeatureTables
 from harness.world.prompts import Prompt, PromptSets
-from harness.statistics.stats import anisotropic_null, decide
+from harness.statistics.stats import anisotropic_null
 
 N_CONCEPT = 100  # the confirmation half of 200 concept prompts
 N_NEUTRAL = 100
@@ -212,7 +212,7 @@ def sequential_trial(rng, seed: int, s: Settings, *, family: str, sizes: tuple[i
                                (k + 1, len(sizes), spending)) for k, size in enumerate(sizes)]
         return Trial(looks[-1], _claim("paired_mean"), earlier_looks=tuple(looks[:-1]))
     if family == "selectivity":
-        mean_concept, mean_other = 1.5, 1.5 * 0.1 / 0.9
+        mean_other = 1.5 * 0.1 / 0.9  # the concept set's mean is 0.5 x 3.0 = 1.5: true selectivity 0.9
         x = by_set(rng, (0.5, 3.0), (0.10, mean_other / 0.10), n, n)[:, None]
         spec, extra = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9), {}
     else:

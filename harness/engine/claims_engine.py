@@ -88,29 +88,8 @@ def make_record(spec: ClaimSpec, *, verdict: str, statistic_name: str, statistic
         comparison=comparison, p_value=p_value, q_value=q_value, effect=effect, passed=verdict == "held",
         verdict=verdict, prompts_to_decide=needed, prompts_needed=by_set, prompts_now=now,
         by_construction=by_construction, reason=reason,
-        gating=spec.is_gating, details=details or {},
+        gating=spec.is_gating, role=spec.role, details=details or {},
     )
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 
@@ -144,8 +123,6 @@ def paired_shift(values, a: Analysis) -> tuple[str, Interval, float]:
     if verdict == "held" and not significant(p, a.alpha):
         verdict = "inconclusive"
     return verdict, interval, p
-
-
 
 
 def too_little_data(spec: ClaimSpec, a: Analysis) -> ClaimRecord | None:

@@ -290,7 +290,7 @@ def claim(request):
         top = run.followed.get(f"coarse-{declared[0]}")
         if not run.profile.anchors.coarse:
             missing += [m for m in anchors if not m.matched and m not in missing]
-        elif spec.family != "go_gate" and top is not None and not top.matched and top not in missing:
+        elif not family.go_rule and top is not None and not top.matched and top not in missing:
             missing.append(top)
     if missing:
         below_floor = any(not m.why for m in missing)
@@ -387,7 +387,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         message = str(call.excinfo.value) if call.excinfo else "error"
         record = ClaimRecord(id=spec.claim_id, family=spec.family, statement=spec.statement,
                              statistic_name="error", statistic=None, threshold=None, passed=False,
-                             verdict="not evaluated", gating=spec.is_gating,
+                             verdict="not evaluated", gating=spec.is_gating, role=spec.role,
                              reason=f"could not be evaluated: {message.splitlines()[0][:300] if message else 'error'}")
     if "steering_study" in getattr(item, "fixturenames", ()) and RUN_KEY in item.config.stash:
         summary = item.config.stash[RUN_KEY].steering_for_ledger()
@@ -466,7 +466,7 @@ class ClaimsSession:
                 records[spec.claim_id] = ClaimRecord(
                     id=spec.claim_id, family=spec.family, statement=spec.statement, statistic_name="not run",
                     statistic=None, threshold=None, passed=False, verdict="not evaluated", gating=spec.is_gating,
-                    reason=not_run_reason(spec.family))
+                    role=spec.role, reason=not_run_reason(spec.family))
         from harness.outputs.ledger import claim_order
 
         return sorted(records.values(), key=claim_order), partial
@@ -495,7 +495,7 @@ class ClaimsSession:
         from harness.outputs.ledger import findings_summary
 
         counts = findings_summary(records)
-        gate_record = next((c for c in records if c.family == "go_gate"), None)
+        gate_record = next((c for c in records if c.role == "gate"), None)
         control = (gate_record.details.get("control") if gate_record is not None else None) or None
         index, diff = None, None
         out = self.config.getoption("claims_html")

@@ -15,16 +15,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from harness.core.families import family_order, families_in_order
 from harness.core.paths import INSTALLED, REPO_ROOT, atomic_write_text
 
 SCHEMA_VERSION = "2"
-# The order claims are listed in (ledger, report, verdict reason); unknown families sort last.
-FAMILY_ORDER = ["go_gate", "selectivity", "loud_unselective", "sparsity", "reconstruction", "geometry",
-                "sub_features", "empty_top_left", "facet", "steering"]
+ROLES = ("gate", "gating", "finding", "phase 2")
 
 
 def claim_order(record) -> tuple:
-    return (FAMILY_ORDER.index(record.family) if record.family in FAMILY_ORDER else 99, record.id)
+    """The order claims are listed in (ledger, report, verdict reason): by their family's `order`."""
+    return (*family_order(record.family), record.id)
 
 
 class Effect(BaseModel):
@@ -61,8 +61,11 @@ class ClaimRecord(BaseModel):
     by_construction: bool = Field(False, description="true by the SAE's architecture (e.g. L0 = k for TopK), "
                                                      "not a finding")
     reason: str = Field("", description="one sentence: why it held, was refuted or stayed inconclusive")
-    gating: bool = Field(False, description="true: GO needs this claim (the go_gate claim, and any the profile "
+    gating: bool = Field(False, description="true: GO needs this claim (the GO rule's claim, and any the profile "
                                             "marks gating); false: a finding, reported beside the gate")
+    role: Literal["gate", "gating", "finding", "phase 2"] = Field(
+        "finding", description="gate: the GO rule itself; gating: GO also needs it; finding: a phase 1 finding "
+                               "beside the gate; phase 2: a finding of the study GO starts (never gates)")
     control_verdict: str | None = Field(None, description="the same claim on a random SAE of the same shape (the "
                                                           "negative control); None when not evaluated there")
     control_reason: str = ""
@@ -76,6 +79,8 @@ class ClaimRecord(BaseModel):
         """Schema 1 ledgers had only `passed`: read them as held / refuted."""
         if isinstance(data, dict) and "verdict" not in data and "passed" in data:
             data = {**data, "verdict": "held" if data["passed"] else "refuted"}
+        if isinstance(data, dict) and "role" not in data and data.get("gating"):
+            data = {**data, "role": "gating"}  # ledgers before roles: a gating claim at least gates
         return data
 
     @property
@@ -173,30 +178,34 @@ def new_run_id() -> tuple[str, str]:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}", now.isoformat(timespec="seconds")
 
 
+def go_rule_names() -> list[str]:
+    return [f.name for f in families_in_order() if f.go_rule]
+
+
 def decide_verdict(claims: list[ClaimRecord]) -> tuple[str, str]:
-    """GO when the gate (the go_gate claim) held, and any claim the profile marked `gating = true` too.
+    """GO when the GO rule's claim held, and any claim the profile marked `gating = true` too.
 
     Every other claim is a finding: reported with its own verdict beside the gate, never counted.
-    Steering claims (Phase 2) can never gate (the profile refuses it)."""
-    gate = [c for c in claims if c.family == "go_gate"]
-    extra = [c for c in claims if c.gating and c.family != "go_gate"]
+    Phase 2 claims (steering) can never gate (the profile refuses it)."""
+    gate = [c for c in claims if c.role == "gate"]
+    extra = [c for c in claims if c.role == "gating"]
     if not gate:
-        return "NO-GO", "no go_gate claim was declared: there is no GO rule"
+        return "NO-GO", f"no claim of the GO rule ({' or '.join(go_rule_names()) or 'none registered'}) was declared: there is no GO rule"
     failed = [c for c in gate + extra if c.verdict != "held"]
     if not failed:
         text = gate[0].reason
         if extra:
             text += f"; and the {len(extra)} claim{'s' * (len(extra) != 1)} marked gating held"
         return "GO", text
-    parts = [f"{c.id} {c.verdict}: {c.reason}" if c.family == "go_gate" else f"{c.id} {c.verdict}" for c in failed]
+    parts = [f"{c.id} {c.verdict}: {c.reason}" if c.role == "gate" else f"{c.id} {c.verdict}" for c in failed]
     return "NO-GO", "; ".join(parts)
 
 
 def findings_summary(claims: list[ClaimRecord]) -> dict[str, dict[str, int]]:
-    """Verdict counts of the claims beside the gate: Phase 1 findings and Phase 2 (steering) findings."""
+    """Verdict counts of the claims beside the gate: phase 1 findings and phase 2 findings."""
     out = {}
-    for phase, members in (("phase 1", [c for c in claims if c.family not in ("go_gate", "steering") and not c.gating]),
-                           ("phase 2 (steering)", [c for c in claims if c.family == "steering"])):
+    for phase, role in (("phase 1", "finding"), ("phase 2", "phase 2")):
+        members = [c for c in claims if c.role == role]
         out[phase] = {v: sum(c.verdict == v for c in members) for v in ("held", "refuted", "inconclusive",
                                                                          "not evaluated")}
     return out
@@ -204,13 +213,13 @@ def findings_summary(claims: list[ClaimRecord]) -> dict[str, dict[str, int]]:
 
 def gate_summary(claims: list[ClaimRecord], verdict: str, reason: str) -> dict[str, Any]:
     """The ledger's `gate` object: the rule, the claims it used, its verdict and the control's."""
-    gate = next((c for c in claims if c.family == "go_gate"), None)
+    gate = next((c for c in claims if c.role == "gate"), None)
     details = gate.details if gate is not None else {}
     control = details.get("control") or None
     return {
         "verdict": verdict, "reason": reason,
-        "rule": details.get("rule", "no go_gate claim declared"),
-        "claims": ([gate.id] if gate else []) + [c.id for c in claims if c.gating and c.family != "go_gate"],
+        "rule": details.get("rule", "no GO rule declared"),
+        "claims": ([gate.id] if gate else []) + [c.id for c in claims if c.role == "gating"],
         "gate_claim_verdict": gate.verdict if gate else None,
         "control_required": bool(details.get("control_required")),
         "control_verdict": None if control is None else ("GO" if control.get("verdict") == "held" else "NO-GO"),
