@@ -20,8 +20,10 @@ from harness import (
     ClaimSpec,
     Effect,
     Param,
+    Section,
     assert_held,
     claim_family,
+    draw,
     facet_preferences,
     make_record,
 )
@@ -73,8 +75,21 @@ def decide_facet(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
         q_value=best["confirmation_q"] if best else None, effect=effect, reason=reason, details=details)
 
 
-@claim_family("facet", PARAMS, order=80, decision=decide_facet, groups=("concept",), needs_anchors=True,
-              doc="Which facet of the concept prompts each sub-feature of an anchor encodes, beyond what its anchor "
+def report_facet(claims: list[ClaimRecord], ledger) -> Section:
+    """Per claim: its verdict, the sub-feature x facet heatmap and each sub-feature's test."""
+    parts = []
+    for record in claims:
+        parts += [record, draw.facet_heatmap(record), draw.facet_table(record) or draw.claim_details(record)]
+    return Section("Facets", parts, note=(
+        "Which facet of the concept prompts each sub-feature encodes beyond what its anchor predicts. Chosen on "
+        "the discovery half (max-facet permutation test, labels shuffled among those prompts, Benjamini-Hochberg "
+        "across sub-features); confirmed on the confirmation half against every other facet (largest one-sided "
+        "pairwise permutation p, BH; BCa interval of the chosen facet's excess minus the best other facet's). "
+        "The first heatmap row is the anchor's own facet means."))
+
+
+@claim_family("facet", PARAMS, order=80, report=report_facet, decision=decide_facet, groups=("concept",),
+              needs_anchors=True, doc="Which facet of the concept prompts each sub-feature of an anchor encodes, beyond what its anchor "
                   "predicts (exploratory by default).")
 def test_facet(claim, analysis, record_claim):
     assert_held(record_claim(decide_facet(claim, analysis)))

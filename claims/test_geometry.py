@@ -15,10 +15,12 @@ from harness import (
     ConfigError,
     Effect,
     Param,
+    Section,
     assert_held,
     claim_family,
     combine,
     decide,
+    draw,
     feature_index,
     make_record,
     quantile_interval,
@@ -83,6 +85,26 @@ def decide_geometry(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("geometry", PARAMS, order=50, decision=decide_geometry, groups=())
+def geometry_tables(claims: list[ClaimSpec], analysis: Analysis) -> dict:
+    """What the section draws: each anchor's cosines against the null, at the lowest cutoff claimed."""
+    cutoff = min(c.param("cutoff") for c in claims)
+    return {"cosine_heatmap": analysis.cosine_heatmap(list(analysis.anchors)),
+            "aligned_counts": analysis.aligned_counts(cutoff), "cosine_histograms": analysis.cosine_histograms(cutoff),
+            "cutoffs": {f"coarse-{c.param('anchor')}": c.param("cutoff") for c in claims}}
+
+
+def report_geometry(claims: list[ClaimRecord], ledger) -> Section:
+    tables = ledger.tables
+    return Section("Geometry: decoder cosine", [
+        draw.cosine_heatmap(tables), [*draw.cosine_histograms(tables), draw.aligned_counts(tables)]],
+        note="Cosine of decoder rows. The histograms show one coarse anchor against every fine row, the cutoff, and "
+             "the count expected from null directions drawn with the fine decoder's own covariance (its "
+             "anisotropy). The claim asks two things: that null directions rarely reach the cutoff (the 95% "
+             "quantile of their largest cosine lies below it), and that the anchor has more fine rows beyond the "
+             "cutoff than null directions do; the last plot shows that count for every coarse row.")
+
+
+@claim_family("geometry", PARAMS, order=50, tables=geometry_tables, report=report_geometry,
+              decision=decide_geometry, groups=())
 def test_geometry(claim, analysis, record_claim):
     assert_held(record_claim(decide_geometry(claim, analysis)))

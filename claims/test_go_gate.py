@@ -20,11 +20,13 @@ from harness import (
     ClaimSpec,
     ConfigError,
     Param,
+    Section,
     assert_held,
     check_gate_spec,
     claim_family,
     control_gate,
     describe_anchor,
+    draw,
     gate_decision,
     make_record,
 )
@@ -97,6 +99,25 @@ def gate_rule_text(claim: ClaimSpec) -> str:
     return text + ("; and the same rule says NO-GO on a random SAE of the same shape" if claim.param("control") else "")
 
 
-@claim_family("go_gate", PARAMS, order=0, go_rule=True, decision=decide_go_gate, gating=True, needs_anchors=True, needs_control=True)
+def report_go_gate(claims: list[ClaimRecord], ledger) -> Section:
+    """Shown under the gate at the top of the report: each anchor's three parts, and the control's."""
+    control = claims[0].details.get("control") if claims else None
+    parts = [draw.gate_anchor_table(ledger.gate, control)]
+    if ledger.gate.get("control_required"):
+        parts.append("Control: random SAEs of the same shape (tied TopK, decoder rows drawn with the trained "
+                     "decoder's mean and covariance, the trained norms, k = the trained L0), anchors re-picked on "
+                     "them as discovery picks anchors. GO needs the control to say NO-GO. Every claim below also "
+                     "shows its verdict on the control (\"on random SAE\").")
+    alpha = ledger.gate.get("alpha_per_anchor")
+    return Section("The gate's anchors", parts, lead=True, note=(
+        "Each anchor's three parts are tested at alpha / (number of anchors)"
+        + (f" = {alpha:.4f}" if alpha is not None else "") + " and must all hold; GO through any anchor. The count "
+        "is a simultaneous lower bound on true sub-features (step-down min-P over the shared within-set shuffles: "
+        "closed testing), so \"at least 3\" is wrong at most alpha of the time; Benjamini-Hochberg discoveries are "
+        "shown for comparison and never counted."))
+
+
+@claim_family("go_gate", PARAMS, order=0, go_rule=True, report=report_go_gate, decision=decide_go_gate,
+              gating=True, needs_anchors=True, needs_control=True)
 def test_go_gate(claim, analysis, control_analysis, record_claim):
     assert_held(record_claim(decide_go_gate(claim, analysis, control_analysis)))

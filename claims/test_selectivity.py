@@ -18,9 +18,11 @@ from harness import (
     ClaimRecord,
     ClaimSpec,
     Param,
+    Section,
     assert_held,
     claim_family,
     decide,
+    draw,
     effect_of,
     feature_index,
     interval_text,
@@ -65,7 +67,19 @@ def decide_selectivity(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("selectivity", PARAMS, order=10, decision=decide_selectivity,
+def report_selectivity(claims: list[ClaimRecord], ledger) -> Section:
+    """The seed's list on each SAE, and the anchors' activation distributions."""
+    tables = ledger.tables
+    ranked = [draw.ranked_features_table(tables, role, ledger.saes[role].cfg.get("neuronpedia_id", "")
+                                         if role in ledger.saes else "") for role in ("coarse", "fine")]
+    return Section("Selectivity", [*ranked, "Activation distributions of the anchors:",
+                                   draw.activation_distributions(tables)],
+                   note="The seed's list: features ranked by selectivity = mean concept / (mean concept + mean "
+                        "neutral) of the max-pooled activation, among features firing on at least 10% of concept "
+                        "prompts, on the prompts the claims are tested on.")
+
+
+@claim_family("selectivity", PARAMS, order=10, report=report_selectivity, decision=decide_selectivity,
               groups=lambda claim: ("concept", claim.param("against")))
 def test_selectivity(claim, analysis, record_claim):
     assert_held(record_claim(decide_selectivity(claim, analysis)))

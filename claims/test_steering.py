@@ -25,11 +25,13 @@ from harness import (
     ClaimRecord,
     ClaimSpec,
     Param,
+    Section,
     assert_held,
     choices_error,
     claim_family,
     combine,
     decide,
+    draw,
     effect_of,
     interval_text,
     make_record,
@@ -263,6 +265,14 @@ def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimR
     )
 
 
-@claim_family("steering", PARAMS, order=90, phase="phase 2", decision=decide_steering, groups=(), needs_anchors=True, needs_steering=True)
+def report_steering(claims: list[ClaimRecord], ledger) -> Section:
+    """The study's figures (dose-response, Pareto, controls, targeting, steerability, samples) and tables."""
+    steering = ledger.steering or {}
+    return Section("Steering (phase 2)", [draw.steering_figures(steering), *draw.steering_tables(steering)],
+                   note=steering.get("description", ""))
+
+
+@claim_family("steering", PARAMS, order=90, phase="phase 2", report=report_steering, decision=decide_steering,
+              groups=(), needs_anchors=True, needs_steering=True)
 def test_steering(claim, analysis, steering_study, record_claim):
     assert_held(record_claim(decide_steering(claim, analysis, steering_study)))

@@ -13,11 +13,13 @@ from harness import (
     ClaimRecord,
     ClaimSpec,
     Param,
+    Section,
     assert_held,
-    significant,
     claim_family,
+    draw,
     feature_index,
     make_record,
+    significant,
 )
 
 PARAMS = {
@@ -107,6 +109,20 @@ def decide_sub_features(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     )
 
 
-@claim_family("sub_features", PARAMS, order=60, decision=decide_sub_features, pair_rule=classify_pair)
+def pair_tables(claims: list[ClaimSpec], analysis: Analysis) -> dict:
+    return {"pairs": analysis.pair_table()}
+
+
+def report_sub_features(claims: list[ClaimRecord], ledger) -> Section:
+    """The seed's scatter of correlation against cosine, every pair, and the decomposition graph."""
+    tables = ledger.tables
+    legend = "; ".join(f"{name}: {meaning}" for name, meaning in draw.CATEGORY_MEANING.items())
+    return Section("Sub-features: correlation vs cosine", [
+        draw.pair_scatter(tables), draw.pairs_table(tables), draw.decomposition_graph(tables)],
+        note=f"Colours: {legend}. The shaded top-left corner should be empty (the empty_top_left claim).")
+
+
+@claim_family("sub_features", PARAMS, order=60, tables=pair_tables, report=report_sub_features,
+              decision=decide_sub_features, pair_rule=classify_pair)
 def test_sub_features(claim, analysis, record_claim):
     assert_held(record_claim(decide_sub_features(claim, analysis)))

@@ -93,7 +93,7 @@ def test_html_is_self_contained_and_escaped(ledger):
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert not re.search(r"<script[^>]+src=", html)  # plotly is inlined: no CDN, works offline
     assert "GO" in html and f"C-{planted.ANCHOR}" in html
-    for section in ("claims", "selectivity", "geometry", "pairs", "graph", "prompts", "provenance"):
+    for section in ("gate", "go-gate", "claims", "selectivity", "geometry", "sub-features", "prompts", "provenance"):
         assert f'id="{section}"' in html
 
 

@@ -200,7 +200,8 @@ USER_CONFTEST = CONFTEST + """
     from harness.core.config import ClaimSpec
     extra = ClaimSpec(family="facet_contrast", name="top-sub-feature-cuisine", statement="user claim",
                       params={params}, origin="user profile: claims[0]")
-    config.stash[PROFILE_KEY] = run.profile = dataclasses.replace(run.profile, claims=(*run.profile.claims, extra))
+    config.stash[PROFILE_KEY] = run.profile = run.declared_profile = dataclasses.replace(
+        run.profile, claims=(*run.profile.claims, extra))
 """
 
 
@@ -439,3 +440,60 @@ def test_a_sequential_look_decides_at_its_share_of_alpha_and_a_repeated_look_is_
                                            "-p", "no:cacheprovider", "-q")
     assert second.ret in (0, 1)
     assert json.loads((pytester.path / "look2" / "claims.json").read_text())["sequential"]["look"] == 2
+
+
+SECTION_MODULE = '''
+from harness import Param, Section, Table, claim_family, draw, make_record, assert_held
+
+
+def rates(claims, analysis):
+    """Stored in the ledger: the data the section draws (computed in the run, never in the renderer)."""
+    fires = analysis.acts("coarse")[:, analysis.top_anchor] > 0
+    return {"facet_rates": {facet: float(fires[analysis.rows("concept", facet=facet)].mean())
+                            for facet in analysis.facet_names()}}
+
+
+def report_facet_contrast(claims, ledger):
+    rows = [[facet, rate] for facet, rate in ledger.tables["facet_rates"].items()]
+    figure = {"id": "facet-rates", "data": [{"type": "bar", "x": [r[0] for r in rows], "y": [r[1] for r in rows]}],
+              "layout": {"title": {"text": "fire rate per facet"}}}
+    return Section("My facets", [*claims, figure, Table(["facet", "fire rate"], rows, title="Fire rate per facet"),
+                                 draw.claim_details(claims[0])], note="drawn by my family")
+
+
+def decide(claim, analysis):
+    return make_record(claim, verdict="held", statistic_name="x", statistic=1.0, threshold=0.0, comparison=">",
+                       reason="planted")
+
+
+@claim_family("facet_contrast", {"facet": Param(str, "cuisine")}, decision=decide, tables=rates,
+              report=report_facet_contrast)
+def test_facet_contrast(claim, analysis, record_claim):
+    assert_held(record_claim(decide(claim, analysis)))
+'''
+
+
+def test_a_researcher_family_draws_its_own_report_section(pytester):
+    """`tables=` stores the family's data in the ledger; `report=` draws its section from it (a figure,
+    a table, the claim). A section that fails to draw falls back to the generic one and says why."""
+    pytester.makeconftest(USER_CONFTEST.format(effect=True, params={"facet": "cuisine"}))
+    copy_claims(pytester)
+    (pytester.path / "claims" / "test_facet_contrast.py").write_text(SECTION_MODULE)
+    result = pytester.runpytest_subprocess("claims", "--html=out", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    ledger = json.loads((pytester.path / "out" / "claims.json").read_text())
+    assert set(ledger["tables"]["facet_rates"]) == {"cuisine", "geography", "history", "sport"}
+    html = (pytester.path / "out" / "index.html").read_text()
+    section = html.split('<section id="facet-contrast">', 1)[1].split("</section>", 1)[0]
+    assert "<h2>My facets</h2>" in section and "drawn by my family" in section
+    assert 'id="facet-rates"' in section and "<h3>Fire rate per facet</h3>" in section
+    assert "facet_contrast[top-sub-feature-cuisine]" in section
+    # The built-in sections are still there, in family order after the gate's.
+    assert html.index('id="selectivity"') < html.index('id="geometry"') < html.index('id="facet-contrast"')
+
+    broken = SECTION_MODULE.replace('rows = [[facet', 'rows = 1 / 0 or [[facet')
+    (pytester.path / "claims" / "test_facet_contrast.py").write_text(broken)
+    result = pytester.runpytest_subprocess("claims", "--html=again", "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    section = (pytester.path / "again" / "index.html").read_text().split('<section id="facet-contrast">', 1)[1]
+    assert "report section failed (ZeroDivisionError: division by zero); shown plainly" in section.split("</section>")[0]

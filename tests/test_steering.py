@@ -397,7 +397,7 @@ def test_a_few_rare_events_need_the_exact_test_to_hold(planted_analysis):
 
 
 def test_report_draws_every_steering_figure_with_one_colour_per_method():
-    from harness.outputs.report import METHOD_COLOURS, figure_steering
+    from harness.outputs.figures import METHOD_COLOURS, steering_figures as figure_steering
     from harness.steering.study import ledger_view
     from tests.planted import steering_study
 

@@ -330,6 +330,23 @@ class Analysis:
         values = cosine_matrix(self.directions["coarse"][coarse], self.directions["fine"][fine])
         return {"coarse": coarse, "fine": fine, "cosine": values.round(4).tolist()}
 
+    def aligned_counts(self, cutoff: float) -> dict:
+        """Fine rows at or beyond `cutoff` per direction: every coarse row (a sample of them on wide
+        SAEs), the anchors, and null directions drawn with the fine decoder's covariance."""
+        all_counts = self.coarse_counts_beyond(cutoff)
+        return {"cutoff": cutoff, "all_coarse": np.bincount(all_counts).tolist(),
+                "anchors": {f"coarse-{c}": int((self.anchor_cosines(c) >= cutoff).sum()) for c in self.anchors},
+                "coarse_rows_counted": int(all_counts.size), "coarse_rows": int(self.directions["coarse"].shape[0]),
+                "null": np.bincount(self.geometry_null(cutoff).count_beyond).tolist()}
+
+    def cosine_histograms(self, cutoff: float, edges=np.linspace(-0.2, 1.0, 61)) -> dict:
+        """Per anchor: the histogram of its cosine with every fine row, and the null's density."""
+        null = self.geometry_null(cutoff).sample
+        return {f"coarse-{c}": {"edges": edges.round(3).tolist(),
+                                "counts": np.histogram(self.anchor_cosines(c), edges)[0].tolist(),
+                                "null_density": (np.histogram(null, edges)[0] / null.size).tolist(),
+                                "n_fine": int(self.anchor_cosines(c).size)} for c in self.anchors}
+
     # ---- cross-resolution pairs ----------------------------------------------------------------
     def set_labels(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.tables.prompt_sets)[rows]

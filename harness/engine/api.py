@@ -13,6 +13,8 @@
 - Records: `record_interval` decides a claim on an interval against its threshold and builds the
   ledger record; `make_record` builds one from any verdict; `assert_held` fails the test with the
   record's reason (refuted, inconclusive and not evaluated read differently).
+- Report: `claim_family(report=...)` gives a family its own section of the HTML report, a `Section`
+  of figures and `Table`s drawn with `draw` from the ledger; `tables=` stores the data it draws.
 - `evaluate(claim, analysis)`: a registered family's decision, behind the size floor; what
   `python -m harness calibrate` and discovery call. The built-in decisions are written in the claim
   modules (claims/test_<family>.py) on this API, and use the gate's machinery (`gate_decision`, ...).
@@ -43,7 +45,9 @@ from harness.engine.claims_engine import (  # noqa: F401 - re-exported
 )
 from harness.engine.facets import facet_preferences
 from harness.engine.gate import check_gate_spec, control_gate, describe_anchor, gate_decision
+from harness.outputs import draw  # noqa: F401 - re-exported: what a family's report section is drawn with
 from harness.outputs.ledger import ClaimRecord, Effect
+from harness.outputs.sections import Section, Table  # noqa: F401 - re-exported
 from harness.statistics.stats import (
     Interval,
     benjamini_hochberg,

@@ -18,6 +18,7 @@ import torch
 
 from harness.engine.analysis import Analysis
 from harness.core.config import Profile
+from harness.core.families import families_in_order
 from harness.features.tables import cached_feature_tables, load_sae, sae_hash
 from harness.outputs.ledger import (ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, gate_summary, git_commit,
                                     new_run_id)
@@ -379,7 +380,8 @@ class ClaimsRun:
         self.records[record.id] = record
 
     def report_tables(self) -> dict:
-        """Figures' data for the report, computed here (never in the renderer)."""
+        """Figures' data for the report, computed here (never in the renderer): what every report shows,
+        and what each family's own section draws."""
         a = self.analysis
         anchors = self.profile.anchors
         texts = {p.id: p.text for p in self.prompt_sets.all()}
@@ -400,25 +402,11 @@ class ClaimsRun:
         tables["distributions"].update({f"fine-{f}": a.distributions("fine", f) for f in anchors.fine})
         tables["top_prompts"].update({f"fine-{f}": a.top_prompts("fine", f, texts, prompt_meta=metas)
                                       for f in anchors.fine})
-        if coarse:
-            tables["cosine_heatmap"] = a.cosine_heatmap(coarse)
-            tables["pairs"] = a.pair_table()
-            edges = np.linspace(-0.2, 1.0, 61)
-            cutoff = min([spec.param("cutoff") for spec in self.profile.claims_of("geometry")] or [0.3])
-            null = a.geometry_null(cutoff).sample
-            all_counts = a.coarse_counts_beyond(cutoff)
-            tables["aligned_counts"] = {
-                "cutoff": cutoff, "all_coarse": np.bincount(all_counts).tolist(),
-                "anchors": {f"coarse-{c}": int((a.anchor_cosines(c) >= cutoff).sum()) for c in coarse},
-                "coarse_rows_counted": int(all_counts.size), "coarse_rows": int(self.directions["coarse"].shape[0]),
-                "null": np.bincount(a.geometry_null(cutoff).count_beyond).tolist()}
-            tables["cosine_histograms"] = {
-                f"coarse-{c}": {"edges": edges.round(3).tolist(),
-                                "counts": np.histogram(a.anchor_cosines(c), edges)[0].tolist(),
-                                "null_density": (np.histogram(null, edges)[0] / null.size).tolist(),
-                                "n_fine": int(a.anchor_cosines(c).size)} for c in coarse}
-        for spec in self.profile.claims_of("geometry"):
-            tables.setdefault("cutoffs", {})[f"coarse-{spec.param('anchor')}"] = spec.param("cutoff")
+        # Each family with claims here adds the data its report section draws (its `tables=`).
+        for family in families_in_order():
+            specs = self.profile.claims_of(family.name)
+            if specs and family.tables is not None:
+                tables.update(family.tables(specs, a))
         # The decoder row of every feature the profile names (of the feature tested for it, when followed),
         # keyed by its declared name: a later run against a changed SAE follows them from here.
         from harness.entry.revalidation import named_features
