@@ -26,6 +26,7 @@ from harness import (
     ClaimSpec,
     Param,
     Section,
+    SteeringResult,
     assert_held,
     choices_error,
     claim_family,
@@ -57,24 +58,31 @@ class Study:
     """What every kind reads from the study: its directions by kind, per-prompt scores, KL reached, and
     the record's details and the methods found off the KL budget, filled in as the kind decides."""
 
-    def __init__(self, claim: ClaimSpec, analysis: Analysis, study: dict):
-        self.claim, self.analysis, self.raw = claim, analysis, study
+    def __init__(self, claim: ClaimSpec, analysis: Analysis, study: SteeringResult):
+        self.claim, self.analysis, self.study = claim, analysis, study
         self.names: dict[str, str] = {}
-        for d in study["directions"]:
-            self.names.setdefault(d["kind"], d["name"])
+        for d in study.directions:
+            self.names.setdefault(d.kind, d.name)
         self.anchor = self.names["anchor"]
-        self.per = study["per_prompt"]
-        self.kl = study.get("kl_reached", {})
-        self.budget = study.get("kl_budget")
+        self.per = study.per_prompt
+        self.kl = study.kl_reached
+        self.budget = study.kl_budget
         self.tolerance = claim.param("kl_match_tolerance") * self.budget if self.budget else np.inf
-        self.concept = study.get("lexicons", {}).get("concept", {}).get("name", "concept")
-        self.other_name = study.get("lexicons", {}).get("other", {}).get("name", "other")
-        self.details: dict = {"kind": claim.param("kind"), "coefficient": study["chosen_coefficient"].get(self.anchor),
+        self.concept, self.other_name = study.lexicons.concept.name, study.lexicons.other.name
+        self.details: dict = {"kind": claim.param("kind"), "coefficient": study.chosen_coefficient.get(self.anchor),
                               "kl_budget": self.budget, "kl_reached": {self.anchor: self.kl.get(self.anchor)}}
         self.unmatched: list[str] = []
 
     def concept_of(self, name: str) -> np.ndarray:
-        return np.asarray(self.per[name]["concept"], dtype=np.float64)
+        return np.asarray(self.per[name].concept, dtype=np.float64)
+
+    def other_of(self, name: str) -> np.ndarray:
+        return np.asarray(self.per[name].other, dtype=np.float64)
+
+    def controls_of(self, kind: str) -> tuple[list[float], list[float]]:
+        """(concept-word shifts, KL reached) of the controls of this kind on the control prompts."""
+        block = self.study.controls.by_kind.get(kind)
+        return (block.concept_shift, block.kl) if block is not None else ([], [])
 
     def require_budget(self, name: str, reached) -> None:
         """Every steered method must sit at the fluency budget; one that does not is not comparable."""
@@ -97,17 +105,17 @@ class Comparison:
 
 def beats_random(s: Study) -> Comparison:
     """The anchor raises concept words, and ranks above random directions and random decoder rows."""
-    controls = s.raw["controls"]
-    mine = controls["on_control_prompts"][s.anchor]
+    controls = s.study.controls
+    mine = controls.on_control_prompts[s.anchor]
     ranks, verdicts = {}, []
     for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-        shifts = controls["by_kind"].get(control_kind, {}).get("concept_shift", [])
+        shifts, _ = s.controls_of(control_kind)
         verdict, p, beaten = rank_against_controls(mine, shifts, s.analysis.alpha)
         verdicts.append(verdict)
         ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
                                "median": float(np.median(shifts)) if shifts else None}
     for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-        control_kl = controls["by_kind"].get(control_kind, {}).get("kl", [])
+        _, control_kl = s.controls_of(control_kind)
         if control_kl:
             s.require_budget(f"the {label} (median)", float(np.median(control_kl)))
     s.details.update(ranks=ranks, anchor_on_control_prompts=mine)
@@ -115,7 +123,7 @@ def beats_random(s: Study) -> Comparison:
               f"{s.kl.get(s.anchor, float('nan')):.2f}; "
               + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
                           f"median {r['median']:.3f})" for r in ranks.values())
-              + f" [on {controls['prompts']} prompts]")
+              + f" [on {controls.prompts} prompts]")
     return Comparison(s.concept_of(s.anchor), f"{s.concept}-word log-prob shift, anchor at matched KL (nats)",
                       reason, verdicts, max(r["p"] for r in ranks.values()))
 
@@ -126,13 +134,13 @@ def specificity(s: Study) -> Comparison | ClaimRecord:
     if "other" not in s.names:
         return s.not_evaluated("no other concept in [steering] (other_concept), so no 2 x 2 design",
                                "difference in differences")
-    other, per = s.names["other"], s.per
-    fr_dir = s.concept_of(s.anchor) - np.asarray(per[s.anchor]["other"])
-    de_dir = s.concept_of(other) - np.asarray(per[other]["other"])
+    other = s.names["other"]
+    fr_dir = s.concept_of(s.anchor) - s.other_of(s.anchor)
+    de_dir = s.concept_of(other) - s.other_of(other)
     s.details.update(other_direction=other, kl_reached={s.anchor: s.kl.get(s.anchor), other: s.kl.get(other)})
     # The contrast direction must work: one that does not raise its own words makes any difference in
     # differences look good (it is a broken control, not evidence of specificity).
-    own, own_p = shift_with_p(np.asarray(per[other]["other"], dtype=np.float64), s.analysis)
+    own, own_p = shift_with_p(s.other_of(other), s.analysis)
     s.details["other_raises_own_words"] = {**own.as_dict(), "p": own_p}
     if not (own.low > 0 and significant(own_p, s.analysis.alpha)):
         return s.not_evaluated(f"the {s.other_name} direction {other} does not raise {s.other_name} words "
@@ -143,9 +151,9 @@ def specificity(s: Study) -> Comparison | ClaimRecord:
     s.details["anchor_prefers_concept_words"] = {**first.as_dict(), "p": first_p, "verdict": first_verdict}
     s.require_budget(other, s.kl.get(other))
     reason = (f"2 x 2 at matched KL: {s.anchor} moves {s.concept} words {np.mean(s.concept_of(s.anchor)):.3f} and "
-              f"{s.other_name} words {np.mean(per[s.anchor]['other']):.3f} ({s.concept} minus {s.other_name} "
+              f"{s.other_name} words {np.mean(s.other_of(s.anchor)):.3f} ({s.concept} minus {s.other_name} "
               f"{interval_text(first)}, {first_verdict}); {other} moves them "
-              f"{np.mean(s.concept_of(other)):.3f} and {np.mean(per[other]['other']):.3f}; "
+              f"{np.mean(s.concept_of(other)):.3f} and {np.mean(s.other_of(other)):.3f}; "
               f"difference in differences {{interval}}")
     return Comparison(fr_dir - de_dir, f"difference in differences: ({s.concept} - {s.other_name} words) under "
                       f"{s.anchor} minus under {other}", reason, [first_verdict])
@@ -158,9 +166,8 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
         return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
                                "multi-resolution direction", "multi - single")
     multi, kl = s.names["multi"], s.kl
-    controls = s.raw["controls"]
-    mixtures = controls["by_kind"].get("control_mixture", {}).get("concept_shift", [])
-    verdict, p, beaten = rank_against_controls(controls["on_control_prompts"][multi], mixtures, s.analysis.alpha)
+    mixtures, _ = s.controls_of("control_mixture")
+    verdict, p, beaten = rank_against_controls(s.study.controls.on_control_prompts[multi], mixtures, s.analysis.alpha)
     verdicts = [verdict]
     gap = abs(kl.get(multi, np.nan) - kl.get(s.anchor, np.nan))
     matched = bool(np.isfinite(gap) and gap <= s.tolerance)
@@ -177,7 +184,7 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
                         f"{kl.get(aligned, float('nan')):.2f}")
     s.details.update(kl_reached={s.anchor: kl.get(s.anchor), multi: kl.get(multi)}, kl_matched=matched,
                      rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
-                     sub_features=s.raw.get("meta", {}).get("sub_features"))
+                     sub_features=s.study.meta.get("sub_features"))
     reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(s.anchor, float('nan')):.2f} (anchor)"
               f"{'' if matched else ' - not matched within ' + format(s.tolerance, '.2f')}, "
               f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
@@ -188,10 +195,10 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
 
 def concept_rate(s: Study) -> Comparison:
     """The share of concept words in sampled continuations, steered minus unsteered."""
-    shares = s.raw["samples"]["concept_share"]
+    shares = s.study.samples.concept_share
     steered, base = np.asarray(shares[s.anchor], dtype=float), np.asarray(shares["unsteered"], dtype=float)
     reason = (f"{steered.mean():.1%} of the words in steered continuations are {s.concept} words vs "
-              f"{base.mean():.1%} unsteered ({len(steered)} prompts x {s.raw['samples']['max_new_tokens']} "
+              f"{base.mean():.1%} unsteered ({len(steered)} prompts x {s.study.samples.max_new_tokens} "
               f"tokens); difference {{interval}}")
     return Comparison(steered - base, f"share of {s.concept} words in sampled continuations, steered minus unsteered",
                       reason)
@@ -222,7 +229,7 @@ KIND_DECISIONS = {"beats_random": beats_random, "specificity": specificity, "mul
                   "concept_rate": concept_rate, "versus_baseline": versus_baseline}
 
 
-def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimRecord:
+def decide_steering(claim: ClaimSpec, analysis: Analysis, study: SteeringResult) -> ClaimRecord:
     """Every kind decides on a BCa interval of its per-prompt effect over the confirmation prompts, held
     only if the exact sign-flip test agrees (paired_shift) and every extra part of the kind holds; any
     compared method off the KL budget makes it inconclusive (a bigger shift may be a bigger push)."""
@@ -253,9 +260,9 @@ def decide_steering(claim: ClaimSpec, analysis: Analysis, study: dict) -> ClaimR
             verdict = "inconclusive"
     if decide(interval.low, interval.high, 0.0, ">") == "held" and not significant(flip_p, analysis.alpha):
         reason += f"; the paired sign-flip test does not confirm it (p = {flip_p:.2g})"
-    steerability = study.get("steerability", {}).get(s.anchor)
+    steerability = study.steerability.get(s.anchor)
     if steerability:
-        s.details["anchor_wrong_way_share"] = steerability["wrong_way"]
+        s.details["anchor_wrong_way_share"] = steerability.wrong_way
     values = comparison.values
     return make_record(
         claim, verdict=verdict, statistic_name=comparison.name, statistic=interval.estimate, threshold=0.0,

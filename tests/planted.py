@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from harness.engine.analysis import Analysis
+from harness.core.steering_result import SteeringResult
 from harness.core.config import Anchors, ClaimSpec, load_profile
 from harness.features.tables import FeatureTables
 from harness.world.prompts import Prompt, PromptSets
@@ -201,7 +202,7 @@ STEERING_CLAIMS = [("steering", "anchor-beats-random", {"kind": "beats_random"})
                    ("steering", "anchor-specificity", {"kind": "specificity"})]
 
 
-def steering_study(n: int = 40, seed: int = 0) -> dict:
+def steering_study(n: int = 40, seed: int = 0) -> SteeringResult:
     """A steering study's results in the shape `harness.steering.study.steering_study` returns, with a planted
     concept shift that beats 99 random directions and rows."""
     rng = np.random.default_rng(seed)
@@ -222,7 +223,7 @@ def steering_study(n: int = 40, seed: int = 0) -> dict:
                       "wrong_way": float(np.mean(np.asarray(v["concept"]) < 0)),
                       "concept_share": float(np.mean(shares[name])) if name in shares else None,
                       "other_share": 0.0 if name in shares else None} for name, v in per_prompt.items()}
-    return {
+    return SteeringResult.model_validate({
         "version": 2, "description": "planted", "kl_budget": 0.5, "coefficients": [0.1, 0.2],
         "directions": [{"kind": kinds[k], "name": k} for k in per_prompt if k != "prompting"],
         "chosen_coefficient": {anchor: 0.2, other: 0.2, "DiffMean": 0.2},
@@ -240,13 +241,13 @@ def steering_study(n: int = 40, seed: int = 0) -> dict:
         "samples": {"prompts": 16, "max_new_tokens": 32, "concept_share": shares, "other_share": shares},
         "examples": [{"prompt": "She folded the towels.", "unsteered": "Okay.", anchor: "Bonjour, Paris!"}],
         "timings": {"prepare": 1.0},
-    }
+    })
 
 
 def claims_run_with_steering(*, effect: bool = True) -> ClaimsRun:
     run = claims_run(effect=effect)
     extra = tuple(ClaimSpec(family=f, name=n, statement=f"planted {f} {n}", params=p) for f, n, p in STEERING_CLAIMS)
-    run.profile = dataclasses.replace(run.profile, claims=run.profile.claims + extra)
+    run.profile = run.declared_profile = dataclasses.replace(run.profile, claims=run.profile.claims + extra)
     run.__dict__["steering_results"] = steering_study()
     run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions,
                                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)

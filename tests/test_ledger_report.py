@@ -226,13 +226,16 @@ def test_steering_cache_is_validated_on_read(tmp_path, case):
     from harness.entry.session import _valid_study
     from tests.planted import steering_study
 
-    study = steering_study()
-    content = {"valid": json.dumps(study), "empty": "{}", "not json": "not json",
-               "nan": json.dumps(study).replace("0.5", "NaN", 1),
+    study = steering_study().model_dump_json()
+    content = {"valid": study, "empty": "{}", "not json": "not json",
+               "nan": study.replace("0.5", "NaN", 1),
                "old schema": '{"directions": [], "chosen_alpha": {}, "per_prompt": {"a": {"shift": [1.0]}}}'}[case]
     path = tmp_path / "steering.json"
     path.write_text(content)
     assert (_valid_study(path) is not None) == (case == "valid")
+    if case == "valid":
+        assert _valid_study(path) == steering_study()  # the typed result round-trips through its cache
+
 
 def embedded_baseline(tmp_path, ledger):
     """A baseline ledger as the embedded profile would write it (its name, hook and prompt hashes)."""

@@ -11,6 +11,7 @@ import torch
 from harness.engine.claims_engine import rank_against_controls
 from harness.core.errors import ConfigError
 from harness.core.config import MIN_UNIT_CHARS, SteeringConfig, check_lexicons
+from harness.core.steering_result import ControlKind, DirectionInfo, PromptScores
 from harness.steering.study import (
     Lexicon,
     log_mass,
@@ -328,15 +329,15 @@ def test_specificity_tests_both_parts_and_needs_a_working_contrast(planted_analy
     assert record.details["anchor_prefers_concept_words"]["verdict"] == "held"
     assert record.details["other_raises_own_words"]["ci_low"] > 0
     # The anchor moves Germany words more than France words: the first part fails, whatever the 2 x 2 says.
-    france = np.asarray(study["per_prompt"]["coarse-5"]["concept"])
-    study["per_prompt"]["coarse-5"]["other"] = (france + 0.3).tolist()
-    study["per_prompt"]["coarse-7 (Germany)"]["other"] = np.full(france.size, 2.0).tolist()
+    france = np.asarray(study.per_prompt["coarse-5"].concept)
+    study.per_prompt["coarse-5"].other = (france + 0.3).tolist()
+    study.per_prompt["coarse-7 (Germany)"].other = np.full(france.size, 2.0).tolist()
     first = verdict(planted_analysis, study, kind="specificity")
     assert first.verdict == "refuted" and first.details["anchor_prefers_concept_words"]["verdict"] == "refuted"
     # A Germany direction that lowers Germany words is no contrast: not evaluated, and the reason says so.
     study = steering_study()
-    study["per_prompt"]["coarse-7 (Germany)"]["other"] = (-np.abs(np.asarray(
-        study["per_prompt"]["coarse-7 (Germany)"]["other"]))).tolist()
+    germany = study.per_prompt["coarse-7 (Germany)"]
+    germany.other = (-np.abs(np.asarray(germany.other))).tolist()
     inert = verdict(planted_analysis, study, kind="specificity")
     assert inert.verdict == "not evaluated" and "does not raise Germany words" in inert.reason
 
@@ -345,7 +346,7 @@ def test_an_anchor_no_better_than_its_controls_does_not_hold(planted_analysis):
     from tests.planted import steering_study
 
     study = steering_study()
-    study["controls"]["on_control_prompts"]["coarse-5"] = -0.5  # below the controls' median
+    study.controls.on_control_prompts["coarse-5"] = -0.5  # below the controls' median
     record = verdict(planted_analysis, study, kind="beats_random")
     assert record.verdict == "refuted" and "rank p = 1" in record.reason
 
@@ -354,19 +355,19 @@ def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
     from tests.planted import steering_study
 
     study = steering_study()
-    anchor = np.asarray(study["per_prompt"]["coarse-5"]["concept"])
+    anchor = np.asarray(study.per_prompt["coarse-5"].concept)
     n = len(anchor)
-    study["directions"] += [{"kind": "multi", "name": "multi"}, {"kind": "aligned_mixture", "name": "aligned"}]
-    study["per_prompt"]["multi"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
-    study["per_prompt"]["aligned"] = {"concept": (anchor + 0.2).tolist(), "other": [0.0] * n, "kl": [0.5] * n}
-    study["kl_reached"].update(multi=0.5, aligned=0.5)
-    study["controls"]["by_kind"]["control_mixture"] = {"names": [], "concept_shift": [0.0] * 19, "kl": [], "coefficient": []}
-    study["controls"]["on_control_prompts"]["multi"] = 1.0
+    study.directions += [DirectionInfo(kind="multi", name="multi"), DirectionInfo(kind="aligned_mixture", name="aligned")]
+    study.per_prompt["multi"] = PromptScores(concept=(anchor + 0.2).tolist(), other=[0.0] * n, kl=[0.5] * n)
+    study.per_prompt["aligned"] = PromptScores(concept=(anchor + 0.2).tolist(), other=[0.0] * n, kl=[0.5] * n)
+    study.kl_reached.update(multi=0.5, aligned=0.5)
+    study.controls.by_kind["control_mixture"] = ControlKind(concept_shift=[0.0] * 19)
+    study.controls.on_control_prompts["multi"] = 1.0
     record = verdict(planted_analysis, study, kind="multi_vs_single")
     assert record.verdict != "held" and "multi minus (aligned)" in record.reason  # sub-features add nothing
-    study["per_prompt"]["aligned"]["concept"] = anchor.tolist()
+    study.per_prompt["aligned"].concept = anchor.tolist()
     assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "held"
-    study["kl_reached"]["multi"] = 0.9  # not matched: never held
+    study.kl_reached["multi"] = 0.9  # not matched: never held
     record = verdict(planted_analysis, study, kind="multi_vs_single")
     assert record.verdict == "inconclusive" and "not matched" in record.reason
 
@@ -389,19 +390,18 @@ def test_a_few_rare_events_need_the_exact_test_to_hold(planted_analysis):
 
     study = steering_study()
     steered = [0.0] * 61 + [0.05, 0.03, 0.1]
-    study["samples"]["concept_share"] = {"coarse-5": steered, "unsteered": [0.0] * 64}
+    study.samples.concept_share = {"coarse-5": steered, "unsteered": [0.0] * 64}
     record = verdict(planted_analysis, study, kind="concept_rate")
     assert record.verdict == "inconclusive" and "sign-flip test does not confirm" in record.reason
-    study["samples"]["concept_share"]["coarse-5"] = [0.02] * 40 + [0.0] * 24
+    study.samples.concept_share["coarse-5"] = [0.02] * 40 + [0.0] * 24
     assert verdict(planted_analysis, study, kind="concept_rate").verdict == "held"
 
 
 def test_report_draws_every_steering_figure_with_one_colour_per_method():
     from harness.outputs.figures import METHOD_COLOURS, steering_figures as figure_steering
-    from harness.steering.study import ledger_view
     from tests.planted import steering_study
 
-    view = ledger_view(steering_study())
+    view = steering_study().ledger_view()
     assert "per_prompt" not in view and "concept_share" not in view["samples"]  # arrays stay in the cache
     figures = {f["id"]: f for f in figure_steering(view)}
     assert set(figures) == {"dose", "pareto", "controls", "twobytwo", "steerability", "shares"}

@@ -3,7 +3,7 @@ resolves them lazily from harness.engine.api, which defines them."""
 
 PUBLIC_NAMES = [
     "Analysis", "ClaimRecord", "ClaimSpec", "ConfigError", "Effect", "Interval", "Param",
-    "REQUIRED", "Section", "Table", "assert_held", "benjamini_hochberg", "bootstrap_interval", "check_gate_spec", "choices_error",
+    "REQUIRED", "Section", "SteeringResult", "Table", "assert_held", "benjamini_hochberg", "bootstrap_interval", "check_gate_spec", "choices_error",
     "claim_family", "combine", "control_gate", "correlation_permutation_test", "decide", "describe_anchor",
     "difference_interval", "draw", "effect_of", "evaluate", "facet_permutation_test", "facet_preferences",
     "feature_index", "gate_decision", "interval_text", "make_record", "mean_interval", "paired_shift",

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from harness.core.config import ClaimSpec
 from harness.core.errors import ConfigError, choices_error
 from harness.core.families import REQUIRED, Param, get_family, register_family
+from harness.core.steering_result import SteeringResult  # noqa: F401 - re-exported: what steering claims read
 from harness.engine.analysis import Analysis
 from harness.engine.claims_engine import (  # noqa: F401 - re-exported
     difference_interval,

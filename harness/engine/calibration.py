@@ -40,6 +40,7 @@ from harness.core.config import (
     SaeConfig,
 )
 from harness.core.errors import ConfigError, choices_error
+from harness.core.steering_result import Samples, SteeringResult
 from harness.features.tables import FeatureTables
 from harness.world.prompts import Prompt, PromptSets
 from harness.statistics.stats import anisotropic_null
@@ -575,16 +576,16 @@ N_CONTROLS = 99
 
 
 def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_control: dict | None = None,
-                    kinds: dict | None = None, kl: dict | None = None) -> dict:
+                    kinds: dict | None = None, kl: dict | None = None) -> SteeringResult:
     """The parts of a steering study (harness.steering.study.steering_study) that steering claims read."""
     kinds = kinds or {}
-    return {"directions": [{"name": n, "kind": kinds.get(n, n)} for n in per_prompt if n != "prompting"],
+    return SteeringResult.model_validate({"directions": [{"name": n, "kind": kinds.get(n, n)} for n in per_prompt if n != "prompting"],
             "chosen_coefficient": {n: 0.2 for n in per_prompt}, "per_prompt": per_prompt, "kl_budget": 0.5,
             "kl_reached": kl or {n: 0.5 for n in per_prompt},
             "controls": {"prompts": 12, "on_control_prompts": on_control or {},
                          "by_kind": {k: {"concept_shift": list(v), "kl": [0.5] * len(v), "names": [], "coefficient": []}
                                      for k, v in (controls or {}).items()}},
-            "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}}
+            "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}})
 
 
 def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: str = "specificity",
@@ -629,7 +630,7 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
         def shares():
             return np.where(rng.random(64) < 0.06, rng.exponential(0.05, 64), 0.0).tolist()
         study = _steering_study({"anchor": {"concept": [0.0] * n, "other": [0.0] * n, "kl": []}})
-        study["samples"] = {"concept_share": {"anchor": shares(), "unsteered": shares()}, "max_new_tokens": 32}
+        study.samples = Samples(concept_share={"anchor": shares(), "unsteered": shares()}, max_new_tokens=32)
     else:  # multi_vs_single; the claim needs every part, so each part is put at its null with the other clearly true
         anchor = rng.normal(0.6, 0.3, n)
         draws = rng.normal(0.6, 0.2, 20)

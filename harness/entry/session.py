@@ -19,6 +19,7 @@ import torch
 from harness.engine.analysis import Analysis
 from harness.core.config import Profile
 from harness.core.families import families_in_order
+from harness.core.steering_result import SteeringResult
 from harness.features.tables import cached_feature_tables, load_sae, sae_hash
 from harness.outputs.ledger import (ClaimRecord, Ledger, SaeRecord, claim_order, decide_verdict, gate_summary, git_commit,
                                     new_run_id)
@@ -48,18 +49,15 @@ def on_control(spec, control: Analysis) -> dict:
     return {"control_verdict": record.verdict, "control_reason": record.reason}
 
 
-STUDY_KEYS = ("version", "directions", "per_prompt", "chosen_coefficient", "controls", "samples", "summary")
-
-
-def _valid_study(path: Path) -> dict | None:
-    """A cached steering study, or None when it is not JSON, lacks its keys or holds NaN/inf."""
+def _valid_study(path: Path) -> SteeringResult | None:
+    """A cached steering study, or None when it is not JSON, does not validate or holds NaN/inf."""
     import math
+
+    from pydantic import ValidationError
 
     try:
         study = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(study, dict) or any(k not in study for k in STUDY_KEYS):
         return None
 
     def finite(value) -> bool:
@@ -71,7 +69,12 @@ def _valid_study(path: Path) -> dict | None:
             return all(finite(v) for v in value)
         return True
 
-    return study if finite(study) else None
+    if not finite(study):
+        return None
+    try:
+        return SteeringResult.model_validate(study)
+    except ValidationError:
+        return None
 
 
 
@@ -298,7 +301,7 @@ class ClaimsRun:
         return out
 
     @cached_property
-    def steering_results(self) -> dict:
+    def steering_results(self) -> SteeringResult:
         """The steering study, cached on disk by content (tables, anchors, config, harness version)."""
         from harness.core.version import __version__
         from harness.core.paths import atomic_write_text, cache_dir
@@ -321,7 +324,7 @@ class ClaimsRun:
             warnings.warn(f"steering cache {path} is unreadable or incomplete: recomputing it", stacklevel=2)
         study = steering_study(self, cfg, progress=self.progress)
         try:
-            atomic_write_text(path, json.dumps(study, default=float))
+            atomic_write_text(path, study.model_dump_json())
         except OSError as exc:
             warnings.warn(f"could not write the steering cache {path} ({exc.strerror}); keeping it in memory",
                           stacklevel=2)
@@ -432,8 +435,7 @@ class ClaimsRun:
         """What the report shows of the study (per-prompt arrays stay in the cache)."""
         if "steering_results" not in self.__dict__:
             return {}
-        from harness.steering.study import ledger_view
-        return ledger_view(self.steering_results)
+        return self.steering_results.ledger_view()
 
     def ledger(self, exit_status: int | None = None, steering: dict | None = None) -> Ledger:
         from importlib.metadata import PackageNotFoundError, version

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from harness.core.errors import ConfigError
 from harness.core.config import WORD_PATTERN, SteeringConfig
+from harness.core.steering_result import SteeringResult
 from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
 STUDY_VERSION = 4  # 4: "coefficient" for the steering strength (alpha is the significance level only)
@@ -286,7 +287,7 @@ def _subset(index: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---- the study ----------------------------------------------------------------------------------
-def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
+def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> SteeringResult:
     """Calibrate, score, rank against controls, compare with baselines, sample. See module docstring."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -480,7 +481,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
                             "wrong_way": None, "concept_share": float(np.mean(concept_share["unsteered"])),
                             "other_share": float(np.mean(other_share["unsteered"]))}
     where = "the reply's positions (from the prompt's last token on)" if cfg.positions == "reply" else "every position"
-    return {
+    return SteeringResult.model_validate({
         "version": STUDY_VERSION,
         "scoring": "whole words: P(tokens) x P(the next token ends the word)",
         "description": (
@@ -507,14 +508,5 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> dict:
         "examples": examples, "timings": timings,
         "n_prompts": {"calibration": len(calibration), "confirmation": len(confirmation), "control": len(control),
                       "generation": len(generation)},
-    }
+    })
 
-
-def ledger_view(study: dict) -> dict:
-    """What the ledger and report keep of a study: everything but the per-prompt arrays."""
-    view = {k: v for k, v in study.items() if k not in ("per_prompt",)}
-    samples = dict(study.get("samples", {}))
-    samples.pop("concept_share", None)
-    samples.pop("other_share", None)
-    view["samples"] = samples
-    return view
