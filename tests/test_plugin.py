@@ -490,6 +490,12 @@ def test_a_researcher_family_draws_its_own_report_section(pytester):
     assert "facet_contrast[top-sub-feature-cuisine]" in section
     # The built-in sections are still there, in family order after the gate's.
     assert html.index('id="selectivity"') < html.index('id="geometry"') < html.index('id="facet-contrast"')
+    # Under xdist the controller collects nothing: it registers the family from the module that reported it.
+    parallel = pytester.runpytest_subprocess("claims", "--html=parallel", "-p", "no:cacheprovider", "-q", "-n", "2")
+    assert parallel.ret == 0, parallel.stdout.str()[-3000:]
+    assert json.loads((pytester.path / "parallel" / "claims.json").read_text())["tables"]["facet_rates"] == \
+        ledger["tables"]["facet_rates"]
+    assert "<h2>My facets</h2>" in (pytester.path / "parallel" / "index.html").read_text()
 
     broken = SECTION_MODULE.replace('rows = [[facet', 'rows = 1 / 0 or [[facet')
     (pytester.path / "claims" / "test_facet_contrast.py").write_text(broken)

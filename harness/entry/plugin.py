@@ -434,6 +434,7 @@ class ClaimsSession:
         self.records: dict[str, ClaimRecord] = {}
         self.collected_claims = 0
         self.steering: dict = {}  # from a worker's report under xdist
+        self.claim_modules: dict[str, set[str]] = {}  # family -> the test files whose claims reported it
         self.summary: tuple | None = None
         self.blocking_failures = 0  # failed tests other than findings (claims that do not gate)
 
@@ -451,10 +452,38 @@ class ClaimsSession:
             if name == PROPERTY:
                 record = ClaimRecord.model_validate_json(value)
                 self.records[record.id] = record
+                self.claim_modules.setdefault(record.family, set()).add(report.nodeid.split("::")[0])
             elif name == STEERING_PROPERTY:
                 import json
 
                 self.steering = json.loads(value)
+
+    def register_reported_families(self) -> None:
+        """Under xdist the controller collects nothing: a researcher's family is registered only on the
+        workers. Import the modules whose claims reported a family the controller does not know, so
+        that its order, its report section (`report=`), its stored data (`tables=`) and the features it
+        names (followed after an SAE update) reach the ledger as in a serial run."""
+        import importlib.util
+        import sys
+
+        from harness.core.families import get_family
+
+        root = Path(str(self.config.rootpath))
+        for family, modules in sorted(self.claim_modules.items()):
+            if get_family(family) is not None:
+                continue
+            for module in sorted(modules):
+                path = root / module
+                name = f"sae_claims_controller.{path.stem}"
+                if not path.is_file() or name in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(name, path)
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[name] = loaded
+                try:
+                    spec.loader.exec_module(loaded)
+                except Exception:  # noqa: BLE001 - the workers ran it; at worst the section is the generic one
+                    sys.modules.pop(name, None)
 
     def declared_records(self) -> tuple[list[ClaimRecord], bool]:
         """A record for every declared claim: those not run in this session are 'not evaluated'."""
@@ -475,6 +504,7 @@ class ClaimsSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes
             return
+        self.register_reported_families()
         if SETUP_FAILED_KEY in self.config.stash or exitstatus in (pytest.ExitCode.USAGE_ERROR,
                                                                    pytest.ExitCode.INTERRUPTED,
                                                                    pytest.ExitCode.INTERNAL_ERROR):
