@@ -6,15 +6,18 @@ lexicon's spellings, at the same fluency cost for every method (KL at the reply'
 matched on discovery prompts).
 Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation prompts:
 - beats_random: the anchor raises concept words, and beats 99 random directions and 99 random
-  decoder rows by exact rank (p <= 0.05);
+  decoder rows by exact rank (p <= 0.05), among the controls whose own KL reached the budget;
 - specificity: both parts of the statement, under the anchor France words move more than Germany
   words, and more so than under the Germany direction (2 x 2 difference in differences); not
   evaluated when the Germany direction does not raise Germany words (no working contrast);
-- multi_vs_single: anchor + discovery-half sub-features beats the anchor alone, ranks above the
-  anchor mixed with random fine rows, and beats the anchor mixed with aligned rows that are not
-  sub-features (KL matched);
+- multi_vs_single: anchor + discovery-half sub-features beats the anchor alone (KL matched), and
+  ranks above the anchor mixed with fine rows matched to the sub-features on decoder cosine (19+
+  mixtures); the anchor mixed with the most aligned non-sub-features is shown, not ranked;
+- more_targeted: multi raises concept words relative to the other concept's more than the anchor
+  does (per prompt, at matched KL);
 - concept_rate: share of concept words in sampled continuations, steered vs unsteered;
-- versus_baseline: the anchor against DiffMean or prompting.
+- versus_baseline: the anchor against DiffMean (both at the budget) or against prompting (the anchor at
+  the instruction's own KL, since an instruction has no coefficient).
 Either answer is a finding. How the study measures: harness/steering/study.py; how each kind decides: below.
 """
 
@@ -43,15 +46,22 @@ from harness import (
     significant,
 )
 
-KINDS = ("beats_random", "specificity", "multi_vs_single", "concept_rate", "versus_baseline")
+KINDS = ("beats_random", "specificity", "multi_vs_single", "more_targeted", "concept_rate", "versus_baseline")
 BASELINES = ("diffmean", "prompting")
+AT_PROMPTING_KL = "anchor_at_prompting_kl"  # the study's anchor rescaled to the instruction's KL
 
 PARAMS = {
     "kind": Param(str, choices=KINDS),
     "baseline": Param(str, "diffmean", choices=BASELINES, help="only for kind \"versus_baseline\""),
     "kl_match_tolerance": Param(float, 0.25, low=0.0, high=1.0,
                                 help="compared methods must reach the KL budget within this fraction of it"),
+    "min_controls": Param(int, 19, low=1, help="controls of a kind that must reach the KL budget for a rank "
+                          "(19: the smallest exact rank p is 1/20 = 0.05)"),
 }
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 class Study:
@@ -79,10 +89,26 @@ class Study:
     def other_of(self, name: str) -> np.ndarray:
         return np.asarray(self.per[name].other, dtype=np.float64)
 
-    def controls_of(self, kind: str) -> tuple[list[float], list[float]]:
-        """(concept-word shifts, KL reached) of the controls of this kind on the control prompts."""
+    def controls_of(self, kind: str) -> tuple[list[float], int]:
+        """The concept-word shifts of the controls of this kind that reached the KL budget (each one's own
+        KL checked, on the control prompts), and how many did not (they are left out of the rank)."""
         block = self.study.controls.by_kind.get(kind)
-        return (block.concept_shift, block.kl) if block is not None else ([], [])
+        if block is None:
+            return [], 0
+        if not block.kl:  # a study that did not record the controls' KL: all of them
+            return list(block.concept_shift), 0
+        kept = [shift for shift, kl in zip(block.concept_shift, block.kl, strict=True)
+                if abs(kl - self.budget) <= self.tolerance]
+        return kept, len(block.concept_shift) - len(kept)
+
+    def rank(self, mine: float, kind: str) -> tuple[str, float, int, int, int]:
+        """(verdict, exact rank p, controls at least as good, controls ranked, controls left out off the
+        budget) of `mine` among this kind's controls; inconclusive with fewer than `min_controls` ranked."""
+        shifts, dropped = self.controls_of(kind)
+        verdict, p, beaten = rank_against_controls(mine, shifts, self.analysis.alpha)
+        if len(shifts) < self.claim.param("min_controls"):
+            verdict = "inconclusive"
+        return verdict, p, beaten, len(shifts), dropped
 
     def require_budget(self, name: str, reached) -> None:
         """Every steered method must sit at the fluency budget; one that does not is not comparable."""
@@ -109,20 +135,17 @@ def beats_random(s: Study) -> Comparison:
     mine = controls.on_control_prompts[s.anchor]
     ranks, verdicts = {}, []
     for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
+        verdict, p, beaten, n, dropped = s.rank(mine, control_kind)
         shifts, _ = s.controls_of(control_kind)
-        verdict, p, beaten = rank_against_controls(mine, shifts, s.analysis.alpha)
         verdicts.append(verdict)
-        ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": len(shifts), "label": label,
+        ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": n, "off_budget": dropped, "label": label,
                                "median": float(np.median(shifts)) if shifts else None}
-    for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-        _, control_kl = s.controls_of(control_kind)
-        if control_kl:
-            s.require_budget(f"the {label} (median)", float(np.median(control_kl)))
     s.details.update(ranks=ranks, anchor_on_control_prompts=mine)
     reason = (f"{s.anchor} shifts {s.concept}-word log-prob by {{interval}} nats at KL "
               f"{s.kl.get(s.anchor, float('nan')):.2f}; "
-              + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} do as well (rank p = {r['p']:.2g}, their "
-                          f"median {r['median']:.3f})" for r in ranks.values())
+              + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} at the budget do as well (rank p = {r['p']:.2g}, "
+                          f"their median {_num(r['median'])}; {r['off_budget']} off the budget left out)"
+                          for r in ranks.values())
               + f" [on {controls.prompts} prompts]")
     return Comparison(s.concept_of(s.anchor), f"{s.concept}-word log-prob shift, anchor at matched KL (nats)",
                       reason, verdicts, max(r["p"] for r in ranks.values()))
@@ -166,8 +189,7 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
         return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
                                "multi-resolution direction", "multi - single")
     multi, kl = s.names["multi"], s.kl
-    mixtures, _ = s.controls_of("control_mixture")
-    verdict, p, beaten = rank_against_controls(s.study.controls.on_control_prompts[multi], mixtures, s.analysis.alpha)
+    verdict, p, beaten, n_mixtures, dropped = s.rank(s.study.controls.on_control_prompts[multi], "control_mixture")
     verdicts = [verdict]
     gap = abs(kl.get(multi, np.nan) - kl.get(s.anchor, np.nan))
     matched = bool(np.isfinite(gap) and gap <= s.tolerance)
@@ -175,22 +197,41 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
         verdicts.append("inconclusive")
     aligned, aligned_text = s.names.get("aligned_mixture"), ""
     if aligned:
-        # Is it the sub-features, or any aligned fine rows? Multi must beat the anchor mixed with the most
-        # aligned rows that are not sub-features, prompt by prompt.
+        # Descriptive: the anchor mixed with the most aligned rows that are not sub-features (one fixed
+        # set: no distribution to rank against; the cosine-matched mixtures are the control).
         versus_aligned = mean_interval(s.concept_of(multi) - s.concept_of(aligned), s.analysis)
-        verdicts.append(decide(versus_aligned.low, versus_aligned.high, 0.0, ">"))
         s.details["versus_aligned_mixture"] = versus_aligned.as_dict()
-        aligned_text = (f"; multi minus ({aligned}) = {interval_text(versus_aligned)} at KL "
+        aligned_text = (f"; descriptive: multi minus ({aligned}) = {interval_text(versus_aligned)} at KL "
                         f"{kl.get(aligned, float('nan')):.2f}")
     s.details.update(kl_reached={s.anchor: kl.get(s.anchor), multi: kl.get(multi)}, kl_matched=matched,
-                     rank={"p": p, "beaten_by": beaten, "n": len(mixtures)},
+                     rank={"p": p, "beaten_by": beaten, "n": n_mixtures, "off_budget": dropped},
                      sub_features=s.study.meta.get("sub_features"))
     reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(s.anchor, float('nan')):.2f} (anchor)"
               f"{'' if matched else ' - not matched within ' + format(s.tolerance, '.2f')}, "
-              f"multi minus single = {{interval}} nats; {beaten} of {len(mixtures)} anchor + random-row mixtures "
-              f"do as well (rank p = {p:.2g})" + aligned_text)
+              f"multi minus single = {{interval}} nats; {beaten} of {n_mixtures} anchor + cosine-matched-row "
+              f"mixtures at the budget do as well (rank p = {p:.2g}; {dropped} off the budget left out)" + aligned_text)
     return Comparison(s.concept_of(multi) - s.concept_of(s.anchor),
                       f"multi minus single {s.concept}-word shift at matched KL (nats)", reason, verdicts, p)
+
+
+def more_targeted(s: Study) -> Comparison | ClaimRecord:
+    """Multi is more targeted than the anchor alone: per prompt, (concept - other words) under multi
+    minus the same under the anchor, at matched KL."""
+    if "multi" not in s.names:
+        return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
+                               "multi-resolution direction", "targeting: multi - single")
+    if not s.study.lexicons.other.words:
+        return s.not_evaluated("no other concept's words in [steering] (other_concept_words): nothing to be "
+                               "targeted against", "targeting: multi - single")
+    multi = s.names["multi"]
+    s.require_budget(multi, s.kl.get(multi))
+    gap = (s.concept_of(multi) - s.other_of(multi)) - (s.concept_of(s.anchor) - s.other_of(s.anchor))
+    s.details.update(kl_reached={s.anchor: s.kl.get(s.anchor), multi: s.kl.get(multi)})
+    reason = (f"{s.concept} minus {s.other_name} words: {np.mean(s.concept_of(multi) - s.other_of(multi)):.3f} under "
+              f"multi (KL {s.kl.get(multi, float('nan')):.2f}), "
+              f"{np.mean(s.concept_of(s.anchor) - s.other_of(s.anchor)):.3f} under {s.anchor} (KL "
+              f"{s.kl.get(s.anchor, float('nan')):.2f}); multi minus single {{interval}}")
+    return Comparison(gap, f"({s.concept} - {s.other_name} words) under multi minus under the anchor (nats)", reason)
 
 
 def concept_rate(s: Study) -> Comparison:
@@ -205,28 +246,40 @@ def concept_rate(s: Study) -> Comparison:
 
 
 def versus_baseline(s: Study) -> Comparison | ClaimRecord:
-    """The anchor against DiffMean (at the same KL) or against prompting (an instruction: its own KL)."""
+    """The anchor against DiffMean, both at the KL budget, or against prompting (an instruction), with the
+    anchor pushed to the instruction's own KL: each comparison at one fluency cost."""
     baseline = s.claim.param("baseline")
     if baseline not in BASELINES:
         raise choices_error("steering baseline", baseline, BASELINES)
     base_name = s.names.get("diffmean") if baseline == "diffmean" else "prompting"
     if base_name not in s.per:
         return s.not_evaluated(f"the study has no {baseline} baseline", "anchor - baseline")
-    kl = s.kl
-    s.details.update(baseline=base_name, kl_reached={s.anchor: kl.get(s.anchor), base_name: kl.get(base_name)})
+    kl, mine, leak = s.kl, s.anchor, ""
     if baseline == "diffmean":
         s.require_budget(base_name, kl.get(base_name))
-    reason = (f"{s.anchor} shifts {s.concept} words {np.mean(s.concept_of(s.anchor)):.3f} at KL "
-              f"{kl.get(s.anchor, float('nan')):.2f}; {base_name} {np.mean(s.concept_of(base_name)):.3f} at KL "
-              f"{kl.get(base_name, float('nan')):.2f}"
-              f"{' (an instruction has no coefficient: its KL is what it is)' if baseline == 'prompting' else ''}; "
-              f"anchor minus baseline {{interval}}")
-    return Comparison(s.concept_of(s.anchor) - s.concept_of(base_name),
-                      f"anchor minus {baseline} {s.concept}-word shift (nats)", reason)
+    else:
+        mine = s.study.first_of_kind(AT_PROMPTING_KL)
+        if mine is None or mine not in s.per:
+            return s.not_evaluated("the study has no anchor at prompting's KL (a study from before version 5)",
+                                   "anchor - baseline")
+        target = kl.get(base_name)
+        if target is None or not abs(kl.get(mine, np.nan) - target) <= s.claim.param("kl_match_tolerance") * target:
+            s.unmatched.append(f"{mine} at KL {kl.get(mine, float('nan')):.2f} vs prompting's {target:.2f}")
+        names = s.study.meta.get("instruction_names") or []
+        if names:
+            leak = (f"; the instruction itself names {', '.join(names)}: part of prompting's shift may be the model "
+                    "repeating a word it was given")
+    s.details.update(baseline=base_name, compared=mine, kl_reached={mine: kl.get(mine), base_name: kl.get(base_name)},
+                     coefficient=s.study.chosen_coefficient.get(mine))
+    reason = (f"{mine} shifts {s.concept} words {np.mean(s.concept_of(mine)):.3f} at KL "
+              f"{kl.get(mine, float('nan')):.2f}; {base_name} {np.mean(s.concept_of(base_name)):.3f} at KL "
+              f"{kl.get(base_name, float('nan')):.2f}; anchor minus baseline {{interval}}{leak}")
+    return Comparison(s.concept_of(mine) - s.concept_of(base_name),
+                      f"anchor minus {baseline} {s.concept}-word shift at one KL (nats)", reason)
 
 
 KIND_DECISIONS = {"beats_random": beats_random, "specificity": specificity, "multi_vs_single": multi_vs_single,
-                  "concept_rate": concept_rate, "versus_baseline": versus_baseline}
+                  "more_targeted": more_targeted, "concept_rate": concept_rate, "versus_baseline": versus_baseline}
 
 
 def decide_steering(claim: ClaimSpec, analysis: Analysis, study: SteeringResult) -> ClaimRecord:
@@ -237,7 +290,9 @@ def decide_steering(claim: ClaimSpec, analysis: Analysis, study: SteeringResult)
     if kind not in KINDS:
         raise choices_error("steering kind", kind, KINDS)
     s = Study(claim, analysis, study)
-    if kind in ("beats_random", "specificity", "multi_vs_single", "versus_baseline"):
+    at_the_budget = kind in ("beats_random", "specificity", "multi_vs_single", "more_targeted") or (
+        kind == "versus_baseline" and claim.param("baseline") == "diffmean")  # prompting: at its own KL
+    if at_the_budget:
         s.require_budget(s.anchor, s.kl.get(s.anchor))
     comparison = KIND_DECISIONS[kind](s)
     if isinstance(comparison, ClaimRecord):
@@ -246,7 +301,9 @@ def decide_steering(claim: ClaimSpec, analysis: Analysis, study: SteeringResult)
     reason_suffix = ""
     if s.unmatched:
         verdicts.append("inconclusive")
-        reason_suffix = f"; not at the KL budget {s.budget:g} +/- {s.tolerance:.3g}: " + ", ".join(s.unmatched)
+        reason_suffix = (f"; not at the KL budget {s.budget:g} +/- {s.tolerance:.3g}: " if at_the_budget else
+                         f"; not at one KL (tolerance {claim.param('kl_match_tolerance'):g} of prompting's): ")
+        reason_suffix += ", ".join(s.unmatched)
     s.details["kl_unmatched"] = s.unmatched
     shift_verdict, interval, flip_p = paired_shift(comparison.values, analysis)
     p_value = flip_p if comparison.p_value is None else max(comparison.p_value, flip_p)

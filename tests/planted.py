@@ -212,8 +212,11 @@ def steering_study(n: int = 40, seed: int = 0) -> SteeringResult:
                   other: {"concept": rng.normal(0.0, 0.2, n).tolist(), "other": rng.normal(0.5, 0.2, n).tolist(),
                           "kl": [0.5] * n},
                   "DiffMean": {"concept": (shift + 0.3 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [0.5] * n},
-                  "prompting": {"concept": (shift + 1.0 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [1.2] * n}}
-    kinds = {anchor: "anchor", other: "other", "DiffMean": "diffmean", "prompting": "prompting"}
+                  "prompting": {"concept": (shift + 1.0 + rng.normal(0, 0.1, n)).tolist(), "other": [0.0] * n, "kl": [1.2] * n},
+                  f"{anchor} at prompting's KL": {"concept": (shift + 0.8 + rng.normal(0, 0.1, n)).tolist(),
+                                                  "other": [0.0] * n, "kl": [1.2] * n}}
+    kinds = {anchor: "anchor", other: "other", "DiffMean": "diffmean", "prompting": "prompting",
+             f"{anchor} at prompting's KL": "anchor_at_prompting_kl"}
     controls = {kind: {"names": [f"{kind}-{i}" for i in range(99)], "concept_shift": rng.normal(0.0, 0.1, 99).tolist(),
                        "kl": rng.normal(0.5, 0.05, 99).tolist(), "coefficient": [0.2] * 99}
                 for kind in ("random", "random_row")}
@@ -226,7 +229,8 @@ def steering_study(n: int = 40, seed: int = 0) -> SteeringResult:
     return SteeringResult.model_validate({
         "version": 2, "description": "planted", "kl_budget": 0.5, "coefficients": [0.1, 0.2],
         "directions": [{"kind": kinds[k], "name": k} for k in per_prompt if k != "prompting"],
-        "chosen_coefficient": {anchor: 0.2, other: 0.2, "DiffMean": 0.2},
+        "chosen_coefficient": {anchor: 0.2, other: 0.2, "DiffMean": 0.2, f"{anchor} at prompting's KL": 0.4},
+        "meta": {"instruction_names": ["France"]},
         "kl_reached": {k: float(np.mean(v["kl"])) for k, v in per_prompt.items()},
         "per_prompt": per_prompt,
         "controls": {"prompts": 12, "on_control_prompts": {anchor: 0.6, other: 0.0, "DiffMean": 0.9},

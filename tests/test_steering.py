@@ -14,6 +14,7 @@ from harness.core.config import MIN_UNIT_CHARS, SteeringConfig, check_lexicons
 from harness.core.steering_result import ControlKind, DirectionInfo, PromptScores
 from harness.steering.study import (
     Lexicon,
+    cosine_matched_rows,
     log_mass,
     matched_coefficient,
     secant_coefficient,
@@ -202,6 +203,36 @@ def test_lexicon_scores_whole_words_with_their_variants():
     assert all(len(u) > 1 for u in lexicon.units)  # whole words, not their first token
 
 
+def test_per_word_scores_sum_each_words_spellings():
+    """The ledger's per-word record: a word's probability is the sum over its spellings, its shift the
+    mean per-prompt change of that sum's log."""
+    lexicon = Lexicon.build(SpaceTokenizer(), ["France", "merci"])
+    assert lexicon.unit_words == ["France", "France", "merci", "merci", "merci"]
+    base = np.log(np.array([[0.01, 0.03, 0.001, 0.001, 0.002], [0.02, 0.02, 0.002, 0.0, 0.002]]) + 1e-30)
+    steered = base + np.log(np.array([[2.0] * 2 + [1.0] * 3, [4.0] * 2 + [1.0] * 3]))
+    words = {w["word"]: w for w in lexicon.per_word(base, steered)}
+    assert words["France"]["base_probability"] == pytest.approx(0.04)
+    assert words["France"]["anchor_shift"] == pytest.approx(np.mean(np.log([2.0, 4.0])))
+    assert words["merci"]["base_probability"] == pytest.approx(0.004) and words["merci"]["anchor_shift"] == \
+        pytest.approx(0.0)
+
+
+def test_control_mixtures_are_matched_to_the_sub_features_on_cosine():
+    """Each mixture draws, per sub-feature, a non-sub-feature row of about its cosine to the anchor (random
+    rows are nearly orthogonal; sub-features are aligned by construction), with no row twice in a set."""
+    rng = np.random.default_rng(0)
+    cos = np.concatenate([rng.normal(0.0, 0.05, 4000), rng.uniform(0.3, 0.8, 60)])
+    subs = [4000, 4010, 4020, 4030, 4040]
+    candidates = np.setdiff1d(np.arange(cos.size), subs)
+    mixtures = cosine_matched_rows(cos, subs, candidates, 19, np.random.default_rng(1))
+    assert len(mixtures) == 19 and len({tuple(m) for m in mixtures}) > 1  # drawn, not one fixed set
+    for rows in mixtures:
+        assert len(set(rows)) == len(rows) == len(subs) and not set(rows) & set(subs)
+        assert np.max(np.abs(cos[rows] - cos[subs])) < 0.2  # each row near its sub-feature's cosine
+    random_rows = rng.choice(candidates, size=len(subs), replace=False)
+    assert np.mean(cos[np.array(mixtures)]) > np.mean(cos[random_rows]) + 0.3
+
+
 def test_log_mass_is_the_log_of_summed_probabilities():
     lp = np.log(np.array([[0.1, 0.2, 0.05]]))
     assert log_mass(lp)[0] == pytest.approx(np.log(0.35))
@@ -311,12 +342,41 @@ def test_planted_steering_claims_decide_for_the_planted_reason(planted_analysis)
 
     study = steering_study()
     record = verdict(planted_analysis, study, kind="beats_random")
-    assert record.verdict == "held" and "0 of 99 random directions do as well" in record.reason
+    ranked = record.details["ranks"]["random"]
+    assert record.verdict == "held" and ranked["beaten_by"] == 0 and ranked["n"] + ranked["off_budget"] == 99
+    assert f"0 of {ranked['n']} random directions at the budget do as well" in record.reason
     assert verdict(planted_analysis, study, kind="specificity").verdict == "held"
     diffmean = verdict(planted_analysis, study, kind="versus_baseline", baseline="diffmean")
     assert diffmean.verdict == "refuted" and "DiffMean" in diffmean.reason  # DiffMean is planted 0.3 ahead
     assert verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting").verdict == "refuted"
     assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "not evaluated"  # no multi planted
+
+
+def test_prompting_is_compared_with_the_anchor_at_the_instructions_kl(planted_analysis):
+    """An instruction has no coefficient: the study pushes the anchor to prompting's own KL, and the claim
+    compares the two there, checks that they sit at one KL, and says when the instruction names a word."""
+    from tests.planted import steering_study
+
+    study = steering_study()
+    record = verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting")
+    assert record.details["compared"] == "coarse-5 at prompting's KL" and record.details["coefficient"] == 0.4
+    assert record.verdict == "refuted" and "the instruction itself names France" in record.reason  # planted -0.2
+    at = study.per_prompt["coarse-5 at prompting's KL"]
+    at.concept = (np.asarray(study.per_prompt["prompting"].concept) + 0.3).tolist()
+    assert verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting").verdict == "held"
+    # Off prompting's KL (0.6 vs 1.2 nats): a weaker push is no comparison, whatever the shift says.
+    study.kl_reached["coarse-5 at prompting's KL"] = 0.6
+    off = verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting")
+    assert off.verdict == "inconclusive" and "vs prompting's 1.20" in off.reason
+    # The anchor's own KL is not part of this comparison: off the budget, the verdict stands.
+    study = steering_study()
+    study.kl_reached["coarse-5"] = 2.0
+    record = verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting")
+    assert record.verdict == "refuted" and "not at" not in record.reason
+    # A study from before the anchor was scored at prompting's KL: not evaluated, never an unmatched verdict.
+    study.directions = [d for d in study.directions if d.kind != "anchor_at_prompting_kl"]
+    old = verdict(planted_analysis, study, kind="versus_baseline", baseline="prompting")
+    assert old.verdict == "not evaluated"
 
 
 def test_specificity_tests_both_parts_and_needs_a_working_contrast(planted_analysis):
@@ -351,7 +411,7 @@ def test_an_anchor_no_better_than_its_controls_does_not_hold(planted_analysis):
     assert record.verdict == "refuted" and "rank p = 1" in record.reason
 
 
-def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
+def test_multi_ranks_among_cosine_matched_mixtures_and_must_match_kl(planted_analysis):
     from tests.planted import steering_study
 
     study = steering_study()
@@ -361,15 +421,55 @@ def test_multi_must_beat_the_aligned_mixture_and_match_kl(planted_analysis):
     study.per_prompt["multi"] = PromptScores(concept=(anchor + 0.2).tolist(), other=[0.0] * n, kl=[0.5] * n)
     study.per_prompt["aligned"] = PromptScores(concept=(anchor + 0.2).tolist(), other=[0.0] * n, kl=[0.5] * n)
     study.kl_reached.update(multi=0.5, aligned=0.5)
-    study.controls.by_kind["control_mixture"] = ControlKind(concept_shift=[0.0] * 19)
+    study.controls.by_kind["control_mixture"] = ControlKind(concept_shift=[0.0] * 19, kl=[0.5] * 19)
     study.controls.on_control_prompts["multi"] = 1.0
     record = verdict(planted_analysis, study, kind="multi_vs_single")
-    assert record.verdict != "held" and "multi minus (aligned)" in record.reason  # sub-features add nothing
-    study.per_prompt["aligned"].concept = anchor.tolist()
-    assert verdict(planted_analysis, study, kind="multi_vs_single").verdict == "held"
+    # The aligned mixture (one fixed set, no distribution) is described, never required.
+    assert record.verdict == "held" and "descriptive: multi minus (aligned)" in record.reason
+    assert record.details["rank"] == {"p": 0.05, "beaten_by": 0, "n": 19, "off_budget": 0}
+    # Mixtures off the KL budget leave the rank; with fewer than 19 left it cannot reach p <= 0.05.
+    study.controls.by_kind["control_mixture"].kl = [0.5] * 18 + [0.9]
+    record = verdict(planted_analysis, study, kind="multi_vs_single")
+    assert record.verdict == "inconclusive" and "1 off the budget left out" in record.reason
+    study.controls.by_kind["control_mixture"].kl = [0.5] * 19
     study.kl_reached["multi"] = 0.9  # not matched: never held
     record = verdict(planted_analysis, study, kind="multi_vs_single")
     assert record.verdict == "inconclusive" and "not matched" in record.reason
+
+
+def test_each_controls_own_kl_is_checked_not_their_median(planted_analysis):
+    from tests.planted import steering_study
+
+    study = steering_study()
+    assert verdict(planted_analysis, study, kind="beats_random").verdict == "held"
+    # 90 of the 99 random directions far off the budget: their median is off too, but the point is that
+    # each one is checked; 9 at the budget cannot rank the anchor at p <= 0.05 among 19+.
+    study.controls.by_kind["random"].kl = [2.0] * 90 + [0.5] * 9
+    record = verdict(planted_analysis, study, kind="beats_random")
+    assert record.verdict == "inconclusive" and record.details["ranks"]["random"]["off_budget"] == 90
+    assert "0 of 9 random directions at the budget do as well" in record.reason
+
+
+def test_more_targeted_compares_the_concept_minus_other_gap_at_matched_kl(planted_analysis):
+    from tests.planted import steering_study
+
+    study = steering_study()
+    assert verdict(planted_analysis, study, kind="more_targeted").verdict == "not evaluated"  # no multi
+    anchor = study.per_prompt["coarse-5"]
+    n = len(anchor.concept)
+    gap = np.asarray(anchor.concept) - np.asarray(anchor.other)
+    study.directions.append(DirectionInfo(kind="multi", name="multi"))
+    study.per_prompt["multi"] = PromptScores(concept=(np.asarray(anchor.concept) + 0.5).tolist(),
+                                             other=(np.asarray(anchor.other) + 0.2).tolist(), kl=[0.5] * n)
+    study.kl_reached["multi"] = 0.5
+    record = verdict(planted_analysis, study, kind="more_targeted")
+    assert record.verdict == "held" and record.effect.value == pytest.approx(0.3)
+    # Multi raises both lexicons alike: no more targeted, whatever it does to concept words alone.
+    study.per_prompt["multi"].other = (np.asarray(anchor.other) + 0.5 + 0.05 * np.sin(np.arange(n))).tolist()
+    assert verdict(planted_analysis, study, kind="more_targeted").verdict != "held"
+    study.kl_reached["multi"] = 0.9
+    assert verdict(planted_analysis, study, kind="more_targeted").verdict == "inconclusive"
+    assert gap.size == n
 
 
 def test_unknown_baseline_is_a_usage_error_naming_the_choices(tmp_path):

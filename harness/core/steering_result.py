@@ -17,11 +17,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class WordScore(_Strict):
+    word: str
+    base_probability: float = Field(description="mean unsteered probability that the next word is this word "
+                                    "(all its spellings, whole words), on the confirmation prompts")
+    anchor_shift: float = Field(description="mean per-prompt shift of its log-probability under the anchor (nats)")
+
+
 class LexiconInfo(_Strict):
     name: str
     words: list[str] = Field(default_factory=list)
     units: list[Any] = Field(default_factory=list, description="the spellings scored (reply-initial variants)")
     base_log_mass: float | None = Field(None, description="mean unsteered log-probability of the lexicon")
+    per_word: list[WordScore] = Field(default_factory=list)
 
 
 class Lexicons(_Strict):

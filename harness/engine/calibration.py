@@ -585,11 +585,12 @@ def _steering_study(per_prompt: dict, *, controls: dict | None = None, on_contro
             "controls": {"prompts": 12, "on_control_prompts": on_control or {},
                          "by_kind": {k: {"concept_shift": list(v), "kl": [0.5] * len(v), "names": [], "coefficient": []}
                                      for k, v in (controls or {}).items()}},
-            "lexicons": {"concept": {"name": "France"}, "other": {"name": "Germany"}}})
+            "lexicons": {"concept": {"name": "France", "words": ["France"]},
+                         "other": {"name": "Germany", "words": ["Germany"]}}})
 
 
 def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: str = "specificity",
-                   part: str = "both") -> Trial:
+                   part: str = "both", baseline: str = "diffmean") -> Trial:
     """Steering claims at the boundary of their null, built as the study builds them."""
     n = N_NEUTRAL
     noise = rng.standard_t(4, n) * 0.4
@@ -611,12 +612,43 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
         study = _steering_study({"anchor": {"concept": fr.tolist(), "other": (fr - 0.3 + noise).tolist(), "kl": []},
                                  "other": {"concept": rng.normal(0.7, 0.3, n).tolist(),
                                            "other": rng.normal(0.4, 0.3, n).tolist(), "kl": []}})
+    elif kind == "beats_random" and part == "kl-spread":
+        # Controls land around the budget (KL 0.5 +- 0.12) and a bigger push moves words more (shift
+        # grows with KL); the anchor, at the budget, is one more draw of a control at the budget. Controls
+        # off the budget leave the rank.
+        kls = np.clip(rng.normal(0.5, 0.12, 2 * N_CONTROLS), 0.05, None)
+        shifts = rng.normal(0.3, 0.2, 2 * N_CONTROLS) + 1.5 * (kls - 0.5)
+        study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []}},
+                                controls={"random": shifts[:N_CONTROLS], "random_row": shifts[N_CONTROLS:]},
+                                on_control={"anchor": float(rng.normal(0.3, 0.2))})
+        study.controls.by_kind["random"].kl = kls[:N_CONTROLS].tolist()
+        study.controls.by_kind["random_row"].kl = kls[N_CONTROLS:].tolist()
     elif kind == "beats_random":
         # The anchor shifts France words (that part holds) but is one more draw from the controls' distribution.
         draws = rng.normal(0.3, 0.2, 2 * N_CONTROLS + 1)
         study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []}},
                                 controls={"random": draws[1:N_CONTROLS + 1], "random_row": draws[N_CONTROLS + 1:]},
                                 on_control={"anchor": float(draws[0])})
+    elif kind == "more_targeted":
+        # Multi moves both lexicons more than the anchor, by the same amount on average: its concept-minus-
+        # other gap equals the anchor's (heavy-tailed per-prompt differences).
+        fr, de = rng.normal(0.7, 0.5, n), rng.normal(0.2, 0.3, n)
+        push = rng.normal(0.4, 0.3, n)
+        study = _steering_study({"anchor": {"concept": fr.tolist(), "other": de.tolist(), "kl": []},
+                                 "multi": {"concept": (fr + push).tolist(), "other": (de + push + noise).tolist(),
+                                           "kl": []}})
+    elif kind == "versus_baseline" and baseline == "prompting":
+        # The anchor pushed to the instruction's KL and the instruction move concept words equally on
+        # average; the anchor at the budget is far weaker (it must not enter the comparison).
+        at_prompting = rng.normal(1.5, 0.6, n)
+        study = _steering_study({"anchor": {"concept": rng.normal(0.6, 0.3, n).tolist(), "other": [0] * n, "kl": []},
+                                 "anchor at prompting's KL": {"concept": at_prompting.tolist(), "other": [0] * n,
+                                                              "kl": []},
+                                 "prompting": {"concept": (at_prompting + noise).tolist(), "other": [0] * n, "kl": []}},
+                                kinds={"anchor at prompting's KL": "anchor_at_prompting_kl"},
+                                kl={"anchor": 0.5, "anchor at prompting's KL": 1.3, "prompting": 1.3})
+        spec = _claim("steering", kind=kind, baseline="prompting")
+        return Trial(synthetic_world(spec, coarse=np.zeros(N_CONCEPT + N_NEUTRAL), seed=seed, settings=s), spec, study)
     elif kind == "versus_baseline":
         # SAE anchor and DiffMean move concept words equally on average (correlated per prompt).
         anchor = rng.normal(0.6, 0.3, n)
@@ -825,17 +857,26 @@ CONDITIONS: tuple[Condition, ...] = (
        "(heavy-tailed per-prompt noise)", condition="boundary", claim_kind="specificity"),
     _c("steering", "boundary-rank", "fpr", steering_trial, "beats_random: the anchor shifts France words but is "
        "one more draw among 99 random directions and 99 random rows", condition="boundary", claim_kind="beats_random"),
+    _c("steering", "boundary-rank-kl-spread", "fpr", steering_trial, "beats_random: as boundary-rank, the controls "
+       "landing at KL 0.5 +- 0.12 with shifts growing with KL (those off the budget leave the rank)",
+       condition="boundary", claim_kind="beats_random", part="kl-spread"),
+    _c("steering", "boundary-more-targeted", "fpr", steering_trial, "more_targeted: multi moves both lexicons "
+       "more than the anchor by the same amount on average (heavy-tailed per-prompt differences)",
+       condition="boundary", claim_kind="more_targeted"),
     _c("steering", "boundary-baseline", "fpr", steering_trial, "versus_baseline: anchor and DiffMean move "
        "concept words equally on average (heavy-tailed per-prompt differences)", condition="boundary",
        claim_kind="versus_baseline"),
+    _c("steering", "boundary-prompting", "fpr", steering_trial, "versus_baseline (prompting): the anchor at the "
+       "instruction's KL and the instruction move concept words equally on average (heavy-tailed differences)",
+       condition="boundary", claim_kind="versus_baseline", baseline="prompting"),
     _c("steering", "boundary-rare-words", "fpr", steering_trial, "concept_rate: concept words equally rare "
        "steered and unsteered (6% of 64 samples hold any)", condition="boundary", claim_kind="concept_rate"),
     _c("steering", "boundary-multi", "fpr", steering_trial, "multi_vs_single: multi = single on average and "
-       "exchangeable with 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single"),
+       "exchangeable with 19 cosine-matched mixtures", condition="boundary", claim_kind="multi_vs_single"),
     _c("steering", "boundary-multi-interval", "fpr", steering_trial, "multi_vs_single: multi = single on average, "
-       "far above every random-row mixture", condition="boundary", claim_kind="multi_vs_single", part="interval"),
+       "far above every cosine-matched mixture", condition="boundary", claim_kind="multi_vs_single", part="interval"),
     _c("steering", "boundary-multi-rank", "fpr", steering_trial, "multi_vs_single: multi beats single by 0.3 "
-       "nats but is one more draw among 19 random-row mixtures", condition="boundary", claim_kind="multi_vs_single",
+       "nats but is one more draw among 19 cosine-matched mixtures", condition="boundary", claim_kind="multi_vs_single",
        part="rank"),
     _c("go_gate", "boundary-2+10", "fpr", gate_trial, "the gate at its boundary: anchor 0 has 2 true sub-features "
        "plus 10 aligned rows that prefer the concept but do not co-fire within sets (3 anchors, 100 + 100 "

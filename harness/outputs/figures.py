@@ -177,7 +177,7 @@ def decomposition_graph(tables: dict) -> dict | None:
 METHOD_COLOURS = {"anchor": "#d62728", "multi": "#9467bd", "fine": "#e377c2", "aligned_mixture": "#bcbd22",
                   "control_mixture": "#8c564b", "diffmean": "#1f77b4", "prompting": "#2ca02c",
                   "other": "#ff7f0e", "other_diffmean": "#ffbb78", "random": "#7f7f7f", "random_row": "#c7c7c7",
-                  "unsteered": "#17becf"}
+                  "unsteered": "#17becf", "anchor_at_prompting_kl": "#f4a3a8"}
 
 
 def _method_style(kind: str) -> dict:
@@ -222,6 +222,10 @@ def steering_figures(steering: dict) -> list[dict]:
         if prompting:
             traces.append({"type": "scatter", "mode": "markers", "x": [prompting["kl"]], "y": [prompting["concept_shift"]],
                            "name": "prompting", "marker": {**_method_style("prompting"), "size": 12, "symbol": "star"}})
+        for name, row in summary.items():
+            if row.get("kind") == "anchor_at_prompting_kl":  # the anchor at the instruction's KL, for the comparison
+                traces.append({"type": "scatter", "mode": "markers", "x": [row["kl"]], "y": [row["concept_shift"]],
+                               "name": name, "marker": {**_method_style("anchor"), "size": 11, "symbol": "diamond"}})
         budget = steering.get("kl_budget")
         shapes = [{"type": "line", "x0": budget, "x1": budget, "yref": "paper", "y0": 0, "y1": 1,
                    "line": {"dash": "dot", "color": "#999"}}] if budget else []

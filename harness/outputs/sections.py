@@ -174,6 +174,13 @@ def steering_tables(steering: dict) -> list:
         timings = " · ".join(f"{k} {v}" for k, v in (steering.get("timings") or {}).items())
         parts.append(f"Lexicons: {concept} = {', '.join((lexicons.get('concept') or {}).get('words', []))}; "
                      f"{other} = {', '.join((lexicons.get('other') or {}).get('words', []))}. Timings (s): {timings}.")
+    words = [(lex.get("name", ""), w) for lex in (lexicons.get("concept") or {}, lexicons.get("other") or {})
+             for w in lex.get("per_word") or []]
+    if words:
+        parts.append(Table(["lexicon", "word", "base probability (unsteered)", "shift under the anchor (nats)"],
+                           [[name, w["word"], w["base_probability"], w["anchor_shift"]] for name, w in words],
+                           title="Each lexicon word, whole words, confirmation prompts",
+                           collapsed=f"Per word ({len(words)})"))
     examples = steering.get("examples") or []
     if examples:
         conditions = [c for c in examples[0] if c != "prompt"]

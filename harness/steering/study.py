@@ -41,7 +41,8 @@ from harness.core.config import WORD_PATTERN, SteeringConfig
 from harness.core.steering_result import SteeringResult
 from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
-STUDY_VERSION = 4  # 4: "coefficient" for the steering strength (alpha is the significance level only)
+STUDY_VERSION = 5  # 5: the anchor at prompting's KL, per-word scores, cosine-matched mixtures (4: "coefficient")
+AT_PROMPTING_KL = "anchor_at_prompting_kl"  # the kind of the anchor rescaled to the instruction's KL
 # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
 
 
@@ -58,19 +59,34 @@ class Lexicon:
     words: tuple[str, ...]
     variants: list[str]  # the scored units as text
     units: list[tuple[int, ...]]  # their token ids
+    unit_words: list[str] = field(default_factory=list)  # the lexicon word each unit spells
 
     @classmethod
     def build(cls, tokenizer, words: Sequence[str]) -> Lexicon:
-        variants, units = [], []
+        variants, units, unit_words = [], [], []
         for word in words:
             for variant in word_variants(word):
                 ids = tuple(tokenizer(variant, add_special_tokens=False)["input_ids"])
                 if ids and ids not in units:
                     variants.append(variant)
                     units.append(ids)
+                    unit_words.append(word)
         # Units are scored as whole words (the token after them must end the word), so " Paris" and
         # " Parisian" are different events and both are kept.
-        return cls(words=tuple(words), variants=variants, units=units)
+        return cls(words=tuple(words), variants=variants, units=units, unit_words=unit_words)
+
+    def per_word(self, base_units: np.ndarray, steered_units: np.ndarray) -> list[dict]:
+        """Per word (all its spellings): its mean unsteered probability as the next word, and the mean
+        per-prompt shift of its log-probability under a steered run ([prompts, units] log-probs)."""
+        out = []
+        for word in self.words:
+            idx = [i for i, w in enumerate(self.unit_words) if w == word]
+            if not idx:
+                continue
+            base, steered = log_mass(base_units[:, idx]), log_mass(steered_units[:, idx])
+            out.append({"word": word, "base_probability": float(np.mean(np.exp(base))),
+                        "anchor_shift": float(np.mean(steered - base))})
+        return out
 
 
 def check_units_apart(concept: Lexicon, other: Lexicon) -> None:
@@ -195,6 +211,32 @@ def discovery_sub_features(run, anchor: int) -> list[int]:
     return [p["fine"] for p in discovery.sub_features(anchor)]
 
 
+def cosine_matched_rows(cos: np.ndarray, subs: Sequence[int], candidates: np.ndarray, n_mixtures: int,
+                        rng: np.random.Generator, pool: int = 8) -> list[list[int]]:
+    """`n_mixtures` sets of fine rows that are not sub-features, each matched on decoder cosine to the
+    anchor, sub-feature by sub-feature: in a random order of the sub-features, a row drawn from the
+    `pool` unused candidates nearest its cosine (no row twice in one set). Random rows are nearly
+    orthogonal to the anchor while sub-features are aligned by construction; a control that differs in
+    geometry would let alignment alone pass for "the sub-features help"."""
+    candidates = np.asarray(candidates)
+    order_by_sub = {s: candidates[np.argsort(np.abs(cos[candidates] - cos[s]), kind="stable")] for s in subs}
+    out = []
+    for _ in range(n_mixtures):
+        chosen: dict[int, int] = {}
+        for k in rng.permutation(len(subs)):
+            s = subs[int(k)]
+            taken = set(chosen.values())
+            options = [int(r) for r in order_by_sub[s] if int(r) not in taken][:pool]
+            chosen[s] = options[int(rng.integers(len(options)))]
+        out.append([chosen[s] for s in subs])
+    return out
+
+
+def cosine_gap(cos: np.ndarray, subs: Sequence[int], mixtures: Sequence[Sequence[int]]) -> float:
+    """How well the mixtures are matched: mean |cosine of a row - cosine of its sub-feature|."""
+    return float(np.mean([np.abs(cos[list(rows)] - cos[list(subs)]).mean() for rows in mixtures])) if mixtures else 0.0
+
+
 def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tuple[list[Direction], dict]:
     a, dirs, tables = run.analysis, run.directions, run.tables
     if not run.profile.anchors.coarse:
@@ -214,14 +256,18 @@ def build_directions(run, cfg: SteeringConfig, rng: np.random.Generator) -> tupl
         aligned = not_subs[np.argsort(-cos[not_subs])[: len(subs)]]
         out.append(Direction(f"anchor + {len(subs)} aligned non-sub-features", "aligned_mixture",
                              mixture(dirs, anchor, aligned.tolist(), w), [anchor, *aligned.tolist()]))
-        for i in range(cfg.control_mixtures):
-            rows = rng.choice(not_subs, size=len(subs), replace=False)
-            out.append(Direction(f"anchor + {len(subs)} random fine rows #{i}", "control_mixture",
-                                 mixture(dirs, anchor, rows.tolist(), w), [anchor, *rows.tolist()]))
+        matched = cosine_matched_rows(cos, subs, not_subs, cfg.control_mixtures, rng)
+        for i, rows in enumerate(matched):
+            out.append(Direction(f"anchor + {len(subs)} cosine-matched fine rows #{i}", "control_mixture",
+                                 mixture(dirs, anchor, rows, w), [anchor, *rows]))
     diffmean = mean_residual(tables, masks["concept_discovery"]) - mean_residual(tables, masks["neutral_discovery"])
     out.append(Direction("DiffMean", "diffmean", unit(diffmean)))
     meta = {"anchor": anchor, "fine": fine, "sub_features": subs, "sub_features_from": "discovery half",
             "multi_coarse_weight": w}
+    if subs:
+        meta["control_mixture_cosine_gap"] = cosine_gap(cos, subs, matched)
+        # the aligned mixture pairs by rank of cosine (its rows are the most aligned, not matched one to one)
+        meta["aligned_mixture_cosine_gap"] = float(np.mean(np.abs(np.sort(cos[aligned]) - np.sort(cos[subs]))))
     if cfg.other_concept:
         near = [p for p in run.prompt_sets.near_miss if p.country == cfg.other_concept]
         if len(near) < cfg.other_concept_min_prompts:  # preflight says this first (check_steering_inputs)
@@ -370,6 +416,9 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     base_concept = log_mass(base_units[:, :n_concept])
     base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
     scored = engine.score(prep_conf, vectors(named, [chosen[d.name] for d in named]))
+    anchor_units = scored["unit_logprob"][next(i for i, d in enumerate(named) if d.kind == "anchor")]
+    per_word = {"concept": concept_lex.per_word(base_units[:, :n_concept], anchor_units[:, :n_concept]),
+                "other": other_lex.per_word(base_units[:, n_concept:], anchor_units[:, n_concept:]) if other_lex else []}
     per_prompt: dict[str, dict] = {}
     for i, d in enumerate(named):
         u = scored["unit_logprob"][i]
@@ -390,6 +439,21 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
         "concept": (log_mass(p_units[:, :n_concept]) - base_concept).tolist(),
         "other": ((log_mass(p_units[:, n_concept:]) - base_other) if other_lex else np.zeros(len(confirmation))).tolist(),
         "kl": prompting_kl.tolist()}
+    # An instruction has no coefficient: compare it with the anchor pushed to the instruction's own KL
+    # (its coefficient read off the anchor's calibration curve), on the same confirmation prompts.
+    anchor_named = next(d for d in named if d.kind == "anchor")
+    at_prompting = Direction(f"{anchor_named.name} at prompting's KL", AT_PROMPTING_KL, anchor_named.vector,
+                             anchor_named.components)
+    chosen[at_prompting.name] = matched_coefficient(coefficients, kl_grid[named.index(anchor_named)],
+                                                    float(prompting_kl.mean()))
+    u = engine.score(prep_conf, vectors([at_prompting], chosen[at_prompting.name]))
+    per_prompt[at_prompting.name] = {
+        "concept": (log_mass(u["unit_logprob"][0][:, :n_concept]) - base_concept).tolist(),
+        "other": ((log_mass(u["unit_logprob"][0][:, n_concept:]) - base_other) if other_lex
+                  else np.zeros(len(confirmation))).tolist(),
+        "kl": u["kl"][0].tolist()}
+    meta["instruction_names"] = [w for w in (*cfg.concept_words, *cfg.other_concept_words)
+                                 if contains_word(instruction, [w])]
     bar.update()
     lap("score named")
 
@@ -470,7 +534,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     steerability = {name: {"wrong_way": float(np.mean(np.asarray(v["concept"]) < 0)),
                            "n": len(v["concept"])} for name, v in per_prompt.items()}
     kl_reached = {name: float(np.mean(v["kl"])) for name, v in per_prompt.items()}
-    kinds = {d.name: d.kind for d in named} | {"prompting": "prompting"}
+    kinds = {d.name: d.kind for d in named} | {"prompting": "prompting", at_prompting.name: AT_PROMPTING_KL}
     summary = {name: {"kind": kinds[name], "coefficient": chosen.get(name), "kl": kl_reached[name],
                       "concept_shift": float(np.mean(v["concept"])), "other_shift": float(np.mean(v["other"])),
                       "wrong_way": steerability[name]["wrong_way"],
@@ -493,12 +557,14 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
         "radius": radius, "coefficients": coefficients.tolist(), "kl_budget": cfg.kl_budget, "positions": cfg.positions,
         "chat_template": used_template, "meta": meta,
         "lexicons": {"concept": {"name": concept_name, "words": list(cfg.concept_words), "units": concept_lex.variants,
-                                 "base_log_mass": float(np.mean(base_concept))},
+                                 "base_log_mass": float(np.mean(base_concept)), "per_word": per_word["concept"]},
                      "other": {"name": cfg.other_concept, "words": list(cfg.other_concept_words),
                                "units": other_lex.variants if other_lex else [],
-                               "base_log_mass": float(np.mean(base_other)) if other_lex else None}},
+                               "base_log_mass": float(np.mean(base_other)) if other_lex else None,
+                               "per_word": per_word["other"]}},
         "directions": [{"name": d.name, "kind": d.kind, "components": d.components,
-                        "coefficient": chosen.get(d.name), "kl_reached": kl_reached.get(d.name)} for d in named],
+                        "coefficient": chosen.get(d.name), "kl_reached": kl_reached.get(d.name)}
+                       for d in (*named, at_prompting)],
         "instruction": instruction,
         "chosen_coefficient": chosen, "calibration_kl": calibration_curves, "per_prompt": per_prompt,
         "kl_reached": kl_reached, "controls": control_summary, "dose_response": curves, "random_band": band,
