@@ -144,7 +144,9 @@ def beats_random(s: Study) -> Comparison:
     reason = (f"{s.anchor} shifts {s.concept}-word log-prob by {{interval}} nats at KL "
               f"{s.kl.get(s.anchor, float('nan')):.2f}; "
               + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} at the budget do as well (rank p = {r['p']:.2g}, "
-                          f"their median {_num(r['median'])}; {r['off_budget']} off the budget left out)"
+                          f"their median {_num(r['median'])}; {r['off_budget']} off the budget left out"
+                          + (f"; fewer than min_controls = {s.claim.param('min_controls')}" if r["n"] < s.claim.param(
+                              "min_controls") else "") + ")"
                           for r in ranks.values())
               + f" [on {controls.prompts} prompts]")
     return Comparison(s.concept_of(s.anchor), f"{s.concept}-word log-prob shift, anchor at matched KL (nats)",
@@ -209,7 +211,9 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
     reason = (f"at KL {kl.get(multi, float('nan')):.2f} (multi) vs {kl.get(s.anchor, float('nan')):.2f} (anchor)"
               f"{'' if matched else ' - not matched within ' + format(s.tolerance, '.2f')}, "
               f"multi minus single = {{interval}} nats; {beaten} of {n_mixtures} anchor + cosine-matched-row "
-              f"mixtures at the budget do as well (rank p = {p:.2g}; {dropped} off the budget left out)" + aligned_text)
+              f"mixtures at the budget do as well (rank p = {p:.2g}; {dropped} off the budget left out"
+              + (f"; fewer than min_controls = {s.claim.param('min_controls')}" if n_mixtures < s.claim.param(
+                  "min_controls") else "") + ")" + aligned_text)
     return Comparison(s.concept_of(multi) - s.concept_of(s.anchor),
                       f"multi minus single {s.concept}-word shift at matched KL (nats)", reason, verdicts, p)
 

@@ -448,6 +448,7 @@ def test_each_controls_own_kl_is_checked_not_their_median(planted_analysis):
     record = verdict(planted_analysis, study, kind="beats_random")
     assert record.verdict == "inconclusive" and record.details["ranks"]["random"]["off_budget"] == 90
     assert "0 of 9 random directions at the budget do as well" in record.reason
+    assert "90 off the budget left out; fewer than min_controls = 19" in record.reason
 
 
 def test_more_targeted_compares_the_concept_minus_other_gap_at_matched_kl(planted_analysis):
