@@ -221,8 +221,6 @@ def test_stale_temp_folders_are_cleaned_fresh_ones_kept(tmp_path):
 
 @pytest.mark.parametrize("case", ["valid", "empty", "nan", "not json", "old schema"])
 def test_steering_cache_is_validated_on_read(tmp_path, case):
-    import json
-
     from harness.entry.session import _valid_study
     from tests.planted import steering_study
 
