@@ -270,10 +270,10 @@ class ClaimSpec:
         if family is not None:
             family.check(f"claim {self.claim_id!r}", self.params)
             if self.gating and family.phase == "phase 2":
-                raise ConfigError(f"claim {self.claim_id!r}: gating = true, but {family.name} claims are phase 2 and "
-                                  "never gate the decision to start phase 2; remove `gating`")
+                raise ConfigError(f"claim {self.claim_id!r}: gating = true, but {family.name} claims are Phase 2 and "
+                                  "never gate the decision to start Phase 2; remove `gating`")
             if self.gating is False and family.go_rule:
-                raise ConfigError(f"claim {self.claim_id!r}: gating = false, but the {family.name} claim is the GO rule; "
+                raise ConfigError(f"claim {self.claim_id!r}: gating = false, but the {family.name} claim is the gate; "
                                   "remove `gating` (or the claim, for a run with no GO decision)")
 
     def check(self) -> None:
