@@ -97,7 +97,10 @@ def test_cli_rows_and_table():
     rows = calibrate(n_datasets=5, seed=0, settings=SETTINGS, families=["steering", "sparsity"], progress=False)
     assert [(r["family"], r["condition"]) for r in rows] == [("sparsity", "boundary"), ("steering", "boundary"),
                                                                  ("steering", "boundary-rank"),
+                                                                 ("steering", "boundary-rank-kl-spread"),
+                                                                 ("steering", "boundary-more-targeted"),
                                                                  ("steering", "boundary-baseline"),
+                                                                 ("steering", "boundary-prompting"),
                                                                  ("steering", "boundary-rare-words"),
                                                                  ("steering", "boundary-multi"),
                                                                  ("steering", "boundary-multi-interval"),
