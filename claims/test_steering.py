@@ -48,7 +48,7 @@ from harness import (
 
 KINDS = ("beats_random", "specificity", "multi_vs_single", "more_targeted", "concept_rate", "versus_baseline")
 BASELINES = ("diffmean", "prompting")
-AT_PROMPTING_KL = "anchor_at_prompting_kl"  # the study's anchor rescaled to the instruction's KL
+AT_PROMPTING_KL = SteeringResult.AT_PROMPTING_KL  # the study's anchor rescaled to the instruction's KL
 
 PARAMS = {
     "kind": Param(str, choices=KINDS),
@@ -101,14 +101,15 @@ class Study:
                 if abs(kl - self.budget) <= self.tolerance]
         return kept, len(block.concept_shift) - len(kept)
 
-    def rank(self, mine: float, kind: str) -> tuple[str, float, int, int, int]:
-        """(verdict, exact rank p, controls at least as good, controls ranked, controls left out off the
-        budget) of `mine` among this kind's controls; inconclusive with fewer than `min_controls` ranked."""
+    def rank(self, mine: float, kind: str) -> tuple[str, float, int, list[float], int]:
+        """(verdict, exact rank p, controls at least as good, the ranked controls' shifts, controls left out
+        off the budget) of `mine` among this kind's controls; inconclusive with fewer than `min_controls`
+        ranked."""
         shifts, dropped = self.controls_of(kind)
         verdict, p, beaten = rank_against_controls(mine, shifts, self.analysis.alpha)
         if len(shifts) < self.claim.param("min_controls"):
             verdict = "inconclusive"
-        return verdict, p, beaten, len(shifts), dropped
+        return verdict, p, beaten, shifts, dropped
 
     def require_budget(self, name: str, reached) -> None:
         """Every steered method must sit at the fluency budget; one that does not is not comparable."""
@@ -135,8 +136,8 @@ def beats_random(s: Study) -> Comparison:
     mine = controls.on_control_prompts[s.anchor]
     ranks, verdicts = {}, []
     for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-        verdict, p, beaten, n, dropped = s.rank(mine, control_kind)
-        shifts, _ = s.controls_of(control_kind)
+        verdict, p, beaten, shifts, dropped = s.rank(mine, control_kind)
+        n = len(shifts)
         verdicts.append(verdict)
         ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": n, "off_budget": dropped, "label": label,
                                "median": float(np.median(shifts)) if shifts else None}
@@ -191,7 +192,8 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
         return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
                                "multi-resolution direction", "multi - single")
     multi, kl = s.names["multi"], s.kl
-    verdict, p, beaten, n_mixtures, dropped = s.rank(s.study.controls.on_control_prompts[multi], "control_mixture")
+    verdict, p, beaten, ranked, dropped = s.rank(s.study.controls.on_control_prompts[multi], "control_mixture")
+    n_mixtures = len(ranked)
     verdicts = [verdict]
     gap = abs(kl.get(multi, np.nan) - kl.get(s.anchor, np.nan))
     matched = bool(np.isfinite(gap) and gap <= s.tolerance)

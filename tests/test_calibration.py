@@ -99,6 +99,7 @@ def test_cli_rows_and_table():
                                                                  ("steering", "boundary-rank"),
                                                                  ("steering", "boundary-rank-kl-spread"),
                                                                  ("steering", "boundary-more-targeted"),
+                                                                 ("steering", "effect-more-targeted"),
                                                                  ("steering", "boundary-baseline"),
                                                                  ("steering", "boundary-prompting"),
                                                                  ("steering", "boundary-rare-words"),
@@ -108,7 +109,7 @@ def test_cli_rows_and_table():
                                                                  ("steering", "boundary-specificity-first"),
                                                                  ("steering", "boundary-specificity-inert")]
     for row in rows:
-        assert {"family", "condition", "fpr", "n_datasets", "mc_se", "alpha"} <= set(row)
+        assert {"family", "condition", "n_datasets", "mc_se", "alpha"} <= set(row) and ({"fpr", "power"} & set(row))
     assert format_table(rows).count("\n| ") == len(rows) + 1
 
 

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.engine.analysis import selectivity_interval
 from harness.statistics.stats import clopper_pearson, selectivity
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate_c=st.floats(0.05, 1.0), rate_o=st.floats(0.0, 0.2), size_o=st.floats(0.1, 10.0),
+       ceiling=st.floats(0.0, 30.0), seed=st.integers(0, 2**16))
+def test_a_ceiling_never_raises_the_lower_bound(rate_c, rate_o, size_o, ceiling, seed):
+    """What a recorded ceiling changes can only make "selective" harder to hold: so a gate or selectivity
+    calibration row without ceilings bounds the false-positive rate of the same row with them."""
+    rng = np.random.default_rng(seed)
+    concept = np.where(rng.random(60) < rate_c, rng.gamma(2.0, 1.5, 60), 0.0)
+    other = np.where(rng.random(60) < rate_o, size_o * rng.uniform(0.5, 1.5, 60), 0.0)
+    if not (concept > 0).any() and not (other > 0).any():
+        concept[0] = 1.0
+    without = selectivity_interval(concept, other, level=0.9, n_resamples=199, seed=seed)
+    with_ceiling = selectivity_interval(concept, other, level=0.9, n_resamples=199, seed=seed, ceiling=ceiling)
+    assert with_ceiling.low <= without.low + 1e-12
 
 
 def test_with_few_other_firings_the_bound_puts_every_unseen_firing_at_the_ceiling():

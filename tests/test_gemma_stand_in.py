@@ -99,6 +99,11 @@ def test_main_job_runs_the_gemma_path_offline(main_job):
     # thresholds were set for L0 near 12 and 20 on the stand-in's own residuals
     assert 8 < ledger["tables"]["l0"]["coarse"] < 16 and 14 < ledger["tables"]["l0"]["fine"] < 26
     assert "error" not in ledger["tables"]
+    # No ceilings were recorded for the hub SAEs: the run measured them on held-out corpus text, into the
+    # user cache (one file per SAE and model), so the selectivity bound assumes nothing about unseen firings.
+    assert ledger["tables"]["activation_ceilings"] == {
+        role: "measured this run on 40,000 held-out corpus tokens" for role in ("coarse", "fine")}
+    assert len(list((out / "cache" / "ceilings").glob("*.safetensors"))) == 2
     families = {c["family"] for c in ledger["claims"]}
     assert {"selectivity", "sparsity", "reconstruction", "geometry", "sub_features", "go_gate", "steering"} <= families
     assert all(c["verdict"] in ("held", "refuted", "inconclusive", "not evaluated") for c in ledger["claims"])

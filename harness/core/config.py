@@ -201,9 +201,20 @@ class AnalysisConfig:
     looks: int = 1
     look: int = 1
     spending: str = "pocock"
+    # Activation ceilings (harness/world/ceilings.py) bound the firings a prompt set has not shown yet.
+    # "measure": an SAE with none recorded for these weights gets them measured on `ceiling_tokens`
+    # held-out corpus tokens before the claims (cached per SAE and model); "recorded": only recorded
+    # ones are used, and an SAE without them is bounded by the firings seen (said in the run notes).
+    ceilings: str = "measure"
+    ceiling_tokens: int = 40_000
 
     def __post_init__(self) -> None:
         _check_literal("analysis.pooling", self.pooling, Pooling)
+        if self.ceilings not in ("measure", "recorded"):
+            raise choices_error("analysis.ceilings", self.ceilings, ("measure", "recorded"))
+        if self.ceiling_tokens < 512:
+            raise ConfigError(f"analysis.ceiling_tokens {self.ceiling_tokens} is too few to find a feature's "
+                              "largest activation; use >= 512")
         _check_literal("analysis.spending", self.spending, Spending)
         if self.looks < 1:
             raise ConfigError(f"analysis.looks {self.looks} must be >= 1")

@@ -8,7 +8,7 @@ the part the claims need and nothing else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -106,6 +106,8 @@ class Samples(_Strict):
 
 
 class SteeringResult(_Strict):
+    # The kind of the anchor pushed to prompting's own KL (versus prompting compares at one KL).
+    AT_PROMPTING_KL: ClassVar[str] = "anchor_at_prompting_kl"
     # what the steering claims decide on
     directions: list[DirectionInfo]
     chosen_coefficient: dict[str, float | None]

@@ -632,11 +632,13 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
     elif kind == "more_targeted":
         # Multi moves both lexicons more than the anchor, by the same amount on average: its concept-minus-
         # other gap equals the anchor's (heavy-tailed per-prompt differences).
+        # part "effect": multi's gap is 0.2 nats wider (the embedded run's measured +0.207).
         fr, de = rng.normal(0.7, 0.5, n), rng.normal(0.2, 0.3, n)
         push = rng.normal(0.4, 0.3, n)
+        narrower = 0.2 if part == "effect" else 0.0
         study = _steering_study({"anchor": {"concept": fr.tolist(), "other": de.tolist(), "kl": []},
-                                 "multi": {"concept": (fr + push).tolist(), "other": (de + push + noise).tolist(),
-                                           "kl": []}})
+                                 "multi": {"concept": (fr + push).tolist(),
+                                           "other": (de + push + noise - narrower).tolist(), "kl": []}})
     elif kind == "versus_baseline" and baseline == "prompting":
         # The anchor pushed to the instruction's KL and the instruction move concept words equally on
         # average; the anchor at the budget is far weaker (it must not enter the comparison).
@@ -680,6 +682,10 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
 SEED_CHILD_COSINES = (0.54, 0.42, 0.34)  # C-11333's three fine matches in the seed (its GO)
 GATE_ANCHORS = 3  # the seed pre-registered three coarse anchors; the embedded profile discovers three
 N_COARSE_CONTROL, CONTROL_TOKENS, CONTROL_K = (256, 6, (8, 16))
+# Activation ceilings in the gate's worlds: each coarse feature's largest activation over HELD_OUT held-out
+# prompts drawn from the same world (its own stream, so the prompts' draws are unchanged), as the
+# `ceilings` command measures them on corpus text.
+HELD_OUT, CEILING_STREAM = 2000, 0x6365696C
 # Residual width of the gate's worlds: wide enough that directions unrelated to an anchor almost never reach
 # cosine 0.3 by chance, as in the real models (576 and 2,304 dimensions); at 128 they often do.
 D_GATE = 384
@@ -707,11 +713,15 @@ def _trained_moments(role: str, size: int):
     return _TRAINED_MOMENTS[role]
 
 
-def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept: int, n_neutral: int) -> Analysis:
+def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept: int, n_neutral: int,
+                     ceilings: bool = False) -> Analysis:
     """A world whose SAEs are random (harness.features.control, the very construction the run uses):
     token residuals with a concept direction, encoded by tied random TopK SAEs built from anisotropic
     "trained" dictionaries, max-pooled per prompt. Anchors: the most concept-selective coarse features,
-    picked the way the control picks them."""
+    picked the way the control picks them. `ceilings`: the coarse SAE's ceilings are measured as
+    `python -m harness ceilings` measures them, its largest activation over held-out text (HELD_OUT
+    prompts' tokens drawn like the prompts', half of them about the concept). The run's own random-SAE
+    control has no ceilings (none are measured for it), so the control world never gets them."""
     from harness.engine.gate import control_anchors, with_anchors
     from harness.features.control import draw_rows, tied_topk_encode
 
@@ -719,22 +729,30 @@ def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept:
     spectrum = np.arange(1, D_GATE + 1) ** -0.5
     x = rng.standard_normal((n * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0
     concept_direction = unit_rows(rng.standard_normal(D_GATE) * spectrum)
-    token_is_concept = np.repeat(np.arange(n) < n_concept, CONTROL_TOKENS)
-    x[token_is_concept] += 2.0 * concept_direction
+
+    def tokens(rng, n_concept: int, n: int, noise=None) -> np.ndarray:
+        x = rng.standard_normal((n * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0 if noise is None else noise
+        x[np.repeat(np.arange(n) < n_concept, CONTROL_TOKENS)] += 2.0 * concept_direction
+        return x
+
+    x = tokens(rng, n_concept, n, noise=x)
     centre = x.mean(0)
     rows = {role: draw_rows(*_trained_moments(role, size), size, seed=seed + i)
             for i, (role, size) in enumerate((("coarse", N_COARSE_CONTROL), ("fine", N_FINE)))}
     pooled = {role: tied_topk_encode(x, rows[role], k=k, centre=centre).reshape(n, CONTROL_TOKENS, -1).max(1)
               for role, k in zip(("coarse", "fine"), CONTROL_K, strict=True)}
     world = synthetic_world(spec, coarse=pooled["coarse"], fine=pooled["fine"], coarse_dirs=rows["coarse"],
-                            fine_dirs=rows["fine"], seed=seed, settings=s, n_concept=n_concept, n_neutral=n_neutral)
+                            fine_dirs=rows["fine"], seed=seed, settings=s, n_concept=n_concept, n_neutral=n_neutral,
+                            ceilings=None if not ceilings else {"coarse": tied_topk_encode(
+                                tokens(np.random.default_rng([seed, CEILING_STREAM]), HELD_OUT // 2, HELD_OUT),
+                                rows["coarse"], k=CONTROL_K[0], centre=centre).max(0)})
     picked = control_anchors(world, GATE_ANCHORS, world.profile.discovery.min_fire_rate)
     return with_anchors(world, picked or (0,))
 
 
 def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int = 0, n_concept: int = N_CONCEPT,
                n_neutral: int = N_NEUTRAL, control: bool = True, world: str = "planted", every_anchor: bool = False,
-               shared_aligned: bool = False, unselective: bool = False) -> Trial:
+               shared_aligned: bool = False, unselective: bool = False, ceilings: bool = False) -> Trial:
     """The gate over three selective anchors; anchor 0 has `children` nested sub-features at the seed's
     cosines (fire on 60% of its firings, carrying part of its magnitude) and `aligned` more rows at cosines
     0.32-0.6 that prefer the concept but do not co-fire with it within prompt sets. With `control`, a
@@ -742,17 +760,18 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
 
     every_anchor: all three anchors get the children and aligned rows (GO through any of them is the risk);
     shared_aligned: the aligned rows fire together (one latent per prompt), still apart from the parent;
-    unselective: anchor 0 fires alike on both sets (selectivity exactly 0.5) but has its children."""
+    unselective: anchor 0 fires alike on both sets (selectivity exactly 0.5) but has its children.
+    ceilings: the coarse SAE has activation ceilings (`held_out_ceilings`), as a packaged or measured SAE has."""
     spec = _claim("go_gate", min_sub_features=3, control=control)
     control_world = (random_sae_world(np.random.default_rng([seed, 0x6374]), seed + 1, s, spec, n_concept=n_concept,
                                       n_neutral=n_neutral) if control else None)
     if world == "random":
-        return Trial(random_sae_world(rng, seed, s, spec, n_concept=n_concept, n_neutral=n_neutral), spec,
-                     control=control_world)
+        return Trial(random_sae_world(rng, seed, s, spec, n_concept=n_concept, n_neutral=n_neutral,
+                                      ceilings=ceilings), spec, control=control_world)
     anchors = unit_rows(rng.standard_normal((GATE_ANCHORS, D_GATE)))
     fine_dirs = _gate_dictionary(rng, anchors)
-    parents = np.stack([by_set(rng, (0.8, 3.0), (0.8, 3.0) if unselective and i == 0 else (0.05, 1.0), n_concept,
-                               n_neutral) for i in range(GATE_ANCHORS)], axis=1)
+    firing = [((0.8, 3.0), (0.8, 3.0) if unselective and i == 0 else (0.05, 1.0)) for i in range(GATE_ANCHORS)]
+    parents = np.stack([by_set(rng, *rates, n_concept, n_neutral) for rates in firing], axis=1)
     fine = np.stack([by_set(rng, (0.05, 1.0), (0.05, 1.0), n_concept, n_neutral) for _ in range(N_FINE)], axis=1)
     row = 0
     for a in range(GATE_ANCHORS if every_anchor else 1):
@@ -769,8 +788,18 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
             row += 1
     analysis = synthetic_world(spec, coarse=parents, fine=fine, coarse_dirs=anchors, fine_dirs=fine_dirs, seed=seed,
                                settings=s, n_concept=n_concept, n_neutral=n_neutral,
-                               anchors=tuple(range(GATE_ANCHORS)))
+                               anchors=tuple(range(GATE_ANCHORS)),
+                               ceilings=held_out_ceilings(seed, firing) if ceilings else None)
     return Trial(analysis, spec, control=control_world)
+
+
+def held_out_ceilings(seed: int, firing: list[tuple[tuple[float, float], tuple[float, float]]]) -> dict:
+    """The coarse SAE's ceilings in a planted world: each feature's largest activation over HELD_OUT held-out
+    prompts drawn like its concept and neutral prompts (`firing`: per feature, the two sets' rate and mean
+    magnitude), from a stream of their own. Gamma(2) firings make this about 4-5x the mean firing: more
+    than the embedded anchors' 2.1-2.8x, so the planted gate is, if anything, harder to pass."""
+    rng = np.random.default_rng([seed, CEILING_STREAM])
+    return {"coarse": np.array([by_set(rng, *rates, HELD_OUT // 2, HELD_OUT // 2).max() for rates in firing])}
 
 
 @dataclass(frozen=True)
@@ -863,6 +892,9 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("steering", "boundary-more-targeted", "fpr", steering_trial, "more_targeted: multi moves both lexicons "
        "more than the anchor by the same amount on average (heavy-tailed per-prompt differences)",
        condition="boundary", claim_kind="more_targeted"),
+    _c("steering", "effect-more-targeted", "power", steering_trial, "more_targeted: multi's France-minus-Germany "
+       "gap is 0.2 nats wider than the anchor's (the embedded run measured +0.207), heavy-tailed per-prompt "
+       "differences, 100 prompts", condition="boundary", claim_kind="more_targeted", part="effect"),
     _c("steering", "boundary-baseline", "fpr", steering_trial, "versus_baseline: anchor and DiffMean move "
        "concept words equally on average (heavy-tailed per-prompt differences)", condition="boundary",
        claim_kind="versus_baseline"),
@@ -898,11 +930,20 @@ CONDITIONS: tuple[Condition, ...] = (
        "the confirmation half (100 + 100 prompts), 3 discovered anchors; random-SAE control"),
     _c("go_gate", "power-40-prompts", "power", gate_trial, "as power-seed-design with 40 + 40 prompts (a "
        "hand-written re-validation set); random-SAE control", n_concept=40, n_neutral=40),
+    _c("go_gate", "power-seed-design-ceilings", "power", gate_trial, "as power-seed-design, the coarse SAE with "
+       "activation ceilings (each feature's largest activation on 2,000 held-out prompts of the same world)",
+       n_concept=200, n_neutral=200, ceilings=True),
+    _c("go_gate", "power-embedded-design-ceilings", "power", gate_trial, "as power-embedded-design, the coarse SAE "
+       "with activation ceilings (as power-seed-design-ceilings)", ceilings=True),
+    _c("go_gate", "power-40-prompts-ceilings", "power", gate_trial, "as power-40-prompts, the coarse SAE with "
+       "activation ceilings (as power-seed-design-ceilings)", n_concept=40, n_neutral=40, ceilings=True),
     _c("go_gate", "random-sae-rule-only", "fpr", gate_trial, "the SAEs are random (tied TopK with a decoder's "
        "covariance; anchors picked as the most concept-selective): the rule alone, no control",
        world="random", control=False),
     _c("go_gate", "random-sae", "fpr", gate_trial, "the SAEs are random: the whole gate, with the random-SAE "
        "control", world="random"),
+    _c("go_gate", "random-sae-ceilings", "fpr", gate_trial, "as random-sae, the random coarse SAE with activation "
+       "ceilings measured on held-out tokens (the run's random-SAE control has none)", world="random", ceilings=True),
     _c("steering", "boundary-specificity-first", "fpr", steering_trial, "specificity: the anchor moves France and "
        "Germany words alike (the statement's first part exactly 0); the difference in differences is large",
        condition="boundary", claim_kind="specificity", part="first"),
@@ -975,14 +1016,15 @@ def dataset_verdicts(condition: Condition, *, n_datasets: int, seed: int, settin
         rng = np.random.default_rng(child)
         engine_seed = int(child.generate_state(1)[0])
         trial = condition.make(rng, engine_seed, settings)
-        if condition.kind != "advice":
+        record = trial.record() if condition.kind == "advice" else None
+        if record is None:
             codes.append(VERDICT_CODES[trial.verdict()])
-            continue
-        record = trial.record()
-        if record.verdict != "inconclusive" or not record.prompts_needed:
+        elif record.verdict != "inconclusive" or not record.prompts_needed:
             codes.append(ADVICE_CODES["no advice"])
         else:
-            again = trial.rerun(record.prompts_needed).record()
+            rerun = trial.rerun(record.prompts_needed)
+            rerun.analysis.plan_prompts = False  # only its verdict counts: no advice of its own
+            again = rerun.record()
             codes.append(ADVICE_CODES["decided at the advice" if again.verdict in ("held", "refuted")
                                       else "undecided at the advice"])
         if progress_bar is not None:

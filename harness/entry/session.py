@@ -7,6 +7,7 @@ tables cached) never loads the model unless a steering claim asks for it.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class ClaimsRun:
     ce_loss: bool = True  # the CE-loss score (reconstruction claims); `discover` does not need it
     records: dict[str, ClaimRecord] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # role -> how its activation ceilings were measured in this run (the `ceilings` property fills it)
+    ceilings_measured: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # `profile` becomes the profile on the followed features once `followed` has run (a baseline whose
@@ -235,14 +238,44 @@ class ClaimsRun:
     def ceilings(self) -> dict[str, np.ndarray]:
         """Per SAE, each feature's largest activation on held-out corpus text (harness.world.ceilings),
         when recorded for exactly these weights; the selectivity bound uses them."""
-        from harness.world.ceilings import load_ceilings, model_key
+        from harness.world.ceilings import cache_file, load_ceilings, model_key
         from harness.world.model import weights_hash
 
         try:
             key = model_key(weights_hash(self.profile.model, download=False), self.profile.model.dtype)
         except Exception:  # noqa: BLE001 - a model this machine cannot identify: no ceilings, said in the notes
             return {}
-        return load_ceilings(self.profile, self.sae_hashes, key)
+        recorded = load_ceilings(self.profile, self.sae_hashes, key)
+        missing = [role for role in self.profile.saes if role not in recorded]
+        if not missing or self.profile.analysis.ceilings != "measure":
+            return recorded
+        # Measured once per SAE and model into the user cache (never into an SAE's own folder: a packaged
+        # SAE's files change only when asked), then loaded like recorded ones.
+        from harness.core.errors import MissingResourceError
+        from harness.features.tables import measure_sae_ceilings
+
+        tokens = self.profile.analysis.ceiling_tokens
+        if self.progress:
+            print(f"\nactivation ceilings: none recorded for {', '.join(missing)}; measuring them on {tokens:,} "
+                  "held-out corpus tokens (once per SAE and model)", file=sys.stderr, flush=True)
+        saes = {role: load_sae(self.profile.saes[role], self.profile.model.d_model, device=self.device,
+                               hook=self.profile.model.hook) for role in missing}
+        try:
+            measured = measure_sae_ceilings(self.profile, self.model, saes, hashes=self.sae_hashes, model_key=key,
+                                            tokens=tokens, targets={role: cache_file(self.sae_hashes[role], key)
+                                                                    for role in missing})
+        except MissingResourceError as error:  # no corpus on this machine: the bound says what it assumes
+            self.ceilings_measured = {role: f"not measured: {error}" for role in missing}
+            return recorded
+        self.ceilings_measured = {role: f"measured this run on {tokens:,} held-out corpus tokens" for role in missing}
+        return {**recorded, **{role: v.astype(np.float64) for role, v in measured.items()}}
+
+    def ceiling_note(self, role: str) -> str:
+        """Where a role's activation ceilings came from, for the run notes."""
+        how = self.ceilings_measured.get(role)
+        if role in self.ceilings:
+            return how or "recorded (largest activation on held-out corpus text)"
+        return "none: unseen firings assumed no larger than those seen" + (f" ({how})" if how else "")
 
     @cached_property
     def analysis(self) -> Analysis:
@@ -397,9 +430,7 @@ class ClaimsRun:
             "distributions": {f"coarse-{c}": a.distributions("coarse", c) for c in coarse},
             "top_prompts": {f"coarse-{c}": a.top_prompts("coarse", c, texts, prompt_meta=metas) for c in coarse},
             "quality": self.quality,
-            "activation_ceilings": {role: ("recorded (largest activation on held-out corpus text)"
-                                           if role in self.ceilings else "none: unseen firings assumed no larger "
-                                           "than those seen") for role in self.profile.saes},
+            "activation_ceilings": {role: self.ceiling_note(role) for role in self.profile.saes},
             "l0": {role: a.tables.l0(role, a.evaluation_rows()) for role in ("coarse", "fine")},
         }
         tables["distributions"].update({f"fine-{f}": a.distributions("fine", f) for f in anchors.fine})

@@ -450,16 +450,13 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     the file written and a summary. A packaged SAE's file is replaced only with `overwrite`."""
     from harness.core.errors import HarnessError
     from harness.core.paths import SAES_DIR
-    from harness.world.ceilings import ceiling_target, describe, measure_ceilings, model_key, write_ceilings
+    from harness.world.ceilings import ceiling_target, describe, model_key
 
     for role, cfg in profile.saes.items():
         if cfg.source == "local" and SAES_DIR.resolve() in cfg.local_path.resolve().parents and not overwrite:
             raise HarnessError(f"ceilings would write into the repository's packaged {role} SAE folder "
                                f"({cfg.local_path}); pass --overwrite to replace its ceilings")
-    from harness.world.corpus import build_corpus, split_heldout
     from harness.world.model import load_model, resolve_device, weights_hash
-    from harness.world.prompts import all_prompt_texts
-    from harness.world.training import heldout_residuals
 
     device = resolve_device(device)
     saes = {role: load_sae(cfg, profile.model.d_model, device=device, hook=profile.model.hook)
@@ -467,13 +464,25 @@ def profile_ceilings(profile: Profile, *, tokens: int = 40_000, overwrite: bool 
     hashes = {role: sae_hash(cfg) for role, cfg in profile.saes.items()}
     model = load_model(profile.model, device=device)
     key = model_key(weights_hash(profile.model), profile.model.dtype)
+    targets = {role: ceiling_target(cfg, hashes[role], key) for role, cfg in profile.saes.items()}
+    values = measure_sae_ceilings(profile, model, saes, hashes=hashes, model_key=key, tokens=tokens, targets=targets)
+    return {role: {"written": str(targets[role]), **describe(v)} for role, v in values.items()}
+
+
+def measure_sae_ceilings(profile: Profile, model, saes: dict, *, hashes: dict[str, str], model_key: str, tokens: int,
+                         targets: dict) -> dict[str, np.ndarray]:
+    """Each SAE's ceilings on `tokens` held-out corpus tokens (never a claims prompt), written to
+    `targets[role]` with what they are valid for; returns them per role."""
+    from harness.world.ceilings import measure_ceilings, write_ceilings
+    from harness.world.corpus import build_corpus, split_heldout
+    from harness.world.prompts import all_prompt_texts
+    from harness.world.training import heldout_residuals
+
     paragraphs, _ = build_corpus(all_prompt_texts(profile))
     _, heldout = split_heldout(paragraphs)
     acts, _ = heldout_residuals(model, profile, heldout, tokens)
     out = {}
-    for role, cfg in profile.saes.items():
-        values = measure_ceilings(saes[role], acts.float())
-        target = ceiling_target(cfg, hashes[role], key)
-        write_ceilings(target, values, sae_hash=hashes[role], model=key, tokens=int(acts.shape[0]))
-        out[role] = {"written": str(target), **describe(values)}
+    for role, sae in saes.items():
+        out[role] = measure_ceilings(sae, acts.float())
+        write_ceilings(targets[role], out[role], sae_hash=hashes[role], model=model_key, tokens=int(acts.shape[0]))
     return out

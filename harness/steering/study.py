@@ -42,7 +42,7 @@ from harness.core.steering_result import SteeringResult
 from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
 STUDY_VERSION = 5  # 5: the anchor at prompting's KL, per-word scores, cosine-matched mixtures (4: "coefficient")
-AT_PROMPTING_KL = "anchor_at_prompting_kl"  # the kind of the anchor rescaled to the instruction's KL
+AT_PROMPTING_KL = SteeringResult.AT_PROMPTING_KL  # the anchor rescaled to the instruction's KL
 # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
 
 
