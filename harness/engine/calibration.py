@@ -752,7 +752,8 @@ def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept:
 
 def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int = 0, n_concept: int = N_CONCEPT,
                n_neutral: int = N_NEUTRAL, control: bool = True, world: str = "planted", every_anchor: bool = False,
-               shared_aligned: bool = False, unselective: bool = False, ceilings: bool = False) -> Trial:
+               shared_aligned: bool = False, unselective: bool = False, ceilings: bool = False,
+               ceiling_ratio: float | None = None) -> Trial:
     """The gate over three selective anchors; anchor 0 has `children` nested sub-features at the seed's
     cosines (fire on 60% of its firings, carrying part of its magnitude) and `aligned` more rows at cosines
     0.32-0.6 that prefer the concept but do not co-fire with it within prompt sets. With `control`, a
@@ -761,7 +762,9 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
     every_anchor: all three anchors get the children and aligned rows (GO through any of them is the risk);
     shared_aligned: the aligned rows fire together (one latent per prompt), still apart from the parent;
     unselective: anchor 0 fires alike on both sets (selectivity exactly 0.5) but has its children.
-    ceilings: the coarse SAE has activation ceilings (`held_out_ceilings`), as a packaged or measured SAE has."""
+    ceilings: the coarse SAE has activation ceilings (`held_out_ceilings`), as a packaged or measured SAE has;
+    with `ceiling_ratio`, each is that multiple of the feature's mean firing on concept prompts instead
+    (the embedded anchors' measured ceilings are 2.1-2.8x)."""
     spec = _claim("go_gate", min_sub_features=3, control=control)
     control_world = (random_sae_world(np.random.default_rng([seed, 0x6374]), seed + 1, s, spec, n_concept=n_concept,
                                       n_neutral=n_neutral) if control else None)
@@ -789,7 +792,8 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
     analysis = synthetic_world(spec, coarse=parents, fine=fine, coarse_dirs=anchors, fine_dirs=fine_dirs, seed=seed,
                                settings=s, n_concept=n_concept, n_neutral=n_neutral,
                                anchors=tuple(range(GATE_ANCHORS)),
-                               ceilings=held_out_ceilings(seed, firing) if ceilings else None)
+                               ceilings=None if not ceilings else held_out_ceilings(seed, firing) if ceiling_ratio is None
+                               else {"coarse": np.array([ceiling_ratio * concept[1] for concept, _ in firing])})
     return Trial(analysis, spec, control=control_world)
 
 
@@ -935,6 +939,12 @@ CONDITIONS: tuple[Condition, ...] = (
        n_concept=200, n_neutral=200, ceilings=True),
     _c("go_gate", "power-embedded-design-ceilings", "power", gate_trial, "as power-embedded-design, the coarse SAE "
        "with activation ceilings (as power-seed-design-ceilings)", ceilings=True),
+    _c("go_gate", "power-embedded-design-ceilings-2.8x", "power", gate_trial, "as power-embedded-design, each "
+       "coarse ceiling 2.8x the feature's mean firing on concept prompts (the largest ratio among the embedded "
+       "anchors' measured ceilings)", ceilings=True, ceiling_ratio=2.8),
+    _c("go_gate", "power-40-prompts-ceilings-2.8x", "power", gate_trial, "as power-40-prompts, each coarse "
+       "ceiling 2.8x the feature's mean firing on concept prompts", n_concept=40, n_neutral=40, ceilings=True,
+       ceiling_ratio=2.8),
     _c("go_gate", "power-40-prompts-ceilings", "power", gate_trial, "as power-40-prompts, the coarse SAE with "
        "activation ceilings (as power-seed-design-ceilings)", n_concept=40, n_neutral=40, ceilings=True),
     _c("go_gate", "random-sae-rule-only", "fpr", gate_trial, "the SAEs are random (tied TopK with a decoder's "
