@@ -189,7 +189,7 @@ def claims_run(*, effect: bool = True, control: str = "random", boundary: bool =
     run = ClaimsRun(profile(), progress=False)
     run.__dict__.update(prompt_sets=sets, tables=tables(sets, effect=effect, boundary=boundary),
                         directions=directions(boundary=boundary), quality={}, device="cpu",
-                        decoder_norms=decoder_norms(), sae_info=SAE_INFO)
+                        decoder_norms=decoder_norms(), sae_info=SAE_INFO, ceilings={})  # no ceilings: none measured
     run.__dict__["analysis"] = Analysis.build(run.profile, run.tables, sets, run.directions,
                                               decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     run.__dict__["control"] = (control_analysis(sets, run.profile) if control == "random"
