@@ -635,10 +635,10 @@ def steering_trial(rng, seed: int, s: Settings, *, condition: str, claim_kind: s
         # part "effect": multi's gap is 0.2 nats wider (the embedded run's measured +0.207).
         fr, de = rng.normal(0.7, 0.5, n), rng.normal(0.2, 0.3, n)
         push = rng.normal(0.4, 0.3, n)
-        narrower = 0.2 if part == "effect" else 0.0
+        wider = 0.2 if part == "effect" else 0.0
         study = _steering_study({"anchor": {"concept": fr.tolist(), "other": de.tolist(), "kl": []},
                                  "multi": {"concept": (fr + push).tolist(),
-                                           "other": (de + push + noise - narrower).tolist(), "kl": []}})
+                                           "other": (de + push + noise - wider).tolist(), "kl": []}})
     elif kind == "versus_baseline" and baseline == "prompting":
         # The anchor pushed to the instruction's KL and the instruction move concept words equally on
         # average; the anchor at the budget is far weaker (it must not enter the comparison).
@@ -730,22 +730,26 @@ def random_sae_world(rng, seed: int, s: Settings, spec: ClaimSpec, *, n_concept:
     x = rng.standard_normal((n * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0
     concept_direction = unit_rows(rng.standard_normal(D_GATE) * spectrum)
 
-    def tokens(rng, n_concept: int, n: int, noise=None) -> np.ndarray:
-        x = rng.standard_normal((n * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0 if noise is None else noise
-        x[np.repeat(np.arange(n) < n_concept, CONTROL_TOKENS)] += 2.0 * concept_direction
+    def add_concept(x: np.ndarray, n_concept: int) -> np.ndarray:
+        """The concept direction added to every token of the first n_concept prompts."""
+        x[:n_concept * CONTROL_TOKENS] += 2.0 * concept_direction
         return x
 
-    x = tokens(rng, n_concept, n, noise=x)
+    x = add_concept(x, n_concept)
     centre = x.mean(0)
     rows = {role: draw_rows(*_trained_moments(role, size), size, seed=seed + i)
             for i, (role, size) in enumerate((("coarse", N_COARSE_CONTROL), ("fine", N_FINE)))}
     pooled = {role: tied_topk_encode(x, rows[role], k=k, centre=centre).reshape(n, CONTROL_TOKENS, -1).max(1)
               for role, k in zip(("coarse", "fine"), CONTROL_K, strict=True)}
+    measured = None
+    if ceilings:
+        held_out = np.random.default_rng([seed, CEILING_STREAM]).standard_normal(
+            (HELD_OUT * CONTROL_TOKENS, D_GATE)) * spectrum * 3.0
+        held_out = add_concept(held_out, HELD_OUT // 2)
+        measured = {"coarse": tied_topk_encode(held_out, rows["coarse"], k=CONTROL_K[0], centre=centre).max(0)}
     world = synthetic_world(spec, coarse=pooled["coarse"], fine=pooled["fine"], coarse_dirs=rows["coarse"],
                             fine_dirs=rows["fine"], seed=seed, settings=s, n_concept=n_concept, n_neutral=n_neutral,
-                            ceilings=None if not ceilings else {"coarse": tied_topk_encode(
-                                tokens(np.random.default_rng([seed, CEILING_STREAM]), HELD_OUT // 2, HELD_OUT),
-                                rows["coarse"], k=CONTROL_K[0], centre=centre).max(0)})
+                            ceilings=measured)
     picked = control_anchors(world, GATE_ANCHORS, world.profile.discovery.min_fire_rate)
     return with_anchors(world, picked or (0,))
 
@@ -789,11 +793,13 @@ def gate_trial(rng, seed: int, s: Settings, *, children: int = 3, aligned: int =
             fine[:, row] = (latent * (rng.random(parent.size) < 0.8) * rng.gamma(2.0, 1.0, parent.size) if shared_aligned
                             else by_set(rng, (0.5, 2.0), (0.05, 1.0), n_concept, n_neutral))
             row += 1
+    planted = None
+    if ceilings:
+        planted = (held_out_ceilings(seed, firing) if ceiling_ratio is None
+                   else {"coarse": np.array([ceiling_ratio * concept[1] for concept, _ in firing])})
     analysis = synthetic_world(spec, coarse=parents, fine=fine, coarse_dirs=anchors, fine_dirs=fine_dirs, seed=seed,
                                settings=s, n_concept=n_concept, n_neutral=n_neutral,
-                               anchors=tuple(range(GATE_ANCHORS)),
-                               ceilings=None if not ceilings else held_out_ceilings(seed, firing) if ceiling_ratio is None
-                               else {"coarse": np.array([ceiling_ratio * concept[1] for concept, _ in firing])})
+                               anchors=tuple(range(GATE_ANCHORS)), ceilings=planted)
     return Trial(analysis, spec, control=control_world)
 
 
