@@ -76,7 +76,7 @@ def decide_loud_unselective(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord
         anchor_sel = analysis.selectivity_interval(role, anchor, "neutral")
         loud_sel = analysis.selectivity_interval(role, loud, "neutral")
         gap = Interval(gap.estimate, min(gap.low, anchor_sel.low - loud_sel.high),
-                       max(gap.high, anchor_sel.high - loud_sel.low), gap.level, "BCa + Clopper-Pearson",
+                       max(gap.high, anchor_sel.high - loud_sel.low), gap.level, "BCa + guarded selectivity",
                        "few neutral firings: bounded by the guarded selectivity intervals")
     verdict = combine(decide(louder.low, louder.high, 0.0, ">"), decide(gap.low, gap.high, 0.0, ">"))
     what = "residual-stream write (activation x decoder norm)" if units == "residual" else "activation"

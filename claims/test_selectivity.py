@@ -5,8 +5,9 @@ Statistic: selectivity = mean_concept / (mean_concept + mean_other) of the max-p
 on the half the claims are tested on.
 Decision (decide_selectivity, below): the threshold itself is tested. BCa interval
 over prompts; where the feature fires on fewer than 10 other-set prompts, the lower bound is at most the
-selectivity with the other set firing at its Clopper-Pearson upper rate, every firing at the feature's
-activation ceiling (its largest activation on held-out corpus text). Held when the lower bound exceeds
+selectivity at a betting upper bound on the other set's mean, each firing bounded by the feature's
+activation ceiling (its largest activation on held-out corpus text): firings seen count at their size,
+those not seen at most at the ceiling. Held when the lower bound exceeds
 `min_selectivity`, refuted when the upper bound is below it. The permutation
 p of "no preference at all" is reported beside it.
 """
@@ -42,7 +43,7 @@ def decide_selectivity(claim: ClaimSpec, analysis: Analysis) -> ClaimRecord:
     role, against, tau = claim.param("sae"), claim.param("against"), float(claim.param("min_selectivity"))
     feature = feature_index(analysis, role, claim.param("feature"))
     # Statistic and interval: BCa over prompts (each set resampled within itself), with the guard for an
-    # other set that fires on fewer than 10 prompts (its firings bounded at the feature's ceiling).
+    # other set that fires on fewer than 10 prompts (a betting bound on its mean, firings at most the ceiling).
     interval = analysis.selectivity_interval(role, feature, against)
     # Comparison: the threshold itself. held above tau, refuted below it, else inconclusive.
     verdict = decide(interval.low, interval.high, tau, ">")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.engine.analysis import selectivity_interval
-from harness.statistics.stats import clopper_pearson, selectivity
+from harness.core.errors import ConfigError
+from harness.statistics.stats import betting_upper_bound, clopper_pearson, selectivity
 
 
 @settings(max_examples=60, deadline=None)
@@ -27,16 +30,16 @@ def test_a_ceiling_never_raises_the_lower_bound(rate_c, rate_o, size_o, ceiling,
     assert with_ceiling.low <= without.low + 1e-12
 
 
-def test_with_few_other_firings_the_bound_puts_every_unseen_firing_at_the_ceiling():
+def test_with_few_other_firings_the_bound_is_a_betting_bound_up_to_the_ceiling():
     rng = np.random.default_rng(0)
     concept = np.where(rng.random(100) < 0.95, rng.uniform(1.5, 4.5, 100), 0.0)
     other = np.zeros(100)
     level = 0.95
     with_ceiling = selectivity_interval(concept, other, level=level, n_resamples=499, seed=0, ceiling=12.0)
     wider = 1 - (1 - level) / 5  # fewer than FEW_FIRINGS firings: the wider level
-    rate = float(clopper_pearson(0, 100, level=wider)[1])
-    assert with_ceiling.low == pytest.approx(selectivity(concept.mean(), rate * 12.0))
-    assert "every firing at the ceiling 12" in with_ceiling.note
+    bound = betting_upper_bound(other, ceiling=12.0, delta=(1 - wider) / 2, seed=0)
+    assert with_ceiling.low == pytest.approx(selectivity(concept.mean(), bound))
+    assert "every firing at most the ceiling 12" in with_ceiling.note and with_ceiling.method == "BCa + betting"
     without = selectivity_interval(concept, other, level=level, n_resamples=499, seed=0)
     assert without.low > with_ceiling.low and "no activation ceiling for this SAE" in without.note
 
@@ -44,9 +47,62 @@ def test_with_few_other_firings_the_bound_puts_every_unseen_firing_at_the_ceilin
 def test_a_ceiling_below_a_firing_seen_is_raised_to_it():
     concept = np.r_[np.full(90, 3.0), np.zeros(10)]
     other = np.r_[9.0, np.zeros(99)]  # one firing larger than the recorded ceiling
-    low = selectivity_interval(concept, other, level=0.95, n_resamples=499, seed=0, ceiling=5.0).low
-    rate = float(clopper_pearson(1, 100, level=0.99)[1])
-    assert low == pytest.approx(selectivity(concept.mean(), rate * 9.0))
+    interval = selectivity_interval(concept, other, level=0.95, n_resamples=499, seed=0, ceiling=5.0)
+    bound = betting_upper_bound(other, ceiling=9.0, delta=0.005, seed=0)
+    assert interval.low == pytest.approx(selectivity(concept.mean(), bound))
+    assert "above the recorded ceiling 5" in interval.note
+
+
+@pytest.mark.parametrize("rate, n", [(0.0, 50), (0.02, 100), (0.05, 50), (0.1, 100)])
+def test_the_betting_bound_covers_the_mean_at_the_worst_case(rate, n):
+    """Every firing exactly at the ceiling (a rare, large firing is the case the bound exists for): the
+    bound falls below the true mean at most delta of the time (+ 2 Monte Carlo s.e.)."""
+    delta, draws = 0.05, 600
+    rng = np.random.default_rng([7, n, round(rate * 1000)])
+    missed = sum(betting_upper_bound(np.where(rng.random(n) < rate, 4.0, 0.0), ceiling=4.0, delta=delta, seed=i)
+                 < rate * 4.0 for i in range(draws))
+    assert missed / draws <= delta + 2 * np.sqrt(delta * (1 - delta) / draws)
+
+
+def test_the_betting_bound_covers_the_mean_of_mixed_sizes():
+    delta, draws, n = 0.05, 600, 80
+    rng = np.random.default_rng(11)
+    true_mean = 0.15 * 0.5 * 3.0  # fires on 15%, sizes uniform on [0, 3], ceiling 3
+    missed = sum(betting_upper_bound(np.where(rng.random(n) < 0.15, rng.uniform(0, 3.0, n), 0.0), ceiling=3.0,
+                                     delta=delta, seed=i) < true_mean for i in range(draws))
+    assert missed / draws <= delta + 2 * np.sqrt(delta * (1 - delta) / draws)
+
+
+def test_firings_well_below_the_ceiling_count_at_their_size():
+    """The reason for the betting bound: 4 firings in 100 at a tenth of the ceiling bound the mean far
+    below their exact rate bound times the ceiling."""
+    other = np.r_[np.full(4, 1.0), np.zeros(96)]
+    rate_times_ceiling = float(clopper_pearson(4, 100, level=0.99)[1]) * 10.0
+    bound = betting_upper_bound(other, ceiling=10.0, delta=0.005, seed=0)
+    assert other.mean() < bound < rate_times_ceiling / 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=60), seed=st.integers(0, 2**16))
+def test_the_betting_bound_ignores_the_order_and_stays_in_range(values, seed):
+    x = np.asarray(values)
+    bound = betting_upper_bound(x, ceiling=2.0, delta=0.01, seed=seed)
+    assert bound == betting_upper_bound(x[::-1], ceiling=2.0, delta=0.01, seed=seed)
+    assert 0.0 <= bound <= 2.0
+
+
+@pytest.mark.parametrize("kwargs, named", [({"ceiling": 0.0, "delta": 0.01}, "ceiling"),
+                                           ({"ceiling": 1.0, "delta": 1.5}, "delta"),
+                                           ({"ceiling": 0.5, "delta": 0.01}, "[0, ceiling=0.5]"),
+                                           ({"ceiling": 1.0, "delta": 0.01, "orderings": 0}, "orderings")])
+def test_the_betting_bound_names_a_bad_input(kwargs, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        betting_upper_bound(np.array([0.0, 1.0]), seed=0, **kwargs)
+
+
+def test_the_betting_bound_refuses_a_missing_value():
+    with pytest.raises(ConfigError, match="nan"):
+        betting_upper_bound(np.array([np.nan, 0.0]), ceiling=1.0, delta=0.05, seed=0)
 
 
 def test_ceilings_load_only_for_the_weights_they_were_measured_on(tmp_path):

@@ -24,6 +24,7 @@ from harness.statistics.stats import (
     anisotropic_null,
     auroc,
     benjamini_hochberg,
+    betting_upper_bound,
     bootstrap_interval,
     clopper_pearson,
     correlation_permutation_test,
@@ -560,11 +561,12 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
     Pooled activations are mostly zeros: the other set's mean rests on a handful of firings, and
     the bootstrap cannot see firings that did not happen (zero firings in 100 prompts gives every
     resample selectivity 1.000). With fewer than `few_firings` firings in the other set, the lower
-    bound is never above the selectivity at which the other set fires at its Clopper-Pearson upper
-    rate with every firing at `ceiling`, the largest activation the feature reached on held-out
-    corpus text: mean_o <= rate_o * ceiling whatever size the unseen firings have, as long as
-    none exceeds what the feature ever did. Without a ceiling the guard falls back to the size the
-    firings show (the concept set's, if the other set never fires) and says that it assumes unseen
+    bound is never above the selectivity at a betting upper bound on the other set's mean
+    (`betting_upper_bound`) over [0, `ceiling`], `ceiling` being the largest activation the feature
+    reached on held-out corpus text: valid whatever size the unseen firings have, as long as none
+    exceeds what the feature ever did, and tight where the firings seen sit well below it. Without a
+    ceiling the guard is the other set's Clopper-Pearson upper rate with each firing at the size the
+    firings show (the concept set's, if the other set never fires), and says that it assumes unseen
     firings are no larger. The upper bound gets the mirror guard when the concept set never fires.
     """
     concept = np.asarray(concept, dtype=np.float64)
@@ -584,23 +586,45 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
     if not fires_c.size and not fires_o.size:
         return Interval(interval.estimate, 0.0, 1.0, level, "none", "the feature never fires on either set")
     low, high = interval.low, interval.high
+    method = "BCa + Clopper-Pearson"
     largest_seen = float(max(fires_c.max(initial=0.0), fires_o.max(initial=0.0)))
-    if few and ceiling is not None:
-        # A firing above the recorded ceiling shows the ceiling is no bound for this feature: use the larger.
-        size = max(float(ceiling), largest_seen)
-        size_text = (f"every firing at the ceiling {size:.3g}" if largest_seen <= ceiling else
-                     f"every firing at {size:.3g}, a firing seen here, above the recorded ceiling {ceiling:.3g}")
-    else:
-        size = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
-        size_text = f"at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} mean firing magnitude"
-        if few:
-            size_text += " (no activation ceiling for this SAE: unseen firings are assumed no larger)"
+    # Without a ceiling: the other set fires at its Clopper-Pearson upper rate, each firing at the size
+    # the firings show (the concept set's, if the other set never fires): unseen firings assumed no larger.
+    size = float(fires_o.mean()) if fires_o.size else float(fires_c.mean())
     rate_o = float(clopper_pearson(fires_o.size, other.size, level=level)[1])
     guard = float(selectivity(concept.mean(), rate_o * size))
+    guard_method = "BCa + Clopper-Pearson"
+    guard_text = (f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, up to "
+                  f"{rate_o:.3f}, at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} mean firing "
+                  f"magnitude")
+    if few and ceiling is None:
+        guard_text += "; no activation ceiling for this SAE: unseen firings are assumed no larger)"
+    elif few:
+        # With a ceiling nothing is assumed about unseen firings but that none exceeds what the feature ever
+        # did: a betting bound on the other set's mean over [0, ceiling] counts the firings seen at their
+        # size and puts only the room the sample leaves at the ceiling. A firing above the recorded ceiling
+        # shows the ceiling is no bound for this feature: the larger is used. The guard is never above the
+        # one without a ceiling (the lower of two lower bounds is valid when either is), so a ceiling
+        # can only lower the bound.
+        bound = max(float(ceiling), largest_seen)
+        mean_o_up = betting_upper_bound(other, ceiling=bound, delta=(1 - level) / 2, seed=seed)
+        with_ceiling = float(selectivity(concept.mean(), mean_o_up))
+        if with_ceiling <= guard:
+            guard = with_ceiling
+            where = (f"every firing at most the ceiling {bound:.3g}" if largest_seen <= ceiling else
+                     f"every firing at most {bound:.3g}, a firing seen here, above the recorded ceiling {ceiling:.3g}")
+            guard_text = (f"lower bound from a betting bound on the other set's mean ({fires_o.size} of {other.size} "
+                          f"firing; mean up to {mean_o_up:.3g}, {where}")
+            guard_method = "BCa + betting"
+        else:
+            guard_text += "; lower than the betting bound the ceiling gives"
+        guard_text += ")"
+    else:
+        guard_text += ")"
     if guard < low:
         low = guard
-        notes.append(f"lower bound from the other set's exact rate bound ({fires_o.size} of {other.size} firing, "
-                     f"up to {rate_o:.3f}, {size_text})")
+        notes.append(guard_text)
+        method = guard_method
     if int(fires_c.size) < few_firings:
         # The mirror: the concept set's mean could hide unseen firings too (an upper bound kept too low
         # would refute a true claim).
@@ -613,7 +637,7 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
             notes.append(f"the concept set fires on {fires_c.size} of {concept.size}: upper bound from its exact rate "
                          f"bound ({rate_c:.3f}, each firing at {size_c:.3g})")
     if notes:
-        method = "BCa + Clopper-Pearson" if (low, high) != (interval.low, interval.high) else interval.method
+        method = method if (low, high) != (interval.low, interval.high) else interval.method
         return Interval(interval.estimate, low, high, level, method, "; ".join(notes))
     return interval
 

@@ -307,6 +307,24 @@ def selectivity_rare_large_trial(rng, seed: int, s: Settings, *, other_rate: flo
     return Trial(world, spec)
 
 
+def selectivity_hidden_large_trial(rng, seed: int, s: Settings, *, small_rate: float, small_share: float,
+                                   large_rate: float, n_per_set: int) -> Trial:
+    """The hard null for a bound that counts the firings seen at their size: true selectivity exactly 0.9,
+    the other set firing often but small (`small_rate`, at `small_share` of the ceiling) and rarely at the
+    ceiling itself (`large_rate`), so a sample usually shows only small firings while the mean rests on the
+    large ones it missed. The concept set fires on 90% (gamma, mean 3); the ceiling is sized to make the
+    selectivity exactly 0.9."""
+    mean_c = 0.9 * 3.0
+    ceiling = mean_c / 9 / (small_rate * small_share + large_rate)  # mean_o = mean_c / 9
+    concept = zero_heavy(rng, n_per_set, 0.9, 3.0)
+    u = rng.random(n_per_set)
+    other = np.where(u < large_rate, ceiling, np.where(u < large_rate + small_rate, small_share * ceiling, 0.0))
+    spec = _claim("selectivity", sae="coarse", feature=0, min_selectivity=0.9)
+    world = synthetic_world(spec, coarse=np.r_[concept, other], seed=seed, settings=s, n_concept=n_per_set,
+                            n_neutral=n_per_set, ceilings={"coarse": [ceiling]})
+    return Trial(world, spec)
+
+
 def selectivity_ceiling_power_trial(rng, seed: int, s: Settings, *, true_selectivity: float, ceiling_ratio: float,
                                     n_per_set: int) -> Trial:
     """Power with a ceiling: concept prompts fire on 95% at 3 x U(0.5, 1.5); the other set on 2%, sized to make
@@ -972,6 +990,12 @@ CONDITIONS: tuple[Condition, ...] = (
          f"the concept set's size, {n} + {n} prompts; the SAE's ceiling is the largest firing",
          other_rate=rate, ratio=ratio, n_per_set=n)
       for n in (50, 100) for rate, ratio in ((0.02, 2.8), (0.02, 5.0), (0.005, 10.0), (0.01, 10.0))),
+    # The betting bound's own hard null: small firings seen, the mean carried by ceiling firings rarely seen.
+    *(_c("selectivity", f"hidden-large-{small:g}pct-at-{share:g}-{large:g}pct-at-ceiling-n{n}", "fpr",
+         selectivity_hidden_large_trial, f"true selectivity exactly 0.9; the other set fires on {small:g}% at "
+         f"{share:g}x the ceiling and on {large:g}% at the ceiling, {n} + {n} prompts",
+         small_rate=small / 100, small_share=share, large_rate=large / 100, n_per_set=n)
+      for n in (50, 100) for small, share, large in ((7.2, 0.1, 0.8), (4.0, 0.25, 1.0))),
     # Prompts that would decide: the same world rerun at the advice of an inconclusive verdict.
     *(_c("advice", world, "advice", advice_trial, f"{world}: rerun at the sizes an inconclusive verdict advised; "
          "target: decided (held or refuted) in 0.8 +- 0.05 of them", world=world)
