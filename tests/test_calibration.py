@@ -33,12 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = Settings(n_permutations=199, n_bootstrap=499)
 NULLS = [c for c in CONDITIONS if c.kind == "fpr"]
 # Power rows that document a cost rather than a target: the selectivity bound with an activation ceiling
-# cannot reach "> 0.9" on 100 prompts per set when the other set fires rarely (measured 0.1), and needs 400
-# at a ceiling 3x the concept firing (0.46); the gate with ceilings at the held-out maximum (4-5x the mean
-# firing) has power 0.78 on 100 + 100 prompts, and on 40 + 40 prompts 0.18 (0.58 at the embedded
-# anchors' 2.8x). Findings, reported in docs/findings.md; not asserted.
-POWER_FINDINGS = {"ceiling-power-0.97-2x-n100", "ceiling-power-0.99-2x-n100", "ceiling-power-0.97-3x-n400",
-                  "power-embedded-design-ceilings", "power-40-prompts-ceilings", "power-40-prompts-ceilings-2.8x"}
+# cannot reach "> 0.9" on 100 prompts per set when the other set fires rarely at 0.2-0.7 of a 2x ceiling
+# (measured 0.07-0.11), and the gate with ceilings at the held-out maximum has power 0.64 on 40 + 40 prompts
+# (0.78 at the embedded anchors' 2.8x). Findings, reported in docs/findings.md; not asserted.
+POWER_FINDINGS = {"ceiling-power-0.97-2x-n100", "ceiling-power-0.99-2x-n100", "power-40-prompts-ceilings",
+                  "power-40-prompts-ceilings-2.8x"}
 EFFECTS = [c for c in CONDITIONS if c.kind == "power" and "4x" not in c.condition
            and c.condition not in POWER_FINDINGS]
 
