@@ -598,7 +598,7 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
                   f"{rate_o:.3f}, at {'its' if fires_o.size else 'the concept set' + chr(39) + 's'} mean firing "
                   f"magnitude")
     if few and ceiling is None:
-        guard_text += "; no activation ceiling for this SAE: unseen firings are assumed no larger)"
+        guard_text += "; no activation ceiling for this SAE: unseen firings are assumed no larger"
     elif few:
         # With a ceiling nothing is assumed about unseen firings but that none exceeds what the feature ever
         # did: a betting bound on the other set's mean over [0, ceiling] counts the firings seen at their
@@ -610,17 +610,14 @@ def selectivity_interval(concept, other, *, level: float, n_resamples: int, seed
         mean_o_up = betting_upper_bound(other, ceiling=bound, delta=(1 - level) / 2, seed=seed)
         with_ceiling = float(selectivity(concept.mean(), mean_o_up))
         if with_ceiling <= guard:
-            guard = with_ceiling
             where = (f"every firing at most the ceiling {bound:.3g}" if largest_seen <= ceiling else
                      f"every firing at most {bound:.3g}, a firing seen here, above the recorded ceiling {ceiling:.3g}")
+            guard, guard_method = with_ceiling, "BCa + betting"
             guard_text = (f"lower bound from a betting bound on the other set's mean ({fires_o.size} of {other.size} "
                           f"firing; mean up to {mean_o_up:.3g}, {where}")
-            guard_method = "BCa + betting"
         else:
             guard_text += "; lower than the betting bound the ceiling gives"
-        guard_text += ")"
-    else:
-        guard_text += ")"
+    guard_text += ")"
     if guard < low:
         low = guard
         notes.append(guard_text)
