@@ -18,6 +18,7 @@ from harness.steering.study import (
     log_mass,
     matched_coefficient,
     secant_coefficient,
+    unsteered_units,
     word_share,
     word_variants,
 )
@@ -158,6 +159,46 @@ def test_a_whole_word_never_counts_a_longer_word(tiny):
     q = np.exp(prefix.score(prefix.prepare(prompts, longer), np.zeros((1, 32)))["unit_logprob"][0])
     assert (w < p).all()
     np.testing.assert_allclose(w + q.sum(-1), p, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["reply", "all"])
+def test_the_screening_bound_caps_the_whole_word_mass_and_equals_the_first_token_mass(tiny, positions):
+    """The controls' screen: log sum over units of P(first token), read without word positions, is at
+    least the lexicon's whole-word log-mass for every vector and prompt (so a screened control is truly
+    below the threshold), and equals the first tokens' mass from a plain steered forward."""
+    engine = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4, word_end=WORD_END)
+    vectors = torch.randn(6, 32, generator=torch.Generator().manual_seed(5)) * torch.tensor([0, 1, 2, 4, 8, 16])[:, None]
+    exact = log_mass(engine.score(engine.prepare(PROMPTS, UNITS), vectors)["unit_logprob"])
+    screen = engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)
+    assert (screen["log_bound"] >= exact - 1e-6).all()
+    for k in (1, 4):
+        for i, prompt in enumerate(PROMPTS):
+            last = steered_logprobs(tiny, prompt, vectors[k], len(prompt), positions)[-1]
+            expected = float(torch.logsumexp(last[[u[0] for u in UNITS]], -1))  # (7, ...) counted three times
+            assert screen["log_bound"][k, i] == pytest.approx(expected, abs=1e-4)
+    assert "log_bound" not in engine.score(engine.prepare(PROMPTS), vectors)
+
+
+def test_screened_controls_rank_exactly_as_fully_scored_ones(tiny):
+    """The study's screen: the vectors it scores in full get their exact shift, the others a bound that
+    is at least their exact shift and below the floor, so counting controls at or above any value at or
+    above the floor gives the same count as scoring every control in full."""
+    from harness.steering.study import screened_shifts
+    engine = SteeringEngine(tiny, LAYER, batch_prompts=3, batch_rows=4, word_end=WORD_END)
+    vectors = (torch.randn(40, 32, generator=torch.Generator().manual_seed(7))
+               * torch.linspace(0, 12, 40)[:, None]).numpy()
+    words = engine.prepare(PROMPTS, UNITS)
+    base = log_mass(unsteered_units(words))
+    truth = (log_mass(engine.score(words, vectors)["unit_logprob"]) - base[None]).mean(1)
+    bound = (engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)["log_bound"] - base[None]).mean(1)
+    floor = float(np.median(bound))  # this random model's bound is loose: a floor that splits them
+    shift, kl, exact = screened_shifts(engine, engine.prepare(PROMPTS), words, vectors, base, floor)
+    assert 0 < exact.sum() < len(exact)  # the screen both skipped and kept some here
+    np.testing.assert_allclose(shift[exact], truth[exact], atol=1e-5)
+    assert (shift[~exact] < floor).all() and (shift[~exact] >= truth[~exact] - 1e-6).all()
+    for value in (floor, *truth[truth >= floor]):
+        assert (shift >= value).sum() == (truth >= value).sum()
+    np.testing.assert_allclose(kl, engine.score(words, vectors)["kl"].mean(1), atol=1e-5)
 
 
 def test_word_end_mask_reads_the_tokenizer():

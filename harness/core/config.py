@@ -376,6 +376,9 @@ class SteeringConfig:
     calibration_prompts: int = 12  # discovery prompts on which every coefficient is interpolated
     control_prompts: int = 12  # confirmation prompts on which the controls are ranked
     band_directions: int = 19  # random directions drawn at every coefficient for the dose-response band
+    # Dose-response curves and samples of every method: only the report draws them, so they are off the
+    # claims' path unless asked for (they take about as long as the claims' own measurements).
+    report_extras: bool = False
     multi_coarse_weight: float = 0.5
     # The other concept's direction (the 2 x 2 design): its most selective coarse feature on at least this
     # many near-miss prompts of that concept, among features firing on at least this share of them.

@@ -22,6 +22,8 @@ class WordScore(_Strict):
     base_probability: float = Field(description="mean unsteered probability that the next word is this word "
                                     "(all its spellings, whole words), on the confirmation prompts")
     anchor_shift: float = Field(description="mean per-prompt shift of its log-probability under the anchor (nats)")
+    discovery_base_probability: float | None = Field(None, description="the same unsteered probability on the "
+                                                     "discovery (calibration) prompts, where a lexicon is vetted")
 
 
 class LexiconInfo(_Strict):
@@ -54,7 +56,9 @@ class PromptScores(_Strict):
 
 class ControlKind(_Strict):
     names: list[str] = Field(default_factory=list)
-    concept_shift: list[float]
+    concept_shift: list[float] = Field(description="each control's shift on the control prompts; where `exact` is "
+                                       "False, an upper bound below every ranked direction (screened)")
+    exact: list[bool] = Field(default_factory=list, description="scored in full (empty: all were)")
     kl: list[float] = Field(default_factory=list)
     coefficient: list[float] = Field(default_factory=list)
 
@@ -64,6 +68,8 @@ class Controls(_Strict):
     on_control_prompts: dict[str, float] = Field(default_factory=dict, description="the named methods' shift on "
                                                  "the control prompts (ranked among the controls)")
     by_kind: dict[str, ControlKind] = Field(default_factory=dict)
+    screened_below: float | None = Field(None, description="controls whose first-token bound on the shift fell "
+                                         "below this (the lowest ranked direction's shift) were not scored in full")
 
 
 class Curve(_Strict):

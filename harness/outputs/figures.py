@@ -184,6 +184,12 @@ def _method_style(kind: str) -> dict:
     return {"color": METHOD_COLOURS.get(kind, "#333333")}
 
 
+def _split_screened(block: dict) -> tuple[list[int], list[int]]:
+    """Indices of a control kind's exactly scored controls and of those screened (their shift is a bound)."""
+    exact = block.get("exact") or [True] * len(block["concept_shift"])
+    return [i for i, e in enumerate(exact) if e], [i for i, e in enumerate(exact) if not e]
+
+
 def steering_figures(steering: dict) -> list[dict]:
     figures = []
     curves = steering.get("dose_response", {})
@@ -212,13 +218,25 @@ def steering_figures(steering: dict) -> list[dict]:
             f"Dose-response: {concept}-word log-prob shift (control prompts)",
             xaxis={"title": "steering coefficient (multiples of the mean residual norm)", "type": "log"},
             yaxis={"title": "shift from unsteered (nats)"}, legend={"orientation": "h", "y": -0.3}, height=460)})
+    controls = steering.get("controls", {})
+    if curves or controls.get("by_kind"):
         traces = [{"type": "scatter", "mode": "lines+markers", "x": curve["kl"], "y": curve["concept_shift"], "name": name,
                    "text": [f"coefficient {c:g}" for c in curve["coefficient"]], "line": _method_style(curve.get("kind", ""))}
                   for name, curve in curves.items()]
-        for kind, block in (steering.get("controls", {}).get("by_kind") or {}).items():
-            traces.append({"type": "scatter", "mode": "markers", "x": block["kl"], "y": block["concept_shift"],
-                           "name": f"{kind.replace('_', ' ')} at matched KL ({len(block['kl'])})",
-                           "marker": {**_method_style(kind), "size": 5, "opacity": 0.6}, "text": block["names"]})
+        if not curves:  # no dose-response (a report extra): the named methods at their matched coefficient
+            traces = [{"type": "scatter", "mode": "markers", "x": [row["kl"]], "y": [row["concept_shift"]], "name": name,
+                       "marker": {**_method_style(row.get("kind", "")), "size": 10}}
+                      for name, row in summary.items() if row.get("kind") not in ("unsteered", "prompting",
+                                                                                "anchor_at_prompting_kl")]
+        for kind, block in (controls.get("by_kind") or {}).items():
+            exact, bound = _split_screened(block)
+            for part, label, opacity in ((exact, "at matched KL", 0.6), (bound, "screened: upper bound", 0.25)):
+                if part:
+                    traces.append({"type": "scatter", "mode": "markers", "x": [block["kl"][i] for i in part],
+                                   "y": [block["concept_shift"][i] for i in part],
+                                   "name": f"{kind.replace('_', ' ')} {label} ({len(part)})",
+                                   "marker": {**_method_style(kind), "size": 5, "opacity": opacity},
+                                   "text": [block["names"][i] for i in part] if block.get("names") else None})
         if prompting:
             traces.append({"type": "scatter", "mode": "markers", "x": [prompting["kl"]], "y": [prompting["concept_shift"]],
                            "name": "prompting", "marker": {**_method_style("prompting"), "size": 12, "symbol": "star"}})
@@ -234,12 +252,15 @@ def steering_figures(steering: dict) -> list[dict]:
                                                                "type": "log"},
             yaxis={"title": "shift from unsteered (nats)"}, legend={"orientation": "h", "y": -0.3}, height=460,
             shapes=shapes)})
-    controls = steering.get("controls", {})
     if controls.get("by_kind"):
         traces = []
         for kind, block in controls["by_kind"].items():
-            traces.append({"type": "histogram", "x": block["concept_shift"], "name": kind.replace("_", " "),
-                           "opacity": 0.6, "marker": _method_style(kind), "nbinsx": 30})
+            exact, bound = _split_screened(block)
+            for part, label, opacity in ((exact, "", 0.6), (bound, " (screened: upper bound)", 0.25)):
+                if part:
+                    traces.append({"type": "histogram", "x": [block["concept_shift"][i] for i in part],
+                                   "name": kind.replace("_", " ") + label, "opacity": opacity,
+                                   "marker": _method_style(kind), "nbinsx": 30})
         shapes, notes = [], []
         for name, value in controls.get("on_control_prompts", {}).items():
             kind = summary.get(name, {}).get("kind", "")

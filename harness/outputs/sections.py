@@ -177,9 +177,11 @@ def steering_tables(steering: dict) -> list:
     words = [(lex.get("name", ""), w) for lex in (lexicons.get("concept") or {}, lexicons.get("other") or {})
              for w in lex.get("per_word") or []]
     if words:
-        parts.append(Table(["lexicon", "word", "base probability (unsteered)", "shift under the anchor (nats)"],
-                           [[name, w["word"], w["base_probability"], w["anchor_shift"]] for name, w in words],
-                           title="Each lexicon word, whole words, confirmation prompts",
+        parts.append(Table(["lexicon", "word", "base probability (unsteered)", "shift under the anchor (nats)",
+                            "base probability, discovery prompts"],
+                           [[name, w["word"], w["base_probability"], w["anchor_shift"],
+                             w.get("discovery_base_probability")] for name, w in words],
+                           title="Each lexicon word, whole words, confirmation prompts (last column: discovery)",
                            collapsed=f"Per word ({len(words)})"))
     examples = steering.get("examples") or []
     if examples:

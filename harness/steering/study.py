@@ -41,7 +41,8 @@ from harness.core.config import WORD_PATTERN, SteeringConfig
 from harness.core.steering_result import SteeringResult
 from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
-STUDY_VERSION = 5  # 5: the anchor at prompting's KL, per-word scores, cosine-matched mixtures (4: "coefficient")
+STUDY_VERSION = 6  # 6: screened controls, report extras on demand, content-word lexicons
+# 5: the anchor at prompting's KL, per-word scores, cosine-matched mixtures (4: "coefficient")
 AT_PROMPTING_KL = SteeringResult.AT_PROMPTING_KL  # the anchor rescaled to the instruction's KL
 # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
 
@@ -75,17 +76,23 @@ class Lexicon:
         # " Parisian" are different events and both are kept.
         return cls(words=tuple(words), variants=variants, units=units, unit_words=unit_words)
 
-    def per_word(self, base_units: np.ndarray, steered_units: np.ndarray) -> list[dict]:
+    def per_word(self, base_units: np.ndarray, steered_units: np.ndarray,
+                 discovery_units: np.ndarray | None = None) -> list[dict]:
         """Per word (all its spellings): its mean unsteered probability as the next word, and the mean
-        per-prompt shift of its log-probability under a steered run ([prompts, units] log-probs)."""
+        per-prompt shift of its log-probability under a steered run ([prompts, units] log-probs); with
+        `discovery_units`, also its unsteered probability on the discovery prompts (where a lexicon is
+        vetted, so the confirmation prompts stay unseen)."""
         out = []
         for word in self.words:
             idx = [i for i, w in enumerate(self.unit_words) if w == word]
             if not idx:
                 continue
             base, steered = log_mass(base_units[:, idx]), log_mass(steered_units[:, idx])
-            out.append({"word": word, "base_probability": float(np.mean(np.exp(base))),
-                        "anchor_shift": float(np.mean(steered - base))})
+            row = {"word": word, "base_probability": float(np.mean(np.exp(base))),
+                   "anchor_shift": float(np.mean(steered - base))}
+            if discovery_units is not None:
+                row["discovery_base_probability"] = float(np.mean(np.exp(log_mass(discovery_units[:, idx]))))
+            out.append(row)
         return out
 
 
@@ -174,6 +181,7 @@ class Direction:
 
 NAMED_KINDS = ("anchor", "fine", "multi", "aligned_mixture", "diffmean", "other", "other_diffmean")
 CONTROL_KINDS = ("random", "random_row", "control_mixture")
+RANKED_KINDS = ("anchor", "multi")  # the named directions the claims rank among the controls
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -316,6 +324,24 @@ def secant_coefficient(coef0: float, kl0: float, coef1: float, kl1: float, targe
     return float(np.clip(coefficient, *bounds))
 
 
+def screened_shifts(engine: SteeringEngine, prepared_last, prepared_words, vectors_KD: np.ndarray,
+                    base_log_mass: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each vector's mean shift of the lexicon's log-mass over the prompts, exact wherever it could reach
+    `floor`: (shift, KL, exact). A first pass reads, at the last prompt token only, the log of the summed
+    probability of the units' first tokens: an upper bound on the lexicon's log-mass. A vector whose bound
+    on the mean shift is below `floor` keeps that bound (exact False); the others are scored in full with
+    their word positions. Anything ranked at or above `floor` ranks the same as with every vector exact."""
+    screen = engine.score(prepared_last, vectors_KD, bound_units=prepared_words.units)
+    shift = (screen["log_bound"] - base_log_mass[None]).mean(1)
+    full = np.flatnonzero(shift >= floor)
+    if len(full):
+        scored = engine.score(prepared_words, vectors_KD[full])
+        shift[full] = (log_mass(scored["unit_logprob"]) - base_log_mass[None]).mean(1)
+    exact = np.zeros(len(shift), dtype=bool)
+    exact[full] = True
+    return shift, screen["kl"].mean(1), exact
+
+
 def steering_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -398,6 +424,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     prep_cal = engine.prepare(pick(calibration))
     prep_conf = engine.prepare(pick(confirmation), units)
     prep_ctrl = engine.prepare(pick(control), concept_lex.units)
+    prep_ctrl_last = engine.prepare(pick(control))  # no word positions: the screening pass
     prep_prompting = engine.prepare([instructed[i] for i in confirmation], units)
     bar.update()
     lap("prepare")
@@ -417,8 +444,11 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
     scored = engine.score(prep_conf, vectors(named, [chosen[d.name] for d in named]))
     anchor_units = scored["unit_logprob"][next(i for i, d in enumerate(named) if d.kind == "anchor")]
-    per_word = {"concept": concept_lex.per_word(base_units[:, :n_concept], anchor_units[:, :n_concept]),
-                "other": other_lex.per_word(base_units[:, n_concept:], anchor_units[:, n_concept:]) if other_lex else []}
+    disc_units = unsteered_units(engine.prepare(pick(calibration), units))
+    per_word = {"concept": concept_lex.per_word(base_units[:, :n_concept], anchor_units[:, :n_concept],
+                                                disc_units[:, :n_concept]),
+                "other": other_lex.per_word(base_units[:, n_concept:], anchor_units[:, n_concept:],
+                                            disc_units[:, n_concept:]) if other_lex else []}
     per_prompt: dict[str, dict] = {}
     for i, d in enumerate(named):
         u = scored["unit_logprob"][i]
@@ -467,41 +497,47 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     probe1 = engine.score(prep_cal, vectors(controls, coef1))["kl"].mean(1)
     control_coefficient = np.array([secant_coefficient(coef0, k0, a1, k1, cfg.kl_budget, (coefficients[0] / 4, coefficients[-1] * 4))
                               for k0, a1, k1 in zip(probe0, coef1, probe1, strict=True)])
-    ctrl_scores = engine.score(prep_ctrl, vectors(controls, control_coefficient))
-    ctrl_base = unsteered_units(prep_ctrl)
-    ctrl_shift = (log_mass(ctrl_scores["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1)
+    # Screen first: the controls' first-token bound at the last prompt token (the cost of a KL probe)
+    # caps each one's shift; only a control whose cap reaches a ranked direction is scored in full.
+    # A screened control is below every ranked direction, so the ranks are exact.
+    ctrl_base = log_mass(unsteered_units(prep_ctrl))
     in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
+    on_control = {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf])) for d in named}
+    floor = min(on_control[d.name] for d in named if d.kind in RANKED_KINDS)
+    ctrl_shift, ctrl_kl, exact_mask = screened_shifts(engine, prep_ctrl_last, prep_ctrl,
+                                                      vectors(controls, control_coefficient), ctrl_base, floor)
     control_summary = {
         "prompts": int(len(control)),
-        "on_control_prompts": {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf]))
-                               for d in named},
+        "on_control_prompts": on_control,
+        "screened_below": floor,
         "by_kind": {kind: {"names": [d.name for d in controls if d.kind == kind],
                            "concept_shift": [float(s) for d, s in zip(controls, ctrl_shift, strict=True) if d.kind == kind],
-                           "kl": [float(k) for d, k in zip(controls, ctrl_scores["kl"].mean(1), strict=True)
-                                  if d.kind == kind],
+                           "exact": [bool(e) for d, e in zip(controls, exact_mask, strict=True) if d.kind == kind],
+                           "kl": [float(k) for d, k in zip(controls, ctrl_kl, strict=True) if d.kind == kind],
                            "coefficient": [float(a) for d, a in zip(controls, control_coefficient, strict=True) if d.kind == kind]}
                     for kind in CONTROL_KINDS if any(d.kind == kind for d in controls)},
     }
     bar.update()
     lap("controls")
 
-    # 5. Dose-response on the control prompts: named directions and a band of random directions.
-    band_dirs = by_kind.get("random", [])[: cfg.band_directions]
-    dose_dirs = [d for d in named] + band_dirs
-    grid = [(d, a) for d in dose_dirs for a in coefficients]
-    dose = engine.score(prep_ctrl, vectors([d for d, _ in grid], [a for _, a in grid]))
-    dose_shift = (log_mass(dose["unit_logprob"]) - log_mass(ctrl_base)[None]).mean(1).reshape(len(dose_dirs), -1)
-    dose_kl = dose["kl"].mean(1).reshape(len(dose_dirs), -1)
-    curves = {d.name: {"kind": d.kind, "coefficient": coefficients.tolist(), "concept_shift": dose_shift[i].tolist(),
-                       "kl": dose_kl[i].tolist()} for i, d in enumerate(named)}
-    band = {}
-    if band_dirs:
-        shifts, kls = dose_shift[len(named):], dose_kl[len(named):]
-        band = {"coefficient": coefficients.tolist(), "low": np.quantile(shifts, 0.05, axis=0).tolist(),
-                "high": np.quantile(shifts, 0.95, axis=0).tolist(), "median": np.median(shifts, 0).tolist(),
-                "kl": np.median(kls, 0).tolist(), "n": len(band_dirs)}
+    # 5. Dose-response on the control prompts: named directions and a band of random directions (report only).
+    curves, band = {}, {}
+    if cfg.report_extras:
+        band_dirs = by_kind.get("random", [])[: cfg.band_directions]
+        dose_dirs = [d for d in named] + band_dirs
+        grid = [(d, a) for d in dose_dirs for a in coefficients]
+        dose = engine.score(prep_ctrl, vectors([d for d, _ in grid], [a for _, a in grid]))
+        dose_shift = (log_mass(dose["unit_logprob"]) - ctrl_base[None]).mean(1).reshape(len(dose_dirs), -1)
+        dose_kl = dose["kl"].mean(1).reshape(len(dose_dirs), -1)
+        curves = {d.name: {"kind": d.kind, "coefficient": coefficients.tolist(), "concept_shift": dose_shift[i].tolist(),
+                           "kl": dose_kl[i].tolist()} for i, d in enumerate(named)}
+        if band_dirs:
+            shifts, kls = dose_shift[len(named):], dose_kl[len(named):]
+            band = {"coefficient": coefficients.tolist(), "low": np.quantile(shifts, 0.05, axis=0).tolist(),
+                    "high": np.quantile(shifts, 0.95, axis=0).tolist(), "median": np.median(shifts, 0).tolist(),
+                    "kl": np.median(kls, 0).tolist(), "n": len(band_dirs)}
+        lap("dose-response")
     bar.update()
-    lap("dose-response")
 
     # 6. Samples: unsteered, prompting and the main directions at their matched coefficient.
     gen_prompts = [encoded[i] for i in generation]
@@ -509,9 +545,11 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if used_template else None
     if isinstance(im_end, int) and im_end >= 0:
         stop.append(im_end)
-    sample_kinds = ["anchor", "multi", "diffmean", "other", "control_mixture"]
+    # The claims need the anchor's and the unsteered continuations; the other methods' are for the report.
+    sample_kinds = ["anchor", "multi", "diffmean", "other", "control_mixture"] if cfg.report_extras else ["anchor"]
     conditions: dict[str, tuple] = {"unsteered": (gen_prompts, None)}
-    conditions["prompting"] = ([instructed[i] for i in generation], None)
+    if cfg.report_extras:
+        conditions["prompting"] = ([instructed[i] for i in generation], None)
     for kind in sample_kinds:
         for d in by_kind.get(kind, [])[:1]:
             coefficient = chosen.get(d.name)
