@@ -190,15 +190,37 @@ def test_screened_controls_rank_exactly_as_fully_scored_ones(tiny):
     words = engine.prepare(PROMPTS, UNITS)
     base = log_mass(unsteered_units(words))
     truth = (log_mass(engine.score(words, vectors)["unit_logprob"]) - base[None]).mean(1)
-    bound = (engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)["log_bound"] - base[None]).mean(1)
-    floor = float(np.median(bound))  # this random model's bound is loose: a floor that splits them
-    shift, kl, exact = screened_shifts(engine, engine.prepare(PROMPTS), words, vectors, base, floor)
+    log_bound = engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)["log_bound"]
+    floor = float(np.median((log_bound - base[None]).mean(1)))  # this random model's bound is loose: a floor that splits them
+    shift, exact = screened_shifts(engine, words, vectors, log_bound, base, floor)
     assert 0 < exact.sum() < len(exact)  # the screen both skipped and kept some here
     np.testing.assert_allclose(shift[exact], truth[exact], atol=1e-5)
     assert (shift[~exact] < floor).all() and (shift[~exact] >= truth[~exact] - 1e-6).all()
     for value in (floor, *truth[truth >= floor]):
         assert (shift >= value).sum() == (truth >= value).sum()
-    np.testing.assert_allclose(kl, engine.score(words, vectors)["kl"].mean(1), atol=1e-5)
+
+
+def test_every_direction_is_matched_to_its_target_kl_on_the_prompts_it_is_scored_on(tiny):
+    """`match_kl`: directions of very different strength (so very different coefficients) all land within
+    the precision of the target, and the KL it reports is what a full scoring at that coefficient gives;
+    a target out of reach stops at the coefficient bound with the KL it reached."""
+    from harness.steering.study import match_kl
+    engine = SteeringEngine(tiny, LAYER, batch_prompts=3, batch_rows=8, word_end=WORD_END)
+    rng = np.random.default_rng(11)
+    units = rng.standard_normal((12, 32)) * np.geomspace(0.3, 3, 12)[:, None]  # not unit: strengths vary 10x
+    last, words = engine.prepare(PROMPTS), engine.prepare(PROMPTS, UNITS)
+    # this random model's KL saturates near 0.011: a target on its rising part
+    matched = match_kl(engine, last, units, 1.0, np.full(12, 0.05), 0.004, precision=1e-4, bounds=(1e-4, 100.0),
+                       bound_units=UNITS)
+    reached = matched.kl.mean(1)
+    assert np.abs(reached - 0.004).max() <= 1e-4 and matched.passes <= 8
+    assert matched.coefficient.max() / matched.coefficient.min() > 5  # each its own coefficient
+    full = engine.score(words, (units * matched.coefficient[:, None]).astype(np.float32))
+    np.testing.assert_allclose(full["kl"].mean(1), reached, atol=1e-5)
+    np.testing.assert_allclose(matched.log_bound, engine.score(
+        last, (units * matched.coefficient[:, None]).astype(np.float32), bound_units=UNITS)["log_bound"], atol=1e-5)
+    capped = match_kl(engine, last, units[:2], 1.0, np.full(2, 0.05), 0.004, precision=1e-4, bounds=(1e-4, 2e-4))
+    assert (capped.coefficient == 2e-4).all() and (capped.kl.mean(1) < 0.004).all() and capped.passes == 1
 
 
 def test_word_end_mask_reads_the_tokenizer():

@@ -364,6 +364,7 @@ class SteeringConfig:
     # coefficient is in units of the mean residual norm at the hook (neutral prompts).
     coefficients: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
     kl_budget: float = 0.5  # the fluency cost every method is matched to (nats)
+    kl_precision: float = 0.01  # each method's mean KL on the prompts it is scored on lands within this (nats)
     positions: str = "reply"
     chat_template: bool = True
     concept_words: tuple[str, ...] = ()
@@ -394,6 +395,9 @@ class SteeringConfig:
             raise ConfigError(f"steering.coefficients {list(self.coefficients)} must be positive and increasing")
         if self.kl_budget <= 0:
             raise ConfigError(f"steering.kl_budget {self.kl_budget} must be > 0")
+        if not 0 < self.kl_precision < self.kl_budget:
+            raise ConfigError(f"steering.kl_precision {self.kl_precision} must be > 0 and below kl_budget "
+                              f"({self.kl_budget})")
         if self.positions not in STEERING_POSITIONS:
             raise choices_error("steering.positions", self.positions, STEERING_POSITIONS)
         if not self.concept_words:

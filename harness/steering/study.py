@@ -16,8 +16,10 @@ judge-free, against controls and baselines, every method at the same fluency cos
   - concept share: the share of words in a sampled continuation that are concept words;
   - fluency cost: KL(steered || unsteered) of the next-token distribution at the prompt's last
     token.
-- Matching: each direction's coefficient is interpolated on the discovery half to reach the
-  profile's KL budget; the KL actually reached on the confirmation half is reported.
+- Matching: one procedure for every compared method (named directions, controls, the anchor at
+  prompting's KL): secant steps on the coefficient until the mean KL on the prompts it is scored on
+  is within `kl_precision` of its target (`match_kl`), starting from a grid interpolated on discovery
+  prompts; the KL reached is reported and checked by the claims.
 - Controls: random directions and random decoder rows (p from the anchor's rank), the anchor
   mixed with random fine rows (and with aligned rows that are not sub-features) at the
   sub-features' weights, another concept's direction and words (a 2 x 2 design), DiffMean and
@@ -324,22 +326,72 @@ def secant_coefficient(coef0: float, kl0: float, coef1: float, kl1: float, targe
     return float(np.clip(coefficient, *bounds))
 
 
-def screened_shifts(engine: SteeringEngine, prepared_last, prepared_words, vectors_KD: np.ndarray,
-                    base_log_mass: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def screened_shifts(engine: SteeringEngine, prepared_words, vectors_KD: np.ndarray, log_bound: np.ndarray,
+                    base_log_mass: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's mean shift of the lexicon's log-mass over the prompts, exact wherever it could reach
-    `floor`: (shift, KL, exact). A first pass reads, at the last prompt token only, the log of the summed
-    probability of the units' first tokens: an upper bound on the lexicon's log-mass. A vector whose bound
-    on the mean shift is below `floor` keeps that bound (exact False); the others are scored in full with
-    their word positions. Anything ranked at or above `floor` ranks the same as with every vector exact."""
-    screen = engine.score(prepared_last, vectors_KD, bound_units=prepared_words.units)
-    shift = (screen["log_bound"] - base_log_mass[None]).mean(1)
+    `floor`: (shift, exact). `log_bound` [K, prompts] is the log of the summed probability of the units'
+    first tokens at the last prompt token (`SteeringEngine.score(..., bound_units=...)`), an upper bound
+    on the lexicon's log-mass. A vector whose bound on the mean shift is below `floor` keeps that bound
+    (exact False); the others are scored in full with their word positions. Anything ranked at or above
+    `floor` ranks the same as with every vector exact."""
+    shift = (np.asarray(log_bound) - base_log_mass[None]).mean(1)
     full = np.flatnonzero(shift >= floor)
     if len(full):
         scored = engine.score(prepared_words, vectors_KD[full])
         shift[full] = (log_mass(scored["unit_logprob"]) - base_log_mass[None]).mean(1)
     exact = np.zeros(len(shift), dtype=bool)
     exact[full] = True
-    return shift, screen["kl"].mean(1), exact
+    return shift, exact
+
+
+@dataclass
+class Matched:
+    """Directions matched to a fluency cost on the prompts they are scored on."""
+    coefficient: np.ndarray  # [K]
+    kl: np.ndarray  # [K, prompts] KL at the matched coefficient
+    log_bound: np.ndarray | None  # [K, prompts] first-token bound at it (when asked for)
+    passes: int  # forward passes over the last prompt token, all directions together
+
+
+def match_kl(engine: SteeringEngine, prepared_last, unit_vectors_KD: np.ndarray, radius: float, start: np.ndarray,
+             target, *, precision: float, bounds: tuple[float, float], max_passes: int = 8,
+             bound_units: Sequence[Sequence[int]] = ()) -> Matched:
+    """Each direction's coefficient such that its mean KL over these prompts is within `precision` of its
+    target: secant steps on the log-log curve (`secant_coefficient`: KL ~ c x coefficient^p, p from the
+    last two passes, 2 at first), each pass over the last prompt token only and only for the directions not
+    yet within `precision`. One procedure for every compared direction, on the very prompts it is scored
+    on, so no direction carries another prompt sample's matching noise. A direction held at a bound (or
+    out of passes) keeps the KL it reached; the claims check every reached KL."""
+    unit_vectors = np.asarray(unit_vectors_KD, dtype=np.float64)
+    K = len(unit_vectors)
+    target = np.broadcast_to(np.asarray(target, dtype=float), (K,)).copy()
+    trial = np.clip(np.asarray(start, dtype=float), *bounds)
+    coefficient = trial.copy()  # the coefficient of each direction's last scored pass
+    kl = np.zeros((K, prepared_last.n_prompts))
+    log_bound = np.zeros((K, prepared_last.n_prompts)) if len(bound_units) else None
+    previous = np.full(K, np.nan), np.full(K, np.nan)  # (coefficient, mean KL) of the pass before
+    todo, passes = np.arange(K), 0
+    while len(todo) and passes < max_passes:
+        vectors = (unit_vectors[todo] * (trial[todo] * radius)[:, None]).astype(np.float32)
+        out = engine.score(prepared_last, vectors, bound_units=bound_units)
+        passes += 1
+        coefficient[todo] = trial[todo]
+        kl[todo] = out["kl"]
+        if log_bound is not None:
+            log_bound[todo] = out["log_bound"]
+        reached = np.maximum(kl[todo].mean(1), 1e-12)
+        done = np.abs(reached - target[todo]) <= precision
+        nxt = coefficient[todo].copy()
+        for j, k in enumerate(todo):
+            if done[j]:
+                continue
+            c0, k0 = (previous[0][k], previous[1][k]) if np.isfinite(previous[0][k]) else (coefficient[k], reached[j])
+            nxt[j] = secant_coefficient(c0, k0, coefficient[k], reached[j], target[k], bounds)
+        previous[0][todo], previous[1][todo] = coefficient[todo], reached
+        stuck = np.isclose(nxt, coefficient[todo], rtol=1e-9, atol=0)  # held at a bound
+        trial[todo] = nxt
+        todo = todo[~done & ~stuck]
+    return Matched(coefficient=coefficient, kl=kl, log_bound=log_bound, passes=passes)
 
 
 def steering_key(parts: dict) -> str:
@@ -424,7 +476,9 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     prep_cal = engine.prepare(pick(calibration))
     prep_conf = engine.prepare(pick(confirmation), units)
     prep_ctrl = engine.prepare(pick(control), concept_lex.units)
-    prep_ctrl_last = engine.prepare(pick(control))  # no word positions: the screening pass
+    # The same prompts without word positions: the passes that match coefficients and screen controls.
+    prep_conf_last = engine.prepare(pick(confirmation))
+    prep_ctrl_last = engine.prepare(pick(control))
     prep_prompting = engine.prepare([instructed[i] for i in confirmation], units)
     bar.update()
     lap("prepare")
@@ -433,12 +487,18 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     grid = [(d, a) for d in named for a in coefficients]
     kl_grid = engine.score(prep_cal, vectors([d for d, _ in grid], [a for _, a in grid]))["kl"].mean(1)
     kl_grid = kl_grid.reshape(len(named), len(coefficients))
-    chosen = {d.name: matched_coefficient(coefficients, kl_grid[i], cfg.kl_budget) for i, d in enumerate(named)}
+    start = {d.name: matched_coefficient(coefficients, kl_grid[i], cfg.kl_budget) for i, d in enumerate(named)}
     calibration_curves = {d.name: kl_grid[i].tolist() for i, d in enumerate(named)}
     bar.update()
     lap("calibrate named")
 
-    # 3. Named directions at their matched coefficient on the confirmation half.
+    # 3. Named directions matched to the budget on the confirmation prompts' own KL (from the grid's
+    #    coefficient), then scored there.
+    bounds = (coefficients[0] / 4, coefficients[-1] * 4)
+    named_match = match_kl(engine, prep_conf_last, np.stack([d.vector for d in named]), radius,
+                           np.array([start[d.name] for d in named]), cfg.kl_budget, precision=cfg.kl_precision,
+                           bounds=bounds)
+    chosen = {d.name: float(c) for d, c in zip(named, named_match.coefficient, strict=True)}
     base_units = unsteered_units(prep_conf)
     base_concept = log_mass(base_units[:, :n_concept])
     base_other = log_mass(base_units[:, n_concept:]) if other_lex else np.zeros(len(confirmation))
@@ -474,8 +534,11 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     anchor_named = next(d for d in named if d.kind == "anchor")
     at_prompting = Direction(f"{anchor_named.name} at prompting's KL", AT_PROMPTING_KL, anchor_named.vector,
                              anchor_named.components)
-    chosen[at_prompting.name] = matched_coefficient(coefficients, kl_grid[named.index(anchor_named)],
-                                                    float(prompting_kl.mean()))
+    prompting_match = match_kl(engine, prep_conf_last, anchor_named.vector[None], radius,
+                               [matched_coefficient(coefficients, kl_grid[named.index(anchor_named)],
+                                                    float(prompting_kl.mean()))],
+                               float(prompting_kl.mean()), precision=cfg.kl_precision, bounds=bounds)
+    chosen[at_prompting.name] = float(prompting_match.coefficient[0])
     u = engine.score(prep_conf, vectors([at_prompting], chosen[at_prompting.name]))
     per_prompt[at_prompting.name] = {
         "concept": (log_mass(u["unit_logprob"][0][:, :n_concept]) - base_concept).tolist(),
@@ -487,25 +550,24 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     bar.update()
     lap("score named")
 
-    # 4. Controls: two KL probes each on the calibration prompts, then the concept score at the
-    #    interpolated coefficient on the control prompts; the anchor and multi are ranked among them.
+    # 4. Controls: matched to the budget on the control prompts' own KL by the same procedure (from the
+    #    anchor's coefficient); the last matching pass also reads each one's first-token bound, which
+    #    screens it (see `screened_shifts`). The anchor and multi are ranked among them.
     anchor = by_kind["anchor"][0]
-    coef0 = chosen[anchor.name]
-    probe0 = engine.score(prep_cal, vectors(controls, coef0))["kl"].mean(1)
-    coef1 = np.array([secant_coefficient(coef0, k, coef0, k, cfg.kl_budget, (coefficients[0] / 4, coefficients[-1] * 4))
-                       for k in probe0])
-    probe1 = engine.score(prep_cal, vectors(controls, coef1))["kl"].mean(1)
-    control_coefficient = np.array([secant_coefficient(coef0, k0, a1, k1, cfg.kl_budget, (coefficients[0] / 4, coefficients[-1] * 4))
-                              for k0, a1, k1 in zip(probe0, coef1, probe1, strict=True)])
-    # Screen first: the controls' first-token bound at the last prompt token (the cost of a KL probe)
-    # caps each one's shift; only a control whose cap reaches a ranked direction is scored in full.
-    # A screened control is below every ranked direction, so the ranks are exact.
+    control_match = match_kl(engine, prep_ctrl_last, np.stack([d.vector for d in controls]), radius,
+                             np.full(len(controls), chosen[anchor.name]), cfg.kl_budget, precision=cfg.kl_precision,
+                             bounds=bounds, bound_units=concept_lex.units)
+    control_coefficient = control_match.coefficient
     ctrl_base = log_mass(unsteered_units(prep_ctrl))
     in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
     on_control = {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf])) for d in named}
     floor = min(on_control[d.name] for d in named if d.kind in RANKED_KINDS)
-    ctrl_shift, ctrl_kl, exact_mask = screened_shifts(engine, prep_ctrl_last, prep_ctrl,
-                                                      vectors(controls, control_coefficient), ctrl_base, floor)
+    ctrl_shift, exact_mask = screened_shifts(engine, prep_ctrl, vectors(controls, control_coefficient),
+                                             control_match.log_bound, ctrl_base, floor)
+    ctrl_kl = control_match.kl.mean(1)
+    meta["matching"] = {"precision": cfg.kl_precision, "passes": {"named": named_match.passes,
+                                                                  "at prompting's KL": prompting_match.passes,
+                                                                  "controls": control_match.passes}}
     control_summary = {
         "prompts": int(len(control)),
         "on_control_prompts": on_control,
@@ -589,9 +651,10 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
         "description": (
             f"coefficient x unit(direction) x {radius:.1f} (mean residual norm at {profile.model.hook} on neutral prompts), "
             f"added at {where}; prompts {'in the chat template' if used_template else 'as plain text'}. "
-            f"Each coefficient is interpolated on {len(calibration)} discovery prompts to reach KL {cfg.kl_budget} nats "
-            f"(next-token distribution at the prompt's last token); scores on the {len(confirmation)} confirmation "
-            f"prompts; controls ranked on {len(control)} of them."),
+            f"Every method's coefficient is matched to KL {cfg.kl_budget} ± {cfg.kl_precision} nats (next-token "
+            f"distribution at the prompt's last token) on the prompts it is scored on, starting from a grid on "
+            f"{len(calibration)} discovery prompts; scores on the {len(confirmation)} confirmation prompts; "
+            f"controls ranked on {len(control)} of them."),
         "radius": radius, "coefficients": coefficients.tolist(), "kl_budget": cfg.kl_budget, "positions": cfg.positions,
         "chat_template": used_template, "meta": meta,
         "lexicons": {"concept": {"name": concept_name, "words": list(cfg.concept_words), "units": concept_lex.variants,
