@@ -162,37 +162,37 @@ def test_a_whole_word_never_counts_a_longer_word(tiny):
 
 
 @pytest.mark.parametrize("positions", ["reply", "all"])
-def test_the_screening_bound_caps_the_whole_word_mass_and_equals_the_first_token_mass(tiny, positions):
-    """The controls' screen: log sum over units of P(first token), read without word positions, is at
-    least the lexicon's whole-word log-mass for every vector and prompt (so a screened control is truly
-    below the threshold), and equals the first tokens' mass from a plain steered forward."""
-    engine = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4, word_end=WORD_END)
+def test_the_screening_bound_caps_the_whole_word_mass(tiny, positions):
+    """The controls' screen: each word cut to its first two tokens and scored as a prefix bounds its
+    whole-word probability, so the log of their sum is at least the lexicon's whole-word log-mass, for
+    every vector and prompt (a screened control is truly below the floor). Units that share a prefix
+    each count it: (7, 8) and (7, 8, 33) both read P(7, 8)."""
+    from harness.steering.study import screen_units
+    whole = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4, word_end=WORD_END)
+    prefix = SteeringEngine(tiny, LAYER, positions=positions, batch_prompts=3, batch_rows=4)
     vectors = torch.randn(6, 32, generator=torch.Generator().manual_seed(5)) * torch.tensor([0, 1, 2, 4, 8, 16])[:, None]
-    exact = log_mass(engine.score(engine.prepare(PROMPTS, UNITS), vectors)["unit_logprob"])
-    screen = engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)
-    assert (screen["log_bound"] >= exact - 1e-6).all()
-    for k in (1, 4):
-        for i, prompt in enumerate(PROMPTS):
-            last = steered_logprobs(tiny, prompt, vectors[k], len(prompt), positions)[-1]
-            expected = float(torch.logsumexp(last[[u[0] for u in UNITS]], -1))  # (7, ...) counted three times
-            assert screen["log_bound"][k, i] == pytest.approx(expected, abs=1e-4)
-    assert "log_bound" not in engine.score(engine.prepare(PROMPTS), vectors)
+    exact = log_mass(whole.score(whole.prepare(PROMPTS, UNITS), vectors)["unit_logprob"])
+    cut = screen_units(UNITS)
+    assert cut == [(5,), (7, 8), (7, 9), (20, 21), (7, 8)]
+    bound = log_mass(prefix.score(prefix.prepare(PROMPTS, cut), vectors)["unit_logprob"])
+    assert (bound >= exact - 1e-6).all() and (bound > exact + 1e-3).any()
 
 
 def test_screened_controls_rank_exactly_as_fully_scored_ones(tiny):
     """The study's screen: the vectors it scores in full get their exact shift, the others a bound that
     is at least their exact shift and below the floor, so counting controls at or above any value at or
     above the floor gives the same count as scoring every control in full."""
-    from harness.steering.study import screened_shifts
+    from harness.steering.study import screen_units, screened_shifts
     engine = SteeringEngine(tiny, LAYER, batch_prompts=3, batch_rows=4, word_end=WORD_END)
     vectors = (torch.randn(40, 32, generator=torch.Generator().manual_seed(7))
                * torch.linspace(0, 12, 40)[:, None]).numpy()
     words = engine.prepare(PROMPTS, UNITS)
     base = log_mass(unsteered_units(words))
     truth = (log_mass(engine.score(words, vectors)["unit_logprob"]) - base[None]).mean(1)
-    log_bound = engine.score(engine.prepare(PROMPTS), vectors, bound_units=UNITS)["log_bound"]
-    floor = float(np.median((log_bound - base[None]).mean(1)))  # this random model's bound is loose: a floor that splits them
-    shift, exact = screened_shifts(engine, words, vectors, log_bound, base, floor)
+    prefix = SteeringEngine(tiny, LAYER, batch_prompts=3, batch_rows=4)
+    bound = log_mass(prefix.score(prefix.prepare(PROMPTS, screen_units(UNITS)), vectors)["unit_logprob"])
+    floor = float(np.median((bound - base[None]).mean(1)))  # a floor that splits them
+    shift, exact = screened_shifts(engine, words, vectors, bound, base, floor)
     assert 0 < exact.sum() < len(exact)  # the screen both skipped and kept some here
     np.testing.assert_allclose(shift[exact], truth[exact], atol=1e-5)
     assert (shift[~exact] < floor).all() and (shift[~exact] >= truth[~exact] - 1e-6).all()
@@ -210,15 +210,12 @@ def test_every_direction_is_matched_to_its_target_kl_on_the_prompts_it_is_scored
     units = rng.standard_normal((12, 32)) * np.geomspace(0.3, 3, 12)[:, None]  # not unit: strengths vary 10x
     last, words = engine.prepare(PROMPTS), engine.prepare(PROMPTS, UNITS)
     # this random model's KL saturates near 0.011: a target on its rising part
-    matched = match_kl(engine, last, units, 1.0, np.full(12, 0.05), 0.004, precision=1e-4, bounds=(1e-4, 100.0),
-                       bound_units=UNITS)
+    matched = match_kl(engine, last, units, 1.0, np.full(12, 0.05), 0.004, precision=1e-4, bounds=(1e-4, 100.0))
     reached = matched.kl.mean(1)
     assert np.abs(reached - 0.004).max() <= 1e-4 and matched.passes <= 8
     assert matched.coefficient.max() / matched.coefficient.min() > 5  # each its own coefficient
     full = engine.score(words, (units * matched.coefficient[:, None]).astype(np.float32))
     np.testing.assert_allclose(full["kl"].mean(1), reached, atol=1e-5)
-    np.testing.assert_allclose(matched.log_bound, engine.score(
-        last, (units * matched.coefficient[:, None]).astype(np.float32), bound_units=UNITS)["log_bound"], atol=1e-5)
     capped = match_kl(engine, last, units[:2], 1.0, np.full(2, 0.05), 0.004, precision=1e-4, bounds=(1e-4, 2e-4))
     assert (capped.coefficient == 2e-4).all() and (capped.kl.mean(1) < 0.004).all() and capped.passes == 1
 

@@ -302,26 +302,17 @@ class SteeringEngine:
 
     # ---- steered scoring ----------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, prepared: Prepared, vectors_KD: torch.Tensor | np.ndarray,
-              bound_units: Sequence[Sequence[int]] = ()) -> dict[str, np.ndarray]:
+    def score(self, prepared: Prepared, vectors_KD: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """For each vector and prompt: KL(steered || unsteered) of the next-token distribution at the
-        last prompt token, and the log-probability of every unit. Arrays [K, prompts(, units)].
-
-        With `bound_units`, also "log_bound" [K, prompts]: log of the sum over those units of the
-        probability of each unit's first token, read at the last prompt token alone. Every unit (whole
-        word or prefix) is an event inside "the next token is its first token", so this bounds the
-        lexicon's log-probability from above at the cost of a KL probe, with no word positions."""
+        last prompt token, and the log-probability of every unit. Arrays [K, prompts(, units)]."""
         with plain_modules(self.lm):
-            return self._score(prepared, vectors_KD, bound_units)
+            return self._score(prepared, vectors_KD)
 
-    def _score(self, prepared: Prepared, vectors_KD, bound_units=()) -> dict[str, np.ndarray]:
+    def _score(self, prepared: Prepared, vectors_KD) -> dict[str, np.ndarray]:
         vectors = torch.as_tensor(np.asarray(vectors_KD), dtype=torch.float32)
         K = vectors.shape[0]
         kl = np.zeros((K, prepared.n_prompts))
         unit_lp = np.zeros((K, prepared.n_prompts, len(prepared.units)))
-        # one entry per unit, repeats kept: units sharing a first token each count it (a valid, looser sum)
-        firsts = torch.tensor([int(u[0]) for u in bound_units], dtype=torch.long)
-        log_bound = np.zeros((K, prepared.n_prompts)) if len(firsts) else None
         nodes = word_trie(prepared.units, whole_words=self.word_end is not None)
         for batch in prepared.batches:
             B = len(batch.index)
@@ -334,16 +325,10 @@ class SteeringEngine:
                 base = batch.base_last_BV.repeat(kb, 1).to(lp_last.device)
                 kl_rows = (lp_last.exp() * (lp_last - base)).sum(-1).cpu().numpy().reshape(kb, B)
                 kl[k0:k0 + kb][:, batch.index] = kl_rows
-                if log_bound is not None:
-                    bound = torch.logsumexp(lp_last[:, firsts.to(lp_last.device)], dim=-1)
-                    log_bound[k0:k0 + kb][:, batch.index] = bound.cpu().numpy().reshape(kb, B)
                 if prepared.units:
                     u = self._unit_logprobs(logprobs, nodes, prepared.units).numpy().reshape(kb, B, -1)
                     unit_lp[k0:k0 + kb][:, batch.index] = u
-        out = {"kl": kl, "unit_logprob": unit_lp}
-        if log_bound is not None:
-            out["log_bound"] = log_bound
-        return out
+        return {"kl": kl, "unit_logprob": unit_lp}
 
     def _tail(self, batch: PreparedBatch, vectors_KD: torch.Tensor) -> torch.Tensor:
         kb = vectors_KD.shape[0]

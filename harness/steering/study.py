@@ -326,15 +326,24 @@ def secant_coefficient(coef0: float, kl0: float, coef1: float, kl1: float, targe
     return float(np.clip(coefficient, *bounds))
 
 
-def screened_shifts(engine: SteeringEngine, prepared_words, vectors_KD: np.ndarray, log_bound: np.ndarray,
+SCREEN_DEPTH = 2  # tokens of each word read by the controls' screen
+
+
+def screen_units(units: Sequence[Sequence[int]], depth: int = SCREEN_DEPTH) -> list[tuple[int, ...]]:
+    """Each unit cut to its first `depth` tokens, one per unit (repeats kept). Scored as prefixes (an
+    engine without a word-end mask), P(first tokens) >= P(the whole word) unit by unit, so the log of
+    their sum bounds the lexicon's log-probability from above, with a trie of a few positions."""
+    return [tuple(u[:depth]) for u in units]
+
+
+def screened_shifts(engine: SteeringEngine, prepared_words, vectors_KD: np.ndarray, bound_log_mass: np.ndarray,
                     base_log_mass: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's mean shift of the lexicon's log-mass over the prompts, exact wherever it could reach
-    `floor`: (shift, exact). `log_bound` [K, prompts] is the log of the summed probability of the units'
-    first tokens at the last prompt token (`SteeringEngine.score(..., bound_units=...)`), an upper bound
-    on the lexicon's log-mass. A vector whose bound on the mean shift is below `floor` keeps that bound
-    (exact False); the others are scored in full with their word positions. Anything ranked at or above
+    `floor`: (shift, exact). `bound_log_mass` [K, prompts] bounds the lexicon's log-mass from above
+    (`screen_units`). A vector whose bound on the mean shift is below `floor` keeps that bound (exact
+    False); the others are scored in full with their word positions. Anything ranked at or above
     `floor` ranks the same as with every vector exact."""
-    shift = (np.asarray(log_bound) - base_log_mass[None]).mean(1)
+    shift = (np.asarray(bound_log_mass) - base_log_mass[None]).mean(1)
     full = np.flatnonzero(shift >= floor)
     if len(full):
         scored = engine.score(prepared_words, vectors_KD[full])
@@ -349,13 +358,11 @@ class Matched:
     """Directions matched to a fluency cost on the prompts they are scored on."""
     coefficient: np.ndarray  # [K]
     kl: np.ndarray  # [K, prompts] KL at the matched coefficient
-    log_bound: np.ndarray | None  # [K, prompts] first-token bound at it (when asked for)
     passes: int  # forward passes over the last prompt token, all directions together
 
 
 def match_kl(engine: SteeringEngine, prepared_last, unit_vectors_KD: np.ndarray, radius: float, start: np.ndarray,
-             target, *, precision: float, bounds: tuple[float, float], max_passes: int = 8,
-             bound_units: Sequence[Sequence[int]] = ()) -> Matched:
+             target, *, precision: float, bounds: tuple[float, float], max_passes: int = 8) -> Matched:
     """Each direction's coefficient such that its mean KL over these prompts is within `precision` of its
     target: secant steps on the log-log curve (`secant_coefficient`: KL ~ c x coefficient^p, p from the
     last two passes, 2 at first), each pass over the last prompt token only and only for the directions not
@@ -368,17 +375,14 @@ def match_kl(engine: SteeringEngine, prepared_last, unit_vectors_KD: np.ndarray,
     trial = np.clip(np.asarray(start, dtype=float), *bounds)
     coefficient = trial.copy()  # the coefficient of each direction's last scored pass
     kl = np.zeros((K, prepared_last.n_prompts))
-    log_bound = np.zeros((K, prepared_last.n_prompts)) if len(bound_units) else None
     previous = np.full(K, np.nan), np.full(K, np.nan)  # (coefficient, mean KL) of the pass before
     todo, passes = np.arange(K), 0
     while len(todo) and passes < max_passes:
         vectors = (unit_vectors[todo] * (trial[todo] * radius)[:, None]).astype(np.float32)
-        out = engine.score(prepared_last, vectors, bound_units=bound_units)
+        out = engine.score(prepared_last, vectors)
         passes += 1
         coefficient[todo] = trial[todo]
         kl[todo] = out["kl"]
-        if log_bound is not None:
-            log_bound[todo] = out["log_bound"]
         reached = np.maximum(kl[todo].mean(1), 1e-12)
         done = np.abs(reached - target[todo]) <= precision
         nxt = coefficient[todo].copy()
@@ -391,7 +395,7 @@ def match_kl(engine: SteeringEngine, prepared_last, unit_vectors_KD: np.ndarray,
         stuck = np.isclose(nxt, coefficient[todo], rtol=1e-9, atol=0)  # held at a bound
         trial[todo] = nxt
         todo = todo[~done & ~stuck]
-    return Matched(coefficient=coefficient, kl=kl, log_bound=log_bound, passes=passes)
+    return Matched(coefficient=coefficient, kl=kl, passes=passes)
 
 
 def steering_key(parts: dict) -> str:
@@ -479,6 +483,8 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     # The same prompts without word positions: the passes that match coefficients and screen controls.
     prep_conf_last = engine.prepare(pick(confirmation))
     prep_ctrl_last = engine.prepare(pick(control))
+    prefix_engine = SteeringEngine(model, hook_layer(profile.model.hook), positions=cfg.positions)  # prefixes
+    prep_ctrl_screen = prefix_engine.prepare(pick(control), screen_units(concept_lex.units))
     prep_prompting = engine.prepare([instructed[i] for i in confirmation], units)
     bar.update()
     lap("prepare")
@@ -551,19 +557,21 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     lap("score named")
 
     # 4. Controls: matched to the budget on the control prompts' own KL by the same procedure (from the
-    #    anchor's coefficient); the last matching pass also reads each one's first-token bound, which
-    #    screens it (see `screened_shifts`). The anchor and multi are ranked among them.
+    #    anchor's coefficient), screened by a bound from each word's first two tokens, and scored in full
+    #    where they could reach a ranked direction (`screened_shifts`). The anchor and multi are ranked
+    #    among them.
     anchor = by_kind["anchor"][0]
     control_match = match_kl(engine, prep_ctrl_last, np.stack([d.vector for d in controls]), radius,
                              np.full(len(controls), chosen[anchor.name]), cfg.kl_budget, precision=cfg.kl_precision,
-                             bounds=bounds, bound_units=concept_lex.units)
+                             bounds=bounds)
     control_coefficient = control_match.coefficient
     ctrl_base = log_mass(unsteered_units(prep_ctrl))
     in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
     on_control = {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf])) for d in named}
     floor = min(on_control[d.name] for d in named if d.kind in RANKED_KINDS)
-    ctrl_shift, exact_mask = screened_shifts(engine, prep_ctrl, vectors(controls, control_coefficient),
-                                             control_match.log_bound, ctrl_base, floor)
+    ctrl_vectors = vectors(controls, control_coefficient)
+    bound = log_mass(prefix_engine.score(prep_ctrl_screen, ctrl_vectors)["unit_logprob"])
+    ctrl_shift, exact_mask = screened_shifts(engine, prep_ctrl, ctrl_vectors, bound, ctrl_base, floor)
     ctrl_kl = control_match.kl.mean(1)
     meta["matching"] = {"precision": cfg.kl_precision, "passes": {"named": named_match.passes,
                                                                   "at prompting's KL": prompting_match.passes,
