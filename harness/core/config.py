@@ -375,6 +375,9 @@ class SteeringConfig:
     random_rows: int = 99
     control_mixtures: int = 19
     calibration_prompts: int = 12  # discovery prompts on which every coefficient is interpolated
+    # Confirmation prompts scored: 0 = the whole confirmation half; N = its first N (in prompt order, so
+    # the same at every --claims-seed), for a quicker, smaller study.
+    confirmation_prompts: int = 0
     control_prompts: int = 12  # confirmation prompts on which the controls are ranked
     band_directions: int = 19  # random directions drawn at every coefficient for the dose-response band
     # Dose-response curves and samples of every method: only the report draws them, so they are off the
@@ -407,6 +410,9 @@ class SteeringConfig:
                     "control_prompts", "generation_prompts", "max_new_tokens", "other_concept_min_prompts"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"steering.{key} = {getattr(self, key)} must be >= 1")
+        if self.confirmation_prompts < 0:
+            raise ConfigError(f"steering.confirmation_prompts = {self.confirmation_prompts} must be >= 0 "
+                              "(0: the whole confirmation half)")
         if not 0 <= self.other_feature_min_fire_rate < 1:
             raise ConfigError(f"steering.other_feature_min_fire_rate = {self.other_feature_min_fire_rate} must be in [0, 1)")
         if not 0 < self.multi_coarse_weight < 1:

@@ -437,6 +437,8 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     seeds = np.random.SeedSequence([profile.analysis.seed, 0x5354454552])  # "STEER"
     rng_dirs, rng_prompts = (np.random.default_rng(s) for s in seeds.spawn(2))
     discovery, confirmation = np.flatnonzero(discovery_rows), np.flatnonzero(~discovery_rows)
+    if cfg.confirmation_prompts:
+        confirmation = confirmation[:cfg.confirmation_prompts]
     calibration = _subset(discovery, cfg.calibration_prompts, rng_prompts)
     control = _subset(confirmation, cfg.control_prompts, rng_prompts)
     generation = _subset(confirmation, cfg.generation_prompts, rng_prompts)
