@@ -184,6 +184,7 @@ class Direction:
 NAMED_KINDS = ("anchor", "fine", "multi", "aligned_mixture", "diffmean", "other", "other_diffmean")
 CONTROL_KINDS = ("random", "random_row", "control_mixture")
 RANKED_KINDS = ("anchor", "multi")  # the named directions the claims rank among the controls
+REPORT_ONLY_KINDS = ("fine", "other_diffmean")  # named directions no claim reads: scored with report_extras
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -465,7 +466,7 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     by_kind: dict[str, list[Direction]] = {}
     for d in directions:
         by_kind.setdefault(d.kind, []).append(d)
-    named = [d for d in directions if d.kind in NAMED_KINDS]
+    named = [d for d in directions if d.kind in NAMED_KINDS and (cfg.report_extras or d.kind not in REPORT_ONLY_KINDS)]
     controls = [d for d in directions if d.kind in CONTROL_KINDS]
     coefficients = np.asarray(cfg.coefficients, dtype=float)
     bar = tqdm(total=6, desc="steering study", disable=not progress)
