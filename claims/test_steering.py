@@ -101,6 +101,16 @@ class Study:
                 if abs(kl - self.budget) <= self.tolerance]
         return kept, len(block.concept_shift) - len(kept)
 
+    def screened(self, kind: str) -> int:
+        """How many of this kind's controls at the budget hold a bound, not their shift (screened: surely
+        below every ranked direction, so the rank is exact but their median is only bounded)."""
+        block = self.study.controls.by_kind.get(kind)
+        if block is None or not block.exact:
+            return 0
+        kls = block.kl or [self.budget] * len(block.exact)
+        return sum(1 for exact, kl in zip(block.exact, kls, strict=True)
+                   if not exact and abs(kl - self.budget) <= self.tolerance)
+
     def rank(self, mine: float, kind: str) -> tuple[str, float, int, list[float], int]:
         """(verdict, exact rank p, controls at least as good, the ranked controls' shifts, controls left out
         off the budget) of `mine` among this kind's controls; inconclusive with fewer than `min_controls`
@@ -140,12 +150,15 @@ def beats_random(s: Study) -> Comparison:
         n = len(shifts)
         verdicts.append(verdict)
         ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": n, "off_budget": dropped, "label": label,
-                               "median": float(np.median(shifts)) if shifts else None}
+                               "median": float(np.median(shifts)) if shifts else None,
+                               "screened": s.screened(control_kind)}
     s.details.update(ranks=ranks, anchor_on_control_prompts=mine)
     reason = (f"{s.anchor} shifts {s.concept}-word log-prob by {{interval}} nats at KL "
               f"{s.kl.get(s.anchor, float('nan')):.2f}; "
               + "; ".join(f"{r['beaten_by']} of {r['n']} {r['label']} at the budget do as well (rank p = {r['p']:.2g}, "
-                          f"their median {_num(r['median'])}; {r['off_budget']} off the budget left out"
+                          + (f"their median {_num(r['median'])}" if not r["screened"] else
+                             f"their median <= {_num(r['median'])}, {r['screened']} bounded by the screen")
+                          + f"; {r['off_budget']} off the budget left out"
                           + (f"; fewer than min_controls = {s.claim.param('min_controls')}" if r["n"] < s.claim.param(
                               "min_controls") else "") + ")"
                           for r in ranks.values())

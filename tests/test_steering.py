@@ -511,6 +511,27 @@ def test_each_controls_own_kl_is_checked_not_their_median(planted_analysis):
     assert "90 off the budget left out; fewer than min_controls = 19" in record.reason
 
 
+def test_screened_controls_rank_as_below_and_their_median_is_reported_as_a_bound(planted_analysis):
+    """A screened control holds a bound below the anchor: the rank and verdict are those of its (lower)
+    true shift, and the reason says the median is only bounded."""
+    from tests.planted import steering_study
+
+    study = steering_study()
+    block = study.controls.by_kind["random"]
+    block.kl = [study.kl_budget] * len(block.concept_shift)  # every control at the budget
+    exact = verdict(planted_analysis, study, kind="beats_random")
+    mine = study.controls.on_control_prompts[study.first_of_kind("anchor")]
+    below = [i for i, x in enumerate(block.concept_shift) if x < mine]
+    # replace half the controls below the anchor by bounds between their shift and the anchor's
+    block.exact = [i not in below[::2] for i in range(len(block.concept_shift))]
+    block.concept_shift = [(x + mine) / 2 if i in below[::2] else x for i, x in enumerate(block.concept_shift)]
+    record = verdict(planted_analysis, study, kind="beats_random")
+    assert record.verdict == exact.verdict and record.details["ranks"]["random"]["p"] == exact.details["ranks"]["random"]["p"]
+    assert record.details["ranks"]["random"]["screened"] == len(below[::2]) > 0
+    assert f"{len(below[::2])} bounded by the screen" in record.reason and "their median <=" in record.reason
+    assert "bounded by the screen" not in exact.reason
+
+
 def test_more_targeted_compares_the_concept_minus_other_gap_at_matched_kl(planted_analysis):
     from tests.planted import steering_study
 
