@@ -215,9 +215,15 @@ def _selective_feature(tables, rows_concept: np.ndarray, rows_other: np.ndarray,
 
 
 def discovery_sub_features(run, anchor: int) -> list[int]:
-    """The anchor's sub-features chosen on the discovery half only (the confirmation half stays fresh)."""
+    """The anchor's sub-features chosen on the discovery half only (the confirmation half stays fresh).
+    Chosen, like the split itself, with the split's seed: the multi-resolution direction is part of the
+    design, so it must not move with `--claims-seed` (its permutation tests would move borderline rows)."""
+    import dataclasses
     from harness.engine.analysis import Analysis
-    discovery = Analysis.build(run.profile, run.tables, run.prompt_sets, run.directions, split="discovery",
+    profile = run.profile
+    profile = dataclasses.replace(profile, analysis=dataclasses.replace(profile.analysis,
+                                                                         seed=profile.prompts.split_seed))
+    discovery = Analysis.build(profile, run.tables, run.prompt_sets, run.directions, split="discovery",
                                decoder_norms=run.decoder_norms, sae_info=run.sae_info)
     return [p["fine"] for p in discovery.sub_features(anchor)]
 
