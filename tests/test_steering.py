@@ -378,6 +378,17 @@ def test_rank_test_holds_at_its_level_when_the_anchor_is_one_more_control():
     assert rank_against_controls(10.0, rng.normal(size=99), 0.05)[0] == "held"
     assert rank_against_controls(-1.0, rng.normal(size=99), 0.05)[0] == "refuted"
     assert rank_against_controls(10.0, rng.normal(size=9), 0.05)[0] == "inconclusive"  # p >= 0.1 at best
+    # refuted on counts: for an odd N exactly "no better than the median"; a control replaced by any
+    # value still below the direction's (a screened bound) never changes the verdict
+    for n in (19, 20, 98, 99):
+        controls = rng.normal(size=n)
+        for value in np.linspace(-2, 2, 41):
+            verdict, p, beaten = rank_against_controls(value, controls, 0.05)
+            if n % 2:
+                assert (verdict == "refuted") == (value <= np.median(controls))
+            below = controls < value
+            raised = np.where(below, (controls + value) / 2, controls)  # bounds between truth and value
+            assert rank_against_controls(value, raised, 0.05) == (verdict, p, beaten)
 
 
 # ---- steering claims on a planted study ----------------------------------------------------------
