@@ -3,7 +3,7 @@ Phase 2 findings: they never gate the decision (GO) to start Phase 2.
 
 Scores are whole words: P(the word's tokens) x P(the next token ends the word), summed over the
 lexicon's spellings, at the same fluency cost for every method (KL at the reply's first token,
-matched on discovery prompts).
+matched to within kl_precision on the prompts each method is scored or ranked on).
 Kinds, each decided on a BCa interval of a per-prompt mean over the confirmation prompts:
 - beats_random: the anchor raises concept words, and beats 99 random directions and 99 random
   decoder rows by exact rank (p <= 0.05), among the controls whose own KL reached the budget;
@@ -111,10 +111,15 @@ class Study:
         return sum(1 for exact, kl in zip(block.exact, kls, strict=True)
                    if not exact and abs(kl - self.budget) <= self.tolerance)
 
-    def rank(self, mine: float, kind: str) -> tuple[str, float, int, list[float], int]:
+    def rank(self, name: str, kind: str) -> tuple[str, float, int, list[float], int]:
         """(verdict, exact rank p, controls at least as good, the ranked controls' shifts, controls left out
-        off the budget) of `mine` among this kind's controls; inconclusive with fewer than `min_controls`
-        ranked."""
+        off the budget) of method `name`'s shift on the control prompts among this kind's controls;
+        inconclusive with fewer than `min_controls` ranked. The method's own KL on those prompts must sit
+        at the budget like the controls' (checked when the study records it)."""
+        controls = self.study.controls
+        mine = controls.on_control_prompts[name]
+        if name in controls.on_control_kl:
+            self.require_budget(f"{name} on the control prompts", controls.on_control_kl[name])
         shifts, dropped = self.controls_of(kind)
         verdict, p, beaten = rank_against_controls(mine, shifts, self.analysis.alpha)
         if len(shifts) < self.claim.param("min_controls"):
@@ -124,7 +129,9 @@ class Study:
     def require_budget(self, name: str, reached) -> None:
         """Every steered method must sit at the fluency budget; one that does not is not comparable."""
         if reached is None or not abs(reached - self.budget) <= self.tolerance:
-            self.unmatched.append(f"{name} at KL {reached if reached is not None else float('nan'):.2f}")
+            entry = f"{name} at KL {reached if reached is not None else float('nan'):.2f}"
+            if entry not in self.unmatched:  # a method ranked among two kinds of control is checked twice
+                self.unmatched.append(entry)
 
     def not_evaluated(self, reason: str, name: str) -> ClaimRecord:
         return make_record(self.claim, verdict="not evaluated", statistic_name=name, statistic=None, threshold=0.0,
@@ -146,7 +153,7 @@ def beats_random(s: Study) -> Comparison:
     mine = controls.on_control_prompts[s.anchor]
     ranks, verdicts = {}, []
     for control_kind, label in (("random", "random directions"), ("random_row", "random decoder rows")):
-        verdict, p, beaten, shifts, dropped = s.rank(mine, control_kind)
+        verdict, p, beaten, shifts, dropped = s.rank(s.anchor, control_kind)
         n = len(shifts)
         verdicts.append(verdict)
         ranks[control_kind] = {"p": p, "beaten_by": beaten, "n": n, "off_budget": dropped, "label": label,
@@ -205,7 +212,7 @@ def multi_vs_single(s: Study) -> Comparison | ClaimRecord:
         return s.not_evaluated("the anchor has no sub-features on the discovery half, so there is no "
                                "multi-resolution direction", "multi - single")
     multi, kl = s.names["multi"], s.kl
-    verdict, p, beaten, ranked, dropped = s.rank(s.study.controls.on_control_prompts[multi], "control_mixture")
+    verdict, p, beaten, ranked, dropped = s.rank(multi, "control_mixture")
     n_mixtures = len(ranked)
     verdicts = [verdict]
     gap = abs(kl.get(multi, np.nan) - kl.get(s.anchor, np.nan))

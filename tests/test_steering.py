@@ -378,6 +378,8 @@ def test_rank_test_holds_at_its_level_when_the_anchor_is_one_more_control():
     assert rank_against_controls(10.0, rng.normal(size=99), 0.05)[0] == "held"
     assert rank_against_controls(-1.0, rng.normal(size=99), 0.05)[0] == "refuted"
     assert rank_against_controls(10.0, rng.normal(size=9), 0.05)[0] == "inconclusive"  # p >= 0.1 at best
+    assert rank_against_controls(float("nan"), rng.normal(size=99), 0.05)[0] == "inconclusive"
+    assert rank_against_controls(10.0, [*rng.normal(size=98), float("nan")], 0.05)[0] == "inconclusive"
     # refuted on counts: for an odd N exactly "no better than the median"; a control replaced by any
     # value still below the direction's (a screened bound) never changes the verdict
     for n in (19, 20, 98, 99):
@@ -520,6 +522,25 @@ def test_each_controls_own_kl_is_checked_not_their_median(planted_analysis):
     assert record.verdict == "inconclusive" and record.details["ranks"]["random"]["off_budget"] == 90
     assert "0 of 9 random directions at the budget do as well" in record.reason
     assert "90 off the budget left out; fewer than min_controls = 19" in record.reason
+
+
+def test_a_ranked_method_off_the_budget_on_the_control_prompts_is_not_ranked(planted_analysis):
+    """The anchor is ranked by its shift on the control prompts: its KL there must sit at the budget like
+    every control's, or the rank compares different fluency costs."""
+    from harness.outputs.figures import steering_figures
+    from tests.planted import steering_study
+
+    study = steering_study()
+    anchor = study.first_of_kind("anchor")
+    study.controls.on_control_kl = {anchor: 0.5}
+    assert verdict(planted_analysis, study, kind="beats_random").verdict == "held"
+    study.controls.on_control_kl = {anchor: 0.9}
+    record = verdict(planted_analysis, study, kind="beats_random")
+    assert record.verdict == "inconclusive" and f"{anchor} on the control prompts at KL 0.90" in record.reason
+    assert record.reason.count("on the control prompts at KL") == 1  # ranked among two kinds, named once
+    # a study that recorded no KL for its controls still draws
+    study.controls.by_kind["random"].kl = []
+    assert {f["id"] for f in steering_figures(study.ledger_view())} >= {"controls", "pareto"}
 
 
 def test_screened_controls_rank_as_below_and_their_median_is_reported_as_a_bound(planted_analysis):

@@ -67,8 +67,10 @@ class Controls(_Strict):
     prompts: int
     on_control_prompts: dict[str, float] = Field(default_factory=dict, description="the named methods' shift on "
                                                  "the control prompts (ranked among the controls)")
+    on_control_kl: dict[str, float] = Field(default_factory=dict, description="the named methods' mean KL on the "
+                                            "control prompts, where they are matched too")
     by_kind: dict[str, ControlKind] = Field(default_factory=dict)
-    screened_below: float | None = Field(None, description="controls whose first-token bound on the shift fell "
+    screened_below: float | None = Field(None, description="controls whose two-token bound on the shift fell "
                                          "below this (the lowest ranked direction's shift) were not scored in full")
 
 

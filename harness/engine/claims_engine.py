@@ -100,6 +100,8 @@ def rank_against_controls(value: float, controls, alpha: float) -> tuple[str, fl
     Decided on counts alone, so a control known only to lie below the value (a screened bound) counts
     exactly as its true shift would."""
     controls = np.asarray(controls, dtype=float)
+    if not np.isfinite(value) or not np.isfinite(controls).all():
+        return "inconclusive", 1.0, int(np.sum(controls >= value))  # a NaN would count as beaten by none
     beaten_by = int(np.sum(controls >= value))
     p = (1 + beaten_by) / (len(controls) + 1)
     if significant(p, alpha):

@@ -230,9 +230,12 @@ def steering_figures(steering: dict) -> list[dict]:
                                                                                 "anchor_at_prompting_kl")]
         for kind, block in (controls.get("by_kind") or {}).items():
             exact, bound = _split_screened(block)
+            kls = block.get("kl") or []
+            if len(kls) != len(block["concept_shift"]):
+                continue  # a study that recorded no KL for its controls: nothing to place on this axis
             for part, label, opacity in ((exact, "at matched KL", 0.6), (bound, "screened: upper bound", 0.25)):
                 if part:
-                    traces.append({"type": "scatter", "mode": "markers", "x": [block["kl"][i] for i in part],
+                    traces.append({"type": "scatter", "mode": "markers", "x": [kls[i] for i in part],
                                    "y": [block["concept_shift"][i] for i in part],
                                    "name": f"{kind.replace('_', ' ')} {label} ({len(part)})",
                                    "marker": {**_method_style(kind), "size": 5, "opacity": opacity},

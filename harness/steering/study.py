@@ -43,7 +43,8 @@ from harness.core.config import WORD_PATTERN, SteeringConfig
 from harness.core.steering_result import SteeringResult
 from harness.steering.engine import SteeringEngine, causal_lm, hook_layer
 
-STUDY_VERSION = 6  # 6: screened controls, report extras on demand, content-word lexicons
+STUDY_VERSION = 7  # 7: the named methods matched on the control prompts too, where they are ranked
+# 6: screened controls, one matching procedure, report extras on demand, content-word lexicons
 # 5: the anchor at prompting's KL, per-word scores, cosine-matched mixtures (4: "coefficient")
 AT_PROMPTING_KL = SteeringResult.AT_PROMPTING_KL  # the anchor rescaled to the instruction's KL
 # 3: lexicon words scored as whole words (2 scored their tokens alone, i.e. prefixes)
@@ -334,6 +335,7 @@ def secant_coefficient(coef0: float, kl0: float, coef1: float, kl1: float, targe
 
 
 SCREEN_DEPTH = 2  # tokens of each word read by the controls' screen
+SCREEN_SLACK = 1e-4  # nats: a bound this close below the floor is scored in full anyway
 
 
 def screen_units(units: Sequence[Sequence[int]], depth: int = SCREEN_DEPTH) -> list[tuple[int, ...]]:
@@ -351,7 +353,9 @@ def screened_shifts(engine: SteeringEngine, prepared_words, vectors_KD: np.ndarr
     False); the others are scored in full with their word positions. Anything ranked at or above
     `floor` ranks the same as with every vector exact."""
     shift = (np.asarray(bound_log_mass) - base_log_mass[None]).mean(1)
-    full = np.flatnonzero(shift >= floor)
+    # the bound and the exact score come from forwards of different shapes: float noise (~1e-6) must not
+    # screen a control that ties the floor
+    full = np.flatnonzero(shift >= floor - SCREEN_SLACK)
     if len(full):
         scored = engine.score(prepared_words, vectors_KD[full])
         shift[full] = (log_mass(scored["unit_logprob"]) - base_log_mass[None]).mean(1)
@@ -575,8 +579,15 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
                              bounds=bounds)
     control_coefficient = control_match.coefficient
     ctrl_base = log_mass(unsteered_units(prep_ctrl))
-    in_conf = np.searchsorted(confirmation, control)  # control prompts are confirmation prompts
-    on_control = {d.name: float(np.mean(np.asarray(per_prompt[d.name]["concept"])[in_conf])) for d in named}
+    # The named methods are ranked on the control prompts, so they are matched there too, by the same
+    # procedure as the controls (their confirmation-half coefficient reaches another KL on 12 prompts).
+    named_on_control = match_kl(engine, prep_ctrl_last, np.stack([d.vector for d in named]), radius,
+                                np.array([chosen[d.name] for d in named]), cfg.kl_budget,
+                                precision=cfg.kl_precision, bounds=bounds)
+    named_ctrl = engine.score(prep_ctrl, vectors(named, named_on_control.coefficient))
+    on_control = {d.name: float((log_mass(named_ctrl["unit_logprob"][i]) - ctrl_base).mean())
+                  for i, d in enumerate(named)}
+    on_control_kl = {d.name: float(k) for d, k in zip(named, named_on_control.kl.mean(1), strict=True)}
     floor = min(on_control[d.name] for d in named if d.kind in RANKED_KINDS)
     ctrl_vectors = vectors(controls, control_coefficient)
     bound = log_mass(prefix_engine.score(prep_ctrl_screen, ctrl_vectors)["unit_logprob"])
@@ -584,10 +595,13 @@ def steering_study(run, cfg: SteeringConfig, *, progress: bool = True) -> Steeri
     ctrl_kl = control_match.kl.mean(1)
     meta["matching"] = {"precision": cfg.kl_precision, "passes": {"named": named_match.passes,
                                                                   "at prompting's KL": prompting_match.passes,
-                                                                  "controls": control_match.passes}}
+                                                                  "controls": control_match.passes,
+                                                                  "named on the control prompts":
+                                                                      named_on_control.passes}}
     control_summary = {
         "prompts": int(len(control)),
         "on_control_prompts": on_control,
+        "on_control_kl": on_control_kl,
         "screened_below": floor,
         "by_kind": {kind: {"names": [d.name for d in controls if d.kind == kind],
                            "concept_shift": [float(s) for d, s in zip(controls, ctrl_shift, strict=True) if d.kind == kind],
