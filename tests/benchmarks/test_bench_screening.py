@@ -7,7 +7,7 @@ words, 48 random directions at coefficient 0.2 (about the study's matched coeffi
 (the whole trie); screened, every direction runs over the words' first two tokens only (a bound), and
 only those whose bound reaches the floor are scored in full. Both give the same rank of the anchor
 (tests/test_steering.py checks that on a small model, control by control). On the embedded study's
-217 controls the screen kept 25 for full scoring (docs/findings.md).
+217 controls the screen kept 41 for full scoring (docs/findings.md).
 """
 
 from __future__ import annotations
